@@ -1,0 +1,44 @@
+"""Configuration from the environment (names in CONTRACT.md); tests pass overrides."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+DEV_SECRET_KEY = "crowdpower-dev-secret-key-change-me"
+
+
+def from_environment(instance_path: str) -> dict:
+    """Read every setting CrowdPower understands; sensible embedded defaults."""
+    secret = os.environ.get("SECRET_KEY")
+    if not secret:
+        warnings.warn("SECRET_KEY is not set: using the development key", stacklevel=2)
+        secret = DEV_SECRET_KEY
+    return {
+        "SECRET_KEY": secret,
+        "SQLALCHEMY_DATABASE_URI": normalise_database_url(
+            os.environ.get("DATABASE_URL")
+            or f"sqlite:///{os.path.join(instance_path, 'crowdpower.sqlite3')}"
+        ),
+        "REDIS_URL": os.environ.get("REDIS_URL") or None,
+        "RQ_QUEUE_PREFIX": os.environ.get("RQ_QUEUE_PREFIX", ""),
+        "SMTP_URL": os.environ.get("SMTP_URL") or None,
+        "MAIL_FROM": os.environ.get("MAIL_FROM", "CrowdPower <noreply@crowdpower.local>"),
+        "BASE_URL": os.environ.get("BASE_URL") or None,
+        "STRIPE_CLIENT_ID": os.environ.get("STRIPE_CLIENT_ID"),
+        "STRIPE_SECRET_KEY": os.environ.get("STRIPE_SECRET_KEY"),
+        "STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET"),
+        "STRIPE_API_BASE": os.environ.get("STRIPE_API_BASE", "https://api.stripe.com"),
+        "STRIPE_CONNECT_BASE": os.environ.get("STRIPE_CONNECT_BASE", "https://connect.stripe.com"),
+        "JOB_RETRY_INTERVALS": [10, 60, 300],
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    }
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept Heroku-style postgres:// URLs and use psycopg 3."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url

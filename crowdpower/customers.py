@@ -1,0 +1,171 @@
+"""Customer data services shared by the API, the web UI and plugins.
+
+Writes here are the only way traits and events enter the database, so encoding
+(typed copies for segments) and idempotency (events' external ids) live in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from crowdpower.extensions import db
+from crowdpower.models import Customer, Event, TraitValue, utcnow
+from crowdpower.tenancy import project_scope
+
+
+def encode_trait(value: Any) -> tuple[Any, str | None, float | None]:
+    """(JSON value, text copy, numeric copy) for a trait value."""
+    if isinstance(value, datetime):
+        value = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, bool):
+        return value, "true" if value else "false", None
+    if isinstance(value, int | float):
+        return value, None, float(value)
+    if isinstance(value, str):
+        return value, value[:500], None
+    return value, None, None
+
+
+def _insert(dialect_name: str):
+    return postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+
+
+def bulk_set_traits(
+    project_id: int, rows: Iterable[tuple[int, dict[str, Any]]], source: str = "custom"
+) -> int:
+    """Upsert traits of many customers in one statement per batch; ``None`` deletes a trait.
+
+    Rows are ``(customer_id, {key: value})``. Returns the number of values written.
+    """
+    now = utcnow()
+    values, deletes = [], []
+    for customer_id, traits in rows:
+        for key, raw in traits.items():
+            if raw is None:
+                deletes.append((customer_id, key))
+                continue
+            value, text, num = encode_trait(raw)
+            values.append({"project_id": project_id, "customer_id": customer_id, "key": key,
+                           "value": value, "value_text": text, "value_num": num,
+                           "source": source, "updated_at": now})
+    insert = _insert(db.engine.dialect.name)
+    for start in range(0, len(values), 2000):
+        stmt = insert(TraitValue).values(values[start:start + 2000])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["customer_id", "key"],
+            set_={c: getattr(stmt.excluded, c)
+                  for c in ("value", "value_text", "value_num", "source", "updated_at")},
+        )
+        db.session.execute(stmt)
+    for start in range(0, len(deletes), 500):
+        db.session.execute(
+            delete(TraitValue).where(
+                TraitValue.project_id == project_id,
+                tuple_(TraitValue.customer_id, TraitValue.key).in_(deletes[start:start + 500]),
+            )
+        )
+    return len(values)
+
+
+def set_traits(project_id: int, customer_id: int, traits: dict[str, Any],
+               source: str = "custom") -> None:
+    bulk_set_traits(project_id, [(customer_id, traits)], source=source)
+
+
+def get_traits(project_id: int, customer_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Traits of several customers with one query."""
+    out: dict[int, dict[str, Any]] = {cid: {} for cid in customer_ids}
+    if not customer_ids:
+        return out
+    with project_scope(project_id):
+        rows = db.session.execute(
+            select(TraitValue.customer_id, TraitValue.key, TraitValue.value).where(
+                TraitValue.project_id == project_id, TraitValue.customer_id.in_(customer_ids)
+            )
+        )
+        for customer_id, key, value in rows:
+            out[customer_id][key] = value
+    return out
+
+
+def find_by_email(project_id: int, email: str | None) -> Customer | None:
+    key = Customer.normalise_email(email)
+    if not key:
+        return None
+    with project_scope(project_id):
+        return db.session.scalar(
+            select(Customer).where(Customer.project_id == project_id, Customer.email_key == key)
+        )
+
+
+def upsert_customer(
+    project_id: int, email: str | None, name: str | None = None,
+    traits: dict[str, Any] | None = None, source: str = "api",
+) -> tuple[Customer, bool]:
+    """Create the customer, or update the one with that email (ignoring case)."""
+    customer = find_by_email(project_id, email)
+    created = customer is None
+    if created:
+        customer = Customer(project_id=project_id, email=(email or "").strip() or None,
+                            email_key=Customer.normalise_email(email), name=name)
+        db.session.add(customer)
+        db.session.flush()
+    elif name is not None:
+        customer.name = name
+    if traits:
+        set_traits(project_id, customer.id, traits, source=source)
+    return customer, created
+
+
+def record_event(
+    project_id: int, customer_id: int, name: str, properties: dict | None = None,
+    occurred_at: datetime | None = None, source: str = "api", external_id: str | None = None,
+) -> Event | None:
+    """Record an event; returns None if ``external_id`` was already recorded.
+
+    The ``crowdpower_event_recorded`` hook fires after the transaction commits.
+    """
+    if external_id is not None:
+        with project_scope(project_id):
+            seen = db.session.scalar(select(Event.id).where(
+                Event.project_id == project_id, Event.external_id == external_id))
+        if seen:
+            return None
+    event = Event(project_id=project_id, customer_id=customer_id, name=name,
+                  properties=json.loads(json.dumps(properties or {}, default=str)),
+                  occurred_at=occurred_at or utcnow(), source=source, external_id=external_id)
+    savepoint = db.session.begin_nested()
+    try:
+        db.session.add(event)
+        db.session.flush()
+    except IntegrityError:  # a concurrent delivery won the unique (project, external id)
+        savepoint.rollback()
+        if external_id is None:
+            raise
+        return None
+    savepoint.commit()
+    from crowdpower.jobs import after_commit
+    from crowdpower.plugins import get_pm
+
+    event_id = event.id
+    after_commit(lambda: get_pm().hook.crowdpower_event_recorded(
+        project_id=project_id, event_id=event_id))
+    return event
+
+
+def customer_json(customer: Customer, traits: dict[str, Any]) -> dict:
+    return {
+        "id": customer.id,
+        "email": customer.email,
+        "name": customer.name,
+        "created_at": customer.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "unsubscribed": customer.unsubscribed_at is not None,
+        "traits": traits,
+    }

@@ -1,0 +1,3 @@
+"""Host features built as plugins of the host itself (they use the same hooks)."""
+
+PLUGINS: list = []

@@ -1,0 +1,295 @@
+"""Background jobs: RQ on Redis in production, a thread in-process without Redis.
+
+Jobs are referenced by dotted name and take ids, never objects; the project id
+travels in the job's meta and is put in tenant scope while the job runs. Queues are
+named by purpose; a worker serves them in priority order (webhooks first), and a
+dedicated worker per queue (``crowdpower worker --queue webhooks``) keeps a big sync
+from ever delaying webhook processing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask, current_app, has_app_context
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+from werkzeug.utils import import_string
+
+from crowdpower.extensions import db
+from crowdpower.tenancy import reset_project, set_project
+
+log = logging.getLogger(__name__)
+
+HOST_QUEUES = ["webhooks", "messages", "default", "sync"]
+_worker_app: Flask | None = None
+
+
+# -- transactions -----------------------------------------------------------------
+
+def after_commit(fn: Callable[[], Any]) -> None:
+    """Run ``fn`` once the current transaction commits (dropped on rollback)."""
+    db.session.info.setdefault("crowdpower_after_commit", []).append(fn)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    pending = session.info.pop("crowdpower_after_commit", [])
+    for fn in pending:
+        try:
+            fn()
+        except Exception:  # one failing callback must not lose the others
+            log.exception("after-commit callback failed")
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_after_commit(session: Session) -> None:
+    if not session.in_transaction():
+        session.info.pop("crowdpower_after_commit", None)
+
+
+# -- running a job ----------------------------------------------------------------
+
+def set_worker_app(app: Flask) -> None:
+    global _worker_app
+    _worker_app = app
+
+
+def _app() -> Flask:
+    if has_app_context():
+        return current_app._get_current_object()  # type: ignore[attr-defined]
+    if _worker_app is None:
+        from crowdpower import create_app
+
+        set_worker_app(create_app())
+    assert _worker_app is not None
+    return _worker_app
+
+
+def execute(dotted: str, project_id: int | None, args: list, kwargs: dict) -> Any:
+    """Entry point of every job: app context, tenant scope, commit or roll back."""
+    app = _worker_app if _worker_app is not None else _app()
+    _after_fork(app)
+    with app.app_context():
+        token = set_project(project_id)
+        try:
+            result = import_string(dotted)(*args, **kwargs)
+            db.session.commit()
+            return result
+        except Exception:
+            db.session.rollback()
+            raise
+        finally:
+            reset_project(token)
+            db.session.remove()
+
+
+_engine_pid: dict[int, int] = {}
+
+
+def _after_fork(app: Flask) -> None:
+    """A forked RQ work horse must not reuse its parent's database connections."""
+    import os
+
+    pid = os.getpid()
+    if _engine_pid.setdefault(id(app), pid) != pid:
+        _engine_pid[id(app)] = pid
+        with app.app_context():
+            db.engine.dispose(close=False)
+
+
+# -- backends ---------------------------------------------------------------------
+
+class RQBackend:
+    """Jobs on Redis through RQ; the worker process runs them."""
+
+    def __init__(self, app: Flask) -> None:
+        from redis import Redis
+
+        self.redis = Redis.from_url(app.config["REDIS_URL"])
+        self.prefix = app.config.get("RQ_QUEUE_PREFIX", "")
+        self.intervals = list(app.config["JOB_RETRY_INTERVALS"])
+
+    def queue(self, name: str):
+        from rq import Queue
+
+        return Queue(self.prefix + name, connection=self.redis)
+
+    def enqueue(self, dotted: str, args: list, kwargs: dict, *, queue: str,
+                project_id: int | None, delay: float | None, job_id: str | None,
+                retries: int, timeout: int | None) -> str:
+        from rq import Retry
+
+        q = self.queue(queue)
+        options = dict(
+            args=(dotted, project_id, list(args), dict(kwargs)),
+            job_id=job_id,
+            meta={"project_id": project_id, "job": dotted},
+            retry=Retry(max=retries, interval=self.intervals[:retries] or 0) if retries else None,
+            description=f"{dotted} project={project_id}",
+            timeout=timeout,
+            result_ttl=3600,
+            failure_ttl=7 * 24 * 3600,
+        )
+        if delay:
+            options.pop("timeout")
+            job = q.enqueue_in(timedelta(seconds=delay), execute, *options.pop("args"),
+                               job_timeout=timeout, **options)
+        else:
+            job = q.enqueue_call(execute, **options)
+        return job.id
+
+
+class InProcessBackend:
+    """Jobs on a background thread of this process, for running with no servers.
+
+    Delays and retries are honoured; ``drain()`` waits until nothing is due.
+    """
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.intervals = list(app.config["JOB_RETRY_INTERVALS"])
+        self._heap: list = []
+        self._seq = itertools.count()
+        self._cv = threading.Condition()
+        self._busy = 0
+        self._thread: threading.Thread | None = None
+        self.failed: list[tuple[str, str]] = []
+
+    def enqueue(self, dotted: str, args: list, kwargs: dict, *, queue: str,
+                project_id: int | None, delay: float | None, job_id: str | None,
+                retries: int, timeout: int | None) -> str:
+        job_id = job_id or f"inproc-{next(self._seq)}"
+        with self._cv:
+            heapq.heappush(self._heap, (time.monotonic() + (delay or 0), next(self._seq),
+                                        (dotted, project_id, list(args), dict(kwargs), retries,
+                                         0, job_id)))
+            self._ensure_thread()
+            self._cv.notify_all()
+        return job_id
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="crowdpower-jobs",
+                                            daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    wait = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cv.wait(timeout=wait)
+                _, _, job = heapq.heappop(self._heap)
+                self._busy += 1
+            dotted, project_id, args, kwargs, retries, attempt, job_id = job
+            try:
+                with self.app.app_context():
+                    execute(dotted, project_id, args, kwargs)
+            except Exception as exc:
+                if attempt < retries:
+                    interval = self.intervals[min(attempt, len(self.intervals) - 1)] \
+                        if self.intervals else 0
+                    log.warning("job %s failed (%s); retry %d in %ss", dotted, exc,
+                                attempt + 1, interval)
+                    with self._cv:
+                        heapq.heappush(self._heap, (
+                            time.monotonic() + interval, next(self._seq),
+                            (dotted, project_id, args, kwargs, retries, attempt + 1, job_id)))
+                else:
+                    log.exception("job %s failed for good", dotted)
+                    self.failed.append((dotted, repr(exc)))
+            finally:
+                with self._cv:
+                    self._busy -= 1
+                    self._cv.notify_all()
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """Wait until no job is due or running (tests, the CLI)."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while self._busy or (self._heap and self._heap[0][0] <= time.monotonic()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("in-process jobs did not drain")
+                self._cv.wait(timeout=min(remaining, 0.05))
+
+
+def init_app(app: Flask) -> None:
+    backend = RQBackend(app) if app.config.get("REDIS_URL") else InProcessBackend(app)
+    app.extensions["crowdpower.jobs"] = backend
+
+
+def backend():
+    return current_app.extensions["crowdpower.jobs"]
+
+
+def queue_names(app: Flask | None = None) -> list[str]:
+    """Every queue, highest priority first: the host's, then the plugins'."""
+    from crowdpower.plugins import get_pm
+
+    names = list(HOST_QUEUES)
+    ctx = app.app_context() if app is not None else None
+    if ctx:
+        ctx.push()
+    try:
+        for extra in get_pm().hook.crowdpower_queues():
+            names += [n for n in extra or [] if n not in names]
+    finally:
+        if ctx:
+            ctx.pop()
+    return names
+
+
+def enqueue(func: str | Callable, *args: Any, queue: str = "default",
+            project_id: int | None = None, delay: float | None = None,
+            job_id: str | None = None, retries: int = 3, timeout: int | None = None,
+            **kwargs: Any) -> str:
+    """Enqueue ``func`` (a dotted name or an importable function) with plain arguments."""
+    dotted = func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"
+    return backend().enqueue(dotted, list(args), kwargs, queue=queue, project_id=project_id,
+                             delay=delay, job_id=job_id, retries=retries, timeout=timeout)
+
+
+def run_periodic_jobs(app: Flask, stop: threading.Event, redis=None) -> None:
+    """Enqueue plugins' periodic jobs on their timers; one enqueue per period cluster-wide."""
+    from crowdpower.plugins import get_pm
+
+    with app.app_context():
+        jobs = [j for batch in get_pm().hook.crowdpower_periodic_jobs() for j in batch or []]
+    last: dict[str, float] = {}
+    while not stop.is_set():
+        for dotted, every, queue in jobs:
+            if redis is not None:
+                due = redis.set(f"crowdpower:periodic:{dotted}", "1", nx=True, ex=int(every))
+            else:
+                due = time.monotonic() - last.get(dotted, 0) >= every
+            if due:
+                last[dotted] = time.monotonic()
+                with app.app_context():
+                    try:
+                        enqueue(dotted, queue=queue, retries=0)
+                    except Exception:
+                        log.exception("could not enqueue periodic job %s", dotted)
+        stop.wait(1.0)
+
+
+def drain(app: Flask | None = None, timeout: float = 60.0) -> None:
+    """Run jobs until none is left: an RQ burst worker, or wait for the thread."""
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    backend_ = app.extensions["crowdpower.jobs"]
+    if isinstance(backend_, InProcessBackend):
+        backend_.drain(timeout)
+        return
+    from rq import SimpleWorker
+
+    set_worker_app(app)
+    queues = [backend_.queue(n) for n in queue_names(app)]
+    SimpleWorker(queues, connection=backend_.redis).work(burst=True, with_scheduler=True)

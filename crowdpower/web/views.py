@@ -1,0 +1,135 @@
+"""Web routes. Every project page goes through ``project_required`` (404 for non-members)."""
+
+from __future__ import annotations
+
+from flask import flash, g, redirect, render_template, request, session, url_for
+from sqlalchemy import func, select
+from werkzeug.exceptions import HTTPException
+
+from crowdpower import segments as segment_service
+from crowdpower.auth import login_required, project_required, user_projects
+from crowdpower.customers import get_traits
+from crowdpower.extensions import db
+from crowdpower.models import Customer, Event, Segment, User
+from crowdpower.plugins import get_pm, installed_integrations
+from crowdpower.tenancy import get_or_404
+from crowdpower.web import bp
+
+PAGE = 50
+
+
+def not_found(_exc: HTTPException):
+    if request.path.startswith("/api/"):
+        from crowdpower.auth import api_error
+
+        return api_error(404, "not_found", "No such resource.")
+    return render_template("error.html", code=404, message="Not found."), 404
+
+
+def bad_request(exc: HTTPException):
+    if request.path.startswith("/api/"):
+        from crowdpower.auth import api_error
+
+        return api_error(400, "bad_request", exc.description or "Bad request.")
+    return render_template("error.html", code=400, message=exc.description or "Bad request."), 400
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    error = None
+    if request.method == "POST":
+        email = (request.form.get("email") or "").strip().lower()
+        password = request.form.get("password") or ""
+        user = db.session.scalar(select(User).where(User.email == email)) if email else None
+        if user is None or not user.check_password(password):
+            error = "Wrong email or password."
+        else:
+            session.clear()
+            session["user_id"] = user.id
+            target = request.args.get("next") or ""
+            if not target.startswith("/") or target.startswith("//"):
+                target = url_for("web.index")
+            return redirect(target)
+    return render_template("login.html", error=error), (401 if error else 200)
+
+
+@bp.post("/logout")
+def logout():
+    session.clear()
+    return redirect(url_for("web.login"))
+
+
+@bp.route("/")
+@login_required
+def index():
+    projects = user_projects(g.user)
+    if len(projects) == 1:
+        return redirect(url_for("web.integrations", project_id=projects[0].id))
+    return render_template("projects.html", projects=projects)
+
+
+@bp.route("/projects/<int:project_id>/integrations")
+@project_required
+def integrations(project_id: int):
+    cards = []
+    for info in installed_integrations():
+        status = info["status"](project_id) if info.get("status") else {}
+        cards.append({"info": info, "status": status})
+    return render_template("integrations.html", cards=cards)
+
+
+@bp.route("/projects/<int:project_id>/customers")
+@project_required
+def customers(project_id: int):
+    query = (request.args.get("q") or "").strip().lower()
+    segment_id = request.args.get("segment", type=int)
+    stmt = select(Customer).where(Customer.project_id == project_id)
+    segment = None
+    if segment_id:
+        segment = get_or_404(Segment, segment_id, project_id)
+        stmt = stmt.where(segment_service.condition(segment))
+    if query:
+        stmt = stmt.where(func.lower(func.coalesce(Customer.email, "")).contains(query)
+                          | func.lower(func.coalesce(Customer.name, "")).contains(query))
+    before = request.args.get("before", type=int)
+    if before:
+        stmt = stmt.where(Customer.id < before)
+    rows = list(db.session.scalars(stmt.order_by(Customer.id.desc()).limit(PAGE + 1)))
+    more = len(rows) > PAGE
+    rows = rows[:PAGE]
+    traits = get_traits(project_id, [c.id for c in rows])
+    return render_template("customers.html", customers=rows, traits=traits, q=query,
+                           segment=segment, more=more)
+
+
+@bp.route("/projects/<int:project_id>/customers/<int:customer_id>")
+@project_required
+def customer(project_id: int, customer_id: int):
+    customer = get_or_404(Customer, customer_id, project_id)
+    traits = get_traits(project_id, [customer.id])[customer.id]
+    events = list(db.session.scalars(
+        select(Event).where(Event.project_id == project_id, Event.customer_id == customer.id)
+        .order_by(Event.occurred_at.desc(), Event.id.desc()).limit(100)))
+    panels = [p for p in get_pm().hook.crowdpower_customer_panels(
+        project_id=project_id, customer_id=customer.id) if p]
+    return render_template("customer.html", customer=customer, traits=traits, events=events,
+                           panels=panels)
+
+
+@bp.route("/projects/<int:project_id>/segments")
+@project_required
+def segment_list(project_id: int):
+    rows = segment_service.with_counts(project_id)
+    return render_template("segments.html", segments=rows)
+
+
+@bp.post("/projects/<int:project_id>/customers/<int:customer_id>/unsubscribe")
+@project_required
+def unsubscribe_customer(project_id: int, customer_id: int):
+    customer = get_or_404(Customer, customer_id, project_id)
+    from crowdpower.models import utcnow
+
+    customer.unsubscribed_at = None if customer.unsubscribed_at else utcnow()
+    db.session.commit()
+    flash("Subscription preference saved.")
+    return redirect(url_for("web.customer", project_id=project_id, customer_id=customer_id))
