@@ -236,3 +236,80 @@ def api(client, api_key: str):
             return call
 
     return _Api()
+
+
+# -- Stripe ----------------------------------------------------------------------------
+# The Stripe double (crowdpower.plugins.stripe.double) is a real HTTP server on loopback;
+# the app talks to it with the real stripe SDK and authlib.
+
+STRIPE_SECRET = "sk_test_platform_double"
+STRIPE_CLIENT_ID = "ca_test_double"
+STRIPE_WEBHOOK_SECRET = "whsec_test_double"
+
+
+@pytest.fixture(scope="session")
+def stripe_double_server():
+    from crowdpower.plugins.stripe.double import StripeDouble
+
+    double = StripeDouble(secret_key=STRIPE_SECRET, client_id=STRIPE_CLIENT_ID,
+                          webhook_url=None, webhook_secrets=[STRIPE_WEBHOOK_SECRET])
+    double.test_base_url = double.start()
+    yield double
+    double.stop()
+
+
+@pytest.fixture
+def stripe_double(stripe_double_server, app_config):
+    """The double, with faults cleared and webhook delivery off; app config points at it."""
+    double = stripe_double_server
+    double.faults.clear()
+    double.webhooks.configure(url=None, secrets=[STRIPE_WEBHOOK_SECRET])
+    double.oauth_auto_approve = True
+    double.oauth_next_account = None
+    double.reset_request_log()
+    base = double.test_base_url
+    app_config.update({
+        "STRIPE_SECRET_KEY": STRIPE_SECRET,
+        "STRIPE_CLIENT_ID": STRIPE_CLIENT_ID,
+        "STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
+        "STRIPE_API_BASE": base,
+        "STRIPE_CONNECT_BASE": base,
+        "STRIPE_MAX_NETWORK_RETRIES": 2,
+        "STRIPE_LIVE_REQUESTS_PER_SECOND": 0,   # no client-side cap in tests unless asked
+        "STRIPE_TEST_REQUESTS_PER_SECOND": 0,
+    })
+    yield double
+    double.faults.clear()
+    double.webhooks.configure(url=None, secrets=[STRIPE_WEBHOOK_SECRET])
+
+
+@pytest.fixture
+def connect_account(app):
+    """Record a connection of ``account`` to ``project_id`` directly (no OAuth dance).
+
+    For tests of sync and webhooks; the OAuth flow itself is tested end to end in
+    tests/stripe_connect.
+    """
+    from crowdpower import integrations
+    from crowdpower.models import utcnow
+    from crowdpower.plugins.stripe.models import StripeConnection
+    from crowdpower.tenancy import project_scope
+
+    def connect(project_id: int, account: str, livemode: bool = False,
+                accept_test_data: bool = False) -> None:
+        with project_scope(project_id):
+            conn = db.session.scalar(db.select(StripeConnection).where(
+                StripeConnection.project_id == project_id))
+            if conn is None:
+                conn = StripeConnection(project_id=project_id)
+                db.session.add(conn)
+            conn.status, conn.stripe_user_id, conn.active_account_id = (
+                "connected", account, account)
+            conn.livemode, conn.scope = livemode, "read_write"
+            conn.access_token = "sk_test_connected_" + account
+            conn.accept_test_data = accept_test_data
+            conn.connected_at = utcnow()
+            integrations.enable(project_id, "stripe")
+            db.session.commit()
+
+    return connect

@@ -1,0 +1,9 @@
+"""The plugin's blueprint (name ``stripe``); route modules attach to it on import."""
+
+from flask import Blueprint
+
+bp = Blueprint("stripe", __name__, template_folder="templates")
+
+
+def load_routes() -> None:
+    from crowdpower.plugins.stripe import api, connect, webhooks  # noqa: F401

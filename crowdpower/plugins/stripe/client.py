@@ -1,0 +1,29 @@
+"""One way to talk to Stripe: a ``StripeClient`` built per call for one account.
+
+The platform key is passed per client and the connected account per client
+(``stripe_account``); ``stripe.api_key`` is never set globally, so two tenants'
+calls can never mix. ``max_network_retries`` is set because StripeClient does not
+retry by default.
+"""
+
+from __future__ import annotations
+
+import stripe
+from flask import current_app
+
+
+def stripe_client(account: str | None = None, max_network_retries: int | None = None,
+                  config: dict | None = None) -> stripe.StripeClient:
+    cfg = config or current_app.config
+    if not cfg.get("STRIPE_SECRET_KEY"):
+        raise RuntimeError("STRIPE_SECRET_KEY is not configured")
+    retries = cfg["STRIPE_MAX_NETWORK_RETRIES"] if max_network_retries is None \
+        else max_network_retries
+    return stripe.StripeClient(
+        cfg["STRIPE_SECRET_KEY"],
+        stripe_account=account,
+        client_id=cfg.get("STRIPE_CLIENT_ID"),
+        base_addresses={"api": cfg["STRIPE_API_BASE"], "connect": cfg["STRIPE_CONNECT_BASE"],
+                        "files": cfg["STRIPE_API_BASE"]},
+        max_network_retries=retries,
+    )

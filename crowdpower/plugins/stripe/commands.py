@@ -1,0 +1,3 @@
+"""CLI commands the plugin adds (``crowdpower demo`` lives here)."""
+
+COMMANDS: list = []

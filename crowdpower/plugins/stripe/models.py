@@ -1,0 +1,141 @@
+"""The Stripe plugin's tables (prefix ``stripe_``; migration branch ``stripe``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from crowdpower.crypto import EncryptedText
+from crowdpower.extensions import db
+from crowdpower.models import JSONType, UTCDateTime, utcnow
+from crowdpower.tenancy import TenantMixin
+
+
+class StripeConnection(TenantMixin, db.Model):
+    """A project's link to one connected Stripe account (one row per project).
+
+    ``active_account_id`` equals ``stripe_user_id`` while connected and is NULL
+    otherwise; its unique constraint lets an account be connected to one project at
+    a time while history is kept.
+    """
+
+    __tablename__ = "stripe_connections"
+    __table_args__ = (UniqueConstraint("project_id"), UniqueConstraint("active_account_id"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), default="disconnected")
+    stripe_user_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    active_account_id: Mapped[str | None] = mapped_column(String(64))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    scope: Mapped[str | None] = mapped_column(String(64))
+    access_token: Mapped[str | None] = mapped_column(EncryptedText)
+    refresh_token: Mapped[str | None] = mapped_column(EncryptedText)
+    publishable_key: Mapped[str | None] = mapped_column(String(200))
+    accept_test_data: Mapped[bool] = mapped_column(Boolean, default=False)
+    connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disconnected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    def __repr__(self) -> str:  # never show tokens
+        return f"<StripeConnection project={self.project_id} {self.stripe_user_id} {self.status}>"
+
+
+class StripeOAuthState(TenantMixin, db.Model):
+    """A Connect OAuth ``state``: random, single-use, short-lived, bound to a session."""
+
+    __tablename__ = "stripe_oauth_states"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    state: Mapped[str] = mapped_column(String(128), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    session_hash: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StripeWebhookEvent(db.Model):
+    """Durable inbox: every verified delivery is stored before it is acknowledged.
+
+    Not a tenant model: a row is written before its account is resolved to a project.
+    """
+
+    __tablename__ = "stripe_webhook_events"
+    __table_args__ = (Index("ix_stripe_webhook_events_pending", "status", "received_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(255), unique=True)
+    account_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    project_id: Mapped[int | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="SET NULL"), index=True)
+    type: Mapped[str] = mapped_column(String(100))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class StripeObject(TenantMixin, db.Model):
+    """Compact mirror of the Stripe objects traits are computed from.
+
+    ``synced_at`` is the time the data describes (the event's ``created`` or the
+    fetch time); a write with older data never overwrites newer (ordering guard).
+    """
+
+    __tablename__ = "stripe_objects"
+    __table_args__ = (
+        UniqueConstraint("project_id", "kind", "stripe_id"),
+        Index("ix_stripe_objects_customer", "project_id", "customer_stripe_id", "kind"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    stripe_id: Mapped[str] = mapped_column(String(64))
+    customer_stripe_id: Mapped[str | None] = mapped_column(String(64))
+    data: Mapped[Any] = mapped_column(JSONType)
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class StripeCustomerLink(TenantMixin, db.Model):
+    """Which CrowdPower customer a Stripe customer belongs to (several may share one)."""
+
+    __tablename__ = "stripe_customer_links"
+    __table_args__ = (UniqueConstraint("project_id", "stripe_customer_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stripe_customer_id: Mapped[str] = mapped_column(String(64))
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StripeSyncRun(TenantMixin, db.Model):
+    """One sync of a project's account; cursors checkpoint each list for resuming."""
+
+    __tablename__ = "stripe_sync_runs"
+    __table_args__ = (Index("ix_stripe_sync_runs_project_state", "project_id", "state"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    phase: Mapped[str | None] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(20), default="connect")
+    customers_processed: Mapped[int] = mapped_column(Integer, default=0)
+    customers_total: Mapped[int | None] = mapped_column(Integer)
+    counts: Mapped[dict] = mapped_column(JSONType, default=dict)
+    cursors: Mapped[dict] = mapped_column(JSONType, default=dict)
+    api_calls: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

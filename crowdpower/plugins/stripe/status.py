@@ -1,0 +1,50 @@
+"""The integration's status, shown on the card and served by the API."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from crowdpower.extensions import db
+from crowdpower.plugins.stripe.models import StripeConnection, StripeSyncRun
+from crowdpower.tenancy import project_scope
+
+
+def iso(dt) -> str | None:
+    return dt.isoformat().replace("+00:00", "Z") if dt else None
+
+
+def latest_sync(project_id: int) -> StripeSyncRun | None:
+    with project_scope(project_id):
+        return db.session.scalar(select(StripeSyncRun).where(
+            StripeSyncRun.project_id == project_id).order_by(StripeSyncRun.id.desc()).limit(1))
+
+
+def connection_for(project_id: int) -> StripeConnection | None:
+    with project_scope(project_id):
+        return db.session.scalar(select(StripeConnection).where(
+            StripeConnection.project_id == project_id))
+
+
+def sync_json(run: StripeSyncRun | None) -> dict | None:
+    if run is None:
+        return None
+    return {"id": run.id, "state": run.state, "phase": run.phase, "reason": run.reason,
+            "customers_processed": run.customers_processed,
+            "customers_total": run.customers_total, "counts": run.counts or {},
+            "api_calls": run.api_calls, "started_at": iso(run.started_at),
+            "finished_at": iso(run.finished_at), "error": run.error}
+
+
+def integration_status(project_id: int) -> dict:
+    """``{"status", "account_id", "livemode", "sync"}`` as in CONTRACT.md."""
+    conn = connection_for(project_id)
+    status = conn.status if conn else "disconnected"
+    return {
+        "status": status,
+        "account_id": conn.stripe_user_id if conn and status != "disconnected" else None,
+        "livemode": bool(conn.livemode) if conn else None,
+        "accept_test_data": bool(conn.accept_test_data) if conn else False,
+        "connected_at": iso(conn.connected_at) if conn else None,
+        "last_error": conn.last_error if conn else None,
+        "sync": sync_json(latest_sync(project_id)),
+    }

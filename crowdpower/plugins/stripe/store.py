@@ -1,0 +1,184 @@
+"""The Stripe mirror, customer links and trait recomputation shared by webhooks and sync.
+
+Traits are always a pure function (``mapping.customer_traits``) of the mirrored
+Stripe objects linked to a CrowdPower customer, so whichever path (sync page or
+webhook) wrote last, the result is the same and the newest data wins.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from crowdpower.customers import bulk_set_traits
+from crowdpower.extensions import db
+from crowdpower.models import Customer
+from crowdpower.plugins.stripe import mapping
+from crowdpower.plugins.stripe.models import StripeCustomerLink, StripeObject
+
+SOURCE = "stripe"
+
+_CUSTOMER_FIELDS = ("id", "object", "email", "name", "created", "livemode", "currency",
+                    "delinquent", "deleted", "metadata")
+_CHARGE_FIELDS = ("id", "object", "customer", "amount", "amount_captured", "amount_refunded",
+                  "currency", "status", "paid", "refunded", "captured", "created", "livemode",
+                  "failure_code", "failure_message", "description", "payment_intent")
+_SUB_FIELDS = ("id", "object", "customer", "status", "created", "currency", "quantity",
+               "trial_start", "trial_end", "cancel_at_period_end", "cancel_at", "canceled_at",
+               "ended_at", "cancellation_details", "livemode", "start_date", "discount",
+               "discounts", "current_period_end", "current_period_start")
+_PRICE_FIELDS = ("id", "object", "nickname", "unit_amount", "currency", "recurring", "product",
+                 "type")
+
+
+def customer_id_of(obj: dict) -> str | None:
+    """The Stripe customer id an object belongs to (``customer`` may be expanded)."""
+    if obj.get("object") == "customer":
+        return obj.get("id")
+    customer = obj.get("customer")
+    return customer.get("id") if isinstance(customer, dict) else customer
+
+
+def _compact_price(price: Any) -> Any:
+    if not isinstance(price, dict):
+        return price
+    out = {k: price.get(k) for k in _PRICE_FIELDS if k in price}
+    product = price.get("product")
+    if isinstance(product, dict):
+        out["product"] = {"id": product.get("id"), "name": product.get("name"),
+                          "object": "product"}
+    return out
+
+
+def compact(kind: str, obj: dict) -> dict:
+    """Keep only the fields traits are computed from (the mirror stays small)."""
+    if kind == "customer":
+        return {k: obj.get(k) for k in _CUSTOMER_FIELDS if k in obj}
+    if kind == "charge":
+        return {k: obj.get(k) for k in _CHARGE_FIELDS if k in obj}
+    if kind == "subscription":
+        out = {k: obj.get(k) for k in _SUB_FIELDS if k in obj}
+        out["customer"] = customer_id_of(obj)
+        items = (obj.get("items") or {}).get("data") or []
+        out["items"] = {"object": "list", "data": [
+            {"id": i.get("id"), "object": "subscription_item", "quantity": i.get("quantity"),
+             "current_period_start": i.get("current_period_start"),
+             "current_period_end": i.get("current_period_end"),
+             "price": _compact_price(i.get("price")), "plan": None}
+            for i in items]}
+        return out
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def _insert():
+    return postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
+
+
+def upsert_objects(project_id: int, kind: str, objects: Iterable[dict],
+                   synced_at: datetime) -> int:
+    """Write objects to the mirror unless the stored copy is newer (ordering guard)."""
+    rows = []
+    for obj in objects:
+        data = compact(kind, obj)
+        rows.append({"project_id": project_id, "kind": kind, "stripe_id": obj["id"],
+                     "customer_stripe_id": customer_id_of(obj), "data": data,
+                     "synced_at": synced_at, "deleted": bool(obj.get("deleted"))})
+    if not rows:
+        return 0
+    insert = _insert()
+    for start in range(0, len(rows), 1000):
+        stmt = insert(StripeObject).values(rows[start:start + 1000])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["project_id", "kind", "stripe_id"],
+            set_={c: getattr(stmt.excluded, c)
+                  for c in ("customer_stripe_id", "data", "synced_at", "deleted")},
+            where=StripeObject.synced_at <= stmt.excluded.synced_at,
+        )
+        db.session.execute(stmt)
+    return len(rows)
+
+
+def stored_synced_at(project_id: int, kind: str, stripe_id: str) -> datetime | None:
+    return db.session.scalar(select(StripeObject.synced_at).where(
+        StripeObject.project_id == project_id, StripeObject.kind == kind,
+        StripeObject.stripe_id == stripe_id))
+
+
+def link_customers(project_id: int, stripe_customers: list[dict]) -> dict[str, int]:
+    """CrowdPower customer id for each Stripe customer: existing link, else email, else new.
+
+    Matching by email ignores case; several Stripe customers with one email share one
+    CrowdPower customer; customers without email get their own. Deleted ones are skipped.
+    """
+    live = [c for c in stripe_customers if not c.get("deleted")]
+    ids = [c["id"] for c in live]
+    linked = dict(db.session.execute(select(
+        StripeCustomerLink.stripe_customer_id, StripeCustomerLink.customer_id).where(
+        StripeCustomerLink.project_id == project_id,
+        StripeCustomerLink.stripe_customer_id.in_(ids))).all()) if ids else {}
+    todo = [c for c in live if c["id"] not in linked]
+    if not todo:
+        return linked
+    keys = {Customer.normalise_email(c.get("email")) for c in todo} - {None}
+    by_email = dict(db.session.execute(select(Customer.email_key, Customer.id).where(
+        Customer.project_id == project_id, Customer.email_key.in_(keys))).all()) if keys else {}
+    new_links = []
+    for c in todo:
+        key = Customer.normalise_email(c.get("email"))
+        customer_id = by_email.get(key) if key else None
+        if customer_id is None:
+            created = datetime.fromtimestamp(c["created"], UTC) if c.get("created") else None
+            customer = Customer(project_id=project_id, email=(c.get("email") or "").strip() or None,
+                                email_key=key, name=c.get("name"),
+                                external_id=None if key else c["id"])
+            if created:
+                customer.created_at = created
+            db.session.add(customer)
+            db.session.flush()
+            customer_id = customer.id
+            if key:
+                by_email[key] = customer_id
+        linked[c["id"]] = customer_id
+        new_links.append({"project_id": project_id, "stripe_customer_id": c["id"],
+                          "customer_id": customer_id, "created_at": datetime.now(UTC)})
+    stmt = _insert()(StripeCustomerLink).values(new_links).on_conflict_do_nothing(
+        index_elements=["project_id", "stripe_customer_id"])
+    db.session.execute(stmt)
+    return linked
+
+
+def recompute_traits(project_id: int, customer_ids: Iterable[int]) -> int:
+    """Recompute the ``stripe_*`` traits of these CrowdPower customers from the mirror."""
+    customer_ids = sorted(set(customer_ids))
+    if not customer_ids:
+        return 0
+    links = db.session.execute(select(
+        StripeCustomerLink.stripe_customer_id, StripeCustomerLink.customer_id).where(
+        StripeCustomerLink.project_id == project_id,
+        StripeCustomerLink.customer_id.in_(customer_ids))).all()
+    owner = dict(links)
+    grouped: dict[int, dict[str, list]] = defaultdict(
+        lambda: {"customer": [], "subscription": [], "charge": []})
+    stripe_ids = list(owner)
+    for start in range(0, len(stripe_ids), 1000):
+        chunk = stripe_ids[start:start + 1000]
+        rows = db.session.execute(select(StripeObject.kind, StripeObject.customer_stripe_id,
+                                         StripeObject.data).where(
+            StripeObject.project_id == project_id,
+            StripeObject.customer_stripe_id.in_(chunk)))
+        for kind, cus, data in rows:
+            grouped[owner[cus]][kind].append(data)
+    rows_out = []
+    for customer_id in customer_ids:
+        g = grouped.get(customer_id)
+        if not g or not [c for c in g["customer"] if not c.get("deleted")]:
+            continue
+        traits = mapping.customer_traits(g["customer"], g["subscription"], g["charge"])
+        rows_out.append((customer_id, traits))
+    bulk_set_traits(project_id, rows_out, source=SOURCE)
+    return len(rows_out)
