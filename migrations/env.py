@@ -51,6 +51,22 @@ def get_metadata():
     return target_db.metadata
 
 
+def include_object(obj, name, type_, reflected, compare_to):
+    """``-x tables=stripe_`` (or ``-x tables=!stripe_``) limits autogenerate to a branch.
+
+    Each plugin owns its tables (prefix) and its migration branch, so a revision for
+    the host is generated with ``!stripe_`` and one for the Stripe branch with ``stripe_``.
+    """
+    if type_ != "table":
+        return True
+    prefix = context.get_x_argument(as_dictionary=True).get("tables")
+    if not prefix:
+        return True
+    if prefix.startswith("!"):
+        return not name.startswith(prefix[1:])
+    return name.startswith(prefix)
+
+
 def run_migrations_offline():
     """Run migrations in 'offline' mode.
 
@@ -90,9 +106,10 @@ def run_migrations_online():
                 directives[:] = []
                 logger.info('No changes in schema detected.')
 
-    conf_args = current_app.extensions['migrate'].configure_args
+    conf_args = dict(current_app.extensions['migrate'].configure_args)
     if conf_args.get("process_revision_directives") is None:
         conf_args["process_revision_directives"] = process_revision_directives
+    conf_args.setdefault("include_object", include_object)
 
     connectable = get_engine()
 

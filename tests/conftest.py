@@ -112,6 +112,15 @@ def app(schema, app_config):
             redis.delete(key)
     ctx = app.app_context()
     ctx.push()
+
+    @app.before_request
+    def _fresh_request_globals():
+        # Requests reuse the app context this fixture pushed (so ``g`` would outlive a
+        # request, unlike in production): forget flask-wtf's per-request token cache.
+        from flask import g
+
+        g.pop("csrf_token", None)
+
     yield app
     db.session.remove()
     ctx.pop()

@@ -1,10 +1,40 @@
-"""Stripe Connect OAuth: connect, callback, disconnect (to be completed)."""
+"""Stripe Connect OAuth: connect, callback, disconnect, resync, settings.
+
+The ``state`` is random, single-use, short-lived (``STRIPE_OAUTH_STATE_TTL``) and
+bound to the user, the browser session and the project (a ``StripeOAuthState`` row).
+The code is exchanged exactly once: the state is burnt in its own committed
+transaction *before* the exchange, so a double-submitted callback can never present
+the code a second time (Stripe revokes the connection when a code is reused).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import secrets
+from datetime import timedelta
 
-def register_oauth_client(oauth, app) -> None:
-    oauth.register(
+import stripe
+from authlib.integrations.base_client.errors import OAuthError
+from flask import abort, current_app, flash, g, redirect, request, session, url_for
+from sqlalchemy import select, update
+
+from crowdpower import integrations
+from crowdpower.auth import login_required, project_required
+from crowdpower.extensions import db, oauth
+from crowdpower.models import utcnow
+from crowdpower.plugins.stripe.blueprint import bp
+from crowdpower.plugins.stripe.client import stripe_client
+from crowdpower.plugins.stripe.models import StripeConnection, StripeOAuthState
+from crowdpower.tenancy import project_scope, unscoped
+
+log = logging.getLogger(__name__)
+NAME = "stripe"
+SESSION_NONCE = "stripe_oauth_nonce"
+
+
+def register_oauth_client(oauth_registry, app) -> None:
+    oauth_registry.register(
         "stripe",
         client_id=app.config.get("STRIPE_CLIENT_ID"),
         client_secret=app.config.get("STRIPE_SECRET_KEY"),
@@ -13,3 +43,195 @@ def register_oauth_client(oauth, app) -> None:
         client_kwargs={"scope": "read_write",
                        "token_endpoint_auth_method": "client_secret_post"},
     )
+
+
+def _session_hash() -> str:
+    nonce = session.get(SESSION_NONCE)
+    if not nonce:
+        nonce = session[SESSION_NONCE] = secrets.token_urlsafe(24)
+    return hashlib.sha256(nonce.encode()).hexdigest()
+
+
+def redirect_uri() -> str:
+    base = current_app.config.get("BASE_URL")
+    path = url_for("stripe.callback")
+    return base.rstrip("/") + path if base else url_for("stripe.callback", _external=True)
+
+
+def integrations_page(project_id: int):
+    return redirect(url_for("web.integrations", project_id=project_id))
+
+
+def connection(project_id: int) -> StripeConnection | None:
+    with project_scope(project_id):
+        return db.session.scalar(select(StripeConnection).where(
+            StripeConnection.project_id == project_id))
+
+
+@bp.get("/projects/<int:project_id>/integrations/stripe/connect")
+@project_required
+def connect(project_id: int):
+    """Send the user to Stripe's consent page with a fresh state."""
+    if not current_app.config.get("STRIPE_CLIENT_ID") or not current_app.config.get(
+            "STRIPE_SECRET_KEY"):
+        flash("Stripe is not configured on this CrowdPower installation "
+              "(STRIPE_CLIENT_ID / STRIPE_SECRET_KEY).")
+        return integrations_page(project_id)
+    state = secrets.token_urlsafe(32)
+    ttl = int(current_app.config["STRIPE_OAUTH_STATE_TTL"])
+    db.session.add(StripeOAuthState(project_id=project_id, state=state, user_id=g.user.id,
+                                    session_hash=_session_hash(),
+                                    expires_at=utcnow() + timedelta(seconds=ttl)))
+    db.session.commit()
+    client = oauth.create_client("stripe")
+    url = client.create_authorization_url(redirect_uri(), state=state)["url"]
+    return redirect(url)
+
+
+def _claim_state(state: str) -> StripeOAuthState | None:
+    """Burn the state (single use); None if unknown, used, expired or not this session's."""
+    with unscoped():
+        row = db.session.scalar(select(StripeOAuthState).where(StripeOAuthState.state == state))
+        if row is None or row.used_at is not None or row.expires_at < utcnow():
+            return None
+        if row.user_id != g.user.id or not secrets.compare_digest(row.session_hash,
+                                                                   _session_hash()):
+            return None
+        claimed = db.session.execute(update(StripeOAuthState).where(
+            StripeOAuthState.id == row.id, StripeOAuthState.used_at.is_(None)).values(
+            used_at=utcnow()).execution_options(synchronize_session=False)).rowcount
+        db.session.commit()
+        return row if claimed == 1 else None
+
+
+@bp.get("/integrations/stripe/callback")
+@login_required
+def callback():
+    state = request.args.get("state", "")
+    row = _claim_state(state) if state else None
+    if row is None:
+        abort(400, description="This Stripe connection link has expired, was already used, "
+                               "or was started in another browser session. Start again from "
+                               "the Integrations page.")
+    project_id = row.project_id
+    with project_scope(project_id):
+        if request.args.get("error"):
+            if request.args["error"] == "access_denied":
+                flash("You declined the Stripe connection; nothing was changed.")
+            else:
+                flash("Stripe did not connect: " + request.args.get(
+                    "error_description", request.args["error"]))
+            return integrations_page(project_id)
+        code = request.args.get("code")
+        if not code:
+            abort(400, description="Stripe sent neither a code nor an error.")
+        try:  # exactly once: never retried (a reused code revokes the connection)
+            token = oauth.create_client("stripe").fetch_access_token(
+                redirect_uri=redirect_uri(), code=code)
+        except (OAuthError, Exception) as exc:  # noqa: B014 - network errors included
+            log.warning("Stripe code exchange failed for project %s: %s", project_id,
+                        type(exc).__name__)
+            flash(f"Stripe refused the connection ({_describe(exc)}). Please try again.")
+            return integrations_page(project_id)
+        message = store_connection(project_id, token)
+        flash(message)
+        return integrations_page(project_id)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, OAuthError):
+        return exc.description or exc.error or "OAuth error"
+    return type(exc).__name__
+
+
+def store_connection(project_id: int, token: dict) -> str:
+    """Save the connection, seed what the plugin adds and start the initial sync."""
+    from crowdpower.plugins.stripe.sync import request_sync
+
+    account = token.get("stripe_user_id")
+    if not account:
+        return "Stripe answered without an account id; nothing was connected."
+    with unscoped():
+        taken = db.session.scalar(select(StripeConnection.project_id).where(
+            StripeConnection.active_account_id == account,
+            StripeConnection.project_id != project_id))
+    if taken is not None:
+        return ("This Stripe account is already connected to another CrowdPower project. "
+                "Disconnect it there first.")
+    with project_scope(project_id):
+        conn = connection(project_id) or StripeConnection(project_id=project_id)
+        db.session.add(conn)
+        conn.status, conn.stripe_user_id, conn.active_account_id = "connected", account, account
+        conn.livemode = bool(token.get("livemode"))
+        conn.scope = token.get("scope")
+        conn.access_token = token.get("access_token")
+        conn.refresh_token = token.get("refresh_token")
+        conn.publishable_key = token.get("stripe_publishable_key")
+        conn.connected_at, conn.disconnected_at, conn.last_error = utcnow(), None, None
+        integrations.enable(project_id, NAME)
+        request_sync(project_id, reason="connect")
+        db.session.commit()
+    return f"Stripe account {account} connected. Importing your customers now."
+
+
+def mark_disconnected(project_id: int, reason: str | None = None) -> bool:
+    """Stop using the account; customer data is kept. True if it was connected."""
+    conn = connection(project_id)
+    if conn is None or conn.status == "disconnected":
+        return False
+    with project_scope(project_id):
+        conn.status, conn.active_account_id = "disconnected", None
+        conn.access_token = conn.refresh_token = None
+        conn.disconnected_at, conn.last_error = utcnow(), reason
+        integrations.disable(project_id, NAME)
+    return True
+
+
+@bp.post("/projects/<int:project_id>/integrations/stripe/disconnect")
+@project_required
+def disconnect(project_id: int):
+    conn = connection(project_id)
+    if conn is None or conn.status == "disconnected":
+        flash("Stripe is not connected.")
+        return integrations_page(project_id)
+    note = ""
+    try:
+        stripe_client().oauth.deauthorize({"client_id": current_app.config[
+            "STRIPE_CLIENT_ID"], "stripe_user_id": conn.stripe_user_id})
+    except stripe.oauth_error.OAuthError as exc:  # already revoked on Stripe's side
+        log.info("deauthorize of %s: %s", conn.stripe_user_id, exc)
+    except stripe.StripeError as exc:
+        note = (" Stripe could not be reached to revoke access "
+                f"({type(exc).__name__}); revoke it in your Stripe Dashboard.")
+    mark_disconnected(project_id)
+    db.session.commit()
+    flash("Stripe disconnected. Your customers and their data are kept." + note)
+    return integrations_page(project_id)
+
+
+@bp.post("/projects/<int:project_id>/integrations/stripe/resync")
+@project_required
+def resync(project_id: int):
+    from crowdpower.plugins.stripe.sync import request_sync
+
+    conn = connection(project_id)
+    if conn is None or conn.status != "connected":
+        flash("Connect Stripe before syncing.")
+        return integrations_page(project_id)
+    _run, started = request_sync(project_id, reason="resync")
+    db.session.commit()
+    flash("Sync started." if started else "A sync is already running for this project.")
+    return integrations_page(project_id)
+
+
+@bp.post("/projects/<int:project_id>/integrations/stripe/settings")
+@project_required
+def settings(project_id: int):
+    conn = connection(project_id)
+    if conn is None:
+        flash("Connect Stripe first.")
+        return integrations_page(project_id)
+    conn.accept_test_data = request.form.get("accept_test_data") == "on"
+    db.session.commit()
+    flash("Stripe settings saved.")
+    return integrations_page(project_id)

@@ -64,7 +64,8 @@ class StripeWebhookEvent(db.Model):
     """
 
     __tablename__ = "stripe_webhook_events"
-    __table_args__ = (Index("ix_stripe_webhook_events_pending", "status", "received_at"),)
+    __table_args__ = (Index("ix_stripe_webhook_events_pending", "status", "received_at"),
+                      Index("ix_stripe_webhook_events_object", "project_id", "object_key"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[str] = mapped_column(String(255), unique=True)
@@ -72,6 +73,8 @@ class StripeWebhookEvent(db.Model):
     project_id: Mapped[int | None] = mapped_column(
         ForeignKey("projects.id", ondelete="SET NULL"), index=True)
     type: Mapped[str] = mapped_column(String(100))
+    # What the event changed (``mapping.event_object_key``), to drop twin events.
+    object_key: Mapped[str | None] = mapped_column(String(200))
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     created: Mapped[int] = mapped_column(Integer)
     payload: Mapped[str] = mapped_column(Text)
@@ -139,3 +142,5 @@ class StripeSyncRun(TenantMixin, db.Model):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A Resync of a failed run starts a new run from the failed run's checkpoint.
+    resumed_from_id: Mapped[int | None] = mapped_column(Integer)

@@ -72,7 +72,20 @@ def compact(kind: str, obj: dict) -> dict:
              "price": _compact_price(i.get("price")), "plan": None}
             for i in items]}
         return out
+    if kind == "product":
+        return {"id": obj.get("id"), "object": "product", "name": obj.get("name")}
     raise ValueError(f"unknown kind {kind!r}")
+
+
+def expanded_products(subscriptions: Iterable[dict]) -> list[dict]:
+    """Products expanded inside subscriptions' prices (kept for plan names)."""
+    found = {}
+    for sub in subscriptions:
+        for item in (sub.get("items") or {}).get("data") or []:
+            product = (item.get("price") or {}).get("product")
+            if isinstance(product, dict) and product.get("id"):
+                found[product["id"]] = product
+    return list(found.values())
 
 
 def _insert():
@@ -82,6 +95,9 @@ def _insert():
 def upsert_objects(project_id: int, kind: str, objects: Iterable[dict],
                    synced_at: datetime) -> int:
     """Write objects to the mirror unless the stored copy is newer (ordering guard)."""
+    objects = list(objects)
+    if kind == "subscription":
+        upsert_objects(project_id, "product", expanded_products(objects), synced_at)
     rows = []
     for obj in objects:
         data = compact(kind, obj)
@@ -152,6 +168,18 @@ def link_customers(project_id: int, stripe_customers: list[dict]) -> dict[str, i
     return linked
 
 
+def product_names(project_id: int, subscriptions: Iterable[dict]) -> dict[str, str]:
+    """Names of the products that subscriptions name by id only (from the mirror)."""
+    ids = {p for sub in subscriptions for item in (sub.get("items") or {}).get("data") or []
+           if isinstance(p := (item.get("price") or {}).get("product"), str)}
+    if not ids:
+        return {}
+    rows = db.session.execute(select(StripeObject.stripe_id, StripeObject.data).where(
+        StripeObject.project_id == project_id, StripeObject.kind == "product",
+        StripeObject.stripe_id.in_(sorted(ids))))
+    return {sid: data.get("name") for sid, data in rows if data and data.get("name")}
+
+
 def recompute_traits(project_id: int, customer_ids: Iterable[int]) -> int:
     """Recompute the ``stripe_*`` traits of these CrowdPower customers from the mirror."""
     customer_ids = sorted(set(customer_ids))
@@ -172,13 +200,15 @@ def recompute_traits(project_id: int, customer_ids: Iterable[int]) -> int:
             StripeObject.project_id == project_id,
             StripeObject.customer_stripe_id.in_(chunk)))
         for kind, cus, data in rows:
-            grouped[owner[cus]][kind].append(data)
+            if kind in ("customer", "subscription", "charge"):
+                grouped[owner[cus]][kind].append(data)
+    names = product_names(project_id, [s for g in grouped.values() for s in g["subscription"]])
     rows_out = []
     for customer_id in customer_ids:
         g = grouped.get(customer_id)
         if not g or not [c for c in g["customer"] if not c.get("deleted")]:
             continue
-        traits = mapping.customer_traits(g["customer"], g["subscription"], g["charge"])
+        traits = mapping.customer_traits(g["customer"], g["subscription"], g["charge"], names)
         rows_out.append((customer_id, traits))
     bulk_set_traits(project_id, rows_out, source=SOURCE)
     return len(rows_out)

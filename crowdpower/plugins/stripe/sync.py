@@ -1,7 +1,413 @@
-"""Initial and on-demand sync of a connected account (to be completed)."""
+"""Initial and on-demand sync of a connected account into the mirror and traits.
+
+A run (``StripeSyncRun``) goes pending → running → succeeded/failed through the
+phases customers → subscriptions → charges → traits. Each list phase pages through
+the account-wide list endpoint (100 per page), writes the page to the mirror and
+commits it together with the cursor, so memory is one page and a killed worker
+resumes from the last committed page with the same end result (writes are upserts).
+The traits phase walks the linked customers in id order, also checkpointed.
+
+Fairness: the job runs on the ``sync`` queue (never in front of webhooks), in time
+slices (``STRIPE_SYNC_SLICE_SECONDS``) after which it re-enqueues itself, and holds a
+per-tenant lease (``STRIPE_SYNC_MAX_PER_TENANT`` slots; Redis keys with a TTL renewed
+by a heartbeat, or the runs' ``heartbeat_at`` without Redis). A job that finds no free
+slot re-enqueues itself with a delay instead of occupying a worker.
+
+Faults: every request, retries included, goes through the per-account rate cap and
+is counted in ``api_calls``, so the SDK's own retries are off (``max_network_retries=0``)
+and this module retries instead: 429 → back off with jitter (honouring ``Retry-After``),
+5xx/409/connection errors → back off, ``Stripe-Should-Retry`` honoured. After
+``STRIPE_SYNC_MAX_ATTEMPTS`` consecutive failures the run fails with a readable error;
+a Resync then starts a new run from the failed run's checkpoint (``resumed_from_id``).
+"""
 
 from __future__ import annotations
 
+import logging
+import random
+import secrets
+import time
+from datetime import timedelta
 
-def request_sync(project_id: int, reason: str = "connect"):
-    raise NotImplementedError
+import stripe
+from flask import current_app
+from sqlalchemy import func, select
+
+from crowdpower import jobs
+from crowdpower.extensions import db
+from crowdpower.models import utcnow
+from crowdpower.plugins.stripe import store
+from crowdpower.plugins.stripe.client import stripe_client
+from crowdpower.plugins.stripe.models import StripeConnection, StripeCustomerLink, StripeSyncRun
+from crowdpower.plugins.stripe.ratelimit import limiter, rate_for
+from crowdpower.tenancy import current_project_id, get_by_id_and_project, project_scope
+
+log = logging.getLogger(__name__)
+
+QUEUE = "sync"
+ACTIVE = ("pending", "running")
+PHASES = ("customers", "subscriptions", "charges", "traits")
+# phase → (mirror kind, list path, extra list params)
+LISTS = {
+    "customers": ("customer", "/v1/customers", {}),
+    "subscriptions": ("subscription", "/v1/subscriptions",
+                      {"status": "all", "expand": ["data.items.data.price.product"]}),
+    "charges": ("charge", "/v1/charges", {}),
+}
+TRAITS_BATCH = 1000
+RATE_LIMIT_BUDGET = 20  # consecutive 429s worth one ordinary failure
+DEFAULTS = {
+    "STRIPE_SYNC_PAGE_SIZE": 100,
+    "STRIPE_SYNC_MAX_PER_TENANT": 1,
+    "STRIPE_SYNC_MAX_ATTEMPTS": 8,
+    "STRIPE_SYNC_BACKOFF_BASE": 0.5,
+    "STRIPE_SYNC_BACKOFF_MAX": 30.0,
+    "STRIPE_SYNC_LEASE_SECONDS": 60,
+    "STRIPE_SYNC_SLICE_SECONDS": 240,
+    "STRIPE_SYNC_DEFER_SECONDS": 5,
+    "STRIPE_SYNC_STALE_SECONDS": 600,
+}
+
+
+def setting(key: str):
+    value = current_app.config.get(key)
+    return DEFAULTS[key] if value is None else value
+
+
+class SyncFailed(Exception):
+    """A failure the run reports as its error (the message is shown to the user)."""
+
+
+# -- requesting a sync --------------------------------------------------------------
+
+def request_sync(project_id: int, reason: str = "connect") -> tuple[StripeSyncRun, bool]:
+    """Start a sync unless one is active; ``(run, started)``. The caller commits.
+
+    A run that is pending or running is returned with ``False``, unless its worker
+    vanished (no heartbeat for ``STRIPE_SYNC_STALE_SECONDS``): then it is re-enqueued
+    and resumes from its checkpoint. After a failed run, the new run starts from the
+    failed run's checkpoint; after a successful one it is a full (idempotent) sync.
+    """
+    with project_scope(project_id):
+        # Serialise concurrent requests of one project on its connection row (PostgreSQL).
+        db.session.execute(select(StripeConnection.id).where(
+            StripeConnection.project_id == project_id).with_for_update())
+        latest = db.session.scalar(select(StripeSyncRun).where(
+            StripeSyncRun.project_id == project_id).order_by(StripeSyncRun.id.desc()).limit(1))
+        if latest is not None and latest.state in ACTIVE:
+            if not _is_stale(latest):
+                return latest, False
+            _enqueue_after_commit(project_id, latest.id)
+            return latest, True
+        run = StripeSyncRun(project_id=project_id, state="pending", reason=reason,
+                            counts={}, cursors={}, customers_processed=0, api_calls=0,
+                            attempts=0)
+        if latest is not None and latest.state == "failed" and latest.cursors:
+            run.resumed_from_id = latest.id
+            run.phase, run.cursors, run.counts = latest.phase, dict(latest.cursors), \
+                dict(latest.counts or {})
+            run.customers_processed = latest.customers_processed
+            run.customers_total = latest.customers_total
+        db.session.add(run)
+        db.session.flush()
+        _enqueue_after_commit(project_id, run.id)
+        return run, True
+
+
+def _is_stale(run: StripeSyncRun) -> bool:
+    seen = run.heartbeat_at or run.started_at or run.created_at
+    return seen is not None and utcnow() - seen > timedelta(
+        seconds=setting("STRIPE_SYNC_STALE_SECONDS"))
+
+
+def _enqueue(project_id: int, run_id: int, delay: float | None = None) -> None:
+    timeout = int(setting("STRIPE_SYNC_SLICE_SECONDS") + setting("STRIPE_SYNC_MAX_ATTEMPTS")
+                  * setting("STRIPE_SYNC_BACKOFF_MAX") + 300)
+    jobs.enqueue(run_sync, run_id, queue=QUEUE, project_id=project_id, delay=delay,
+                 timeout=timeout)
+
+
+def _enqueue_after_commit(project_id: int, run_id: int) -> None:
+    jobs.after_commit(lambda: _enqueue(project_id, run_id))
+
+
+# -- the per-tenant lease -----------------------------------------------------------
+
+_RENEW = """if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"""
+_RELEASE = """if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1]) end return 0"""
+
+
+class Lease:
+    """One of the tenant's ``STRIPE_SYNC_MAX_PER_TENANT`` sync slots, held while working.
+
+    With Redis: a key per slot plus one per run (so one run never runs twice at once),
+    each with a TTL the heartbeat renews; a dead worker's slot frees itself. Without
+    Redis: running runs whose ``heartbeat_at`` is fresher than the TTL hold the slots.
+    """
+
+    def __init__(self, project_id: int, run_id: int) -> None:
+        self.project_id, self.run_id = project_id, run_id
+        self.ttl = float(setting("STRIPE_SYNC_LEASE_SECONDS"))
+        self.slots = max(1, int(setting("STRIPE_SYNC_MAX_PER_TENANT")))
+        self.token = secrets.token_hex(8)
+        self.keys: list[str] = []
+        url = current_app.config.get("REDIS_URL")
+        self.redis = None
+        if url:
+            from redis import Redis
+
+            self.redis = Redis.from_url(url)
+            self.prefix = f"{current_app.config.get('RQ_QUEUE_PREFIX', '')}crowdpower:" \
+                          f"stripe-sync:{project_id}"
+
+    def acquire(self, run: StripeSyncRun) -> bool:
+        if self.redis is not None:
+            return self._acquire_redis()
+        fresh = utcnow() - timedelta(seconds=self.ttl)
+        running = list(db.session.execute(select(StripeSyncRun.id).where(
+            StripeSyncRun.project_id == self.project_id, StripeSyncRun.state == "running",
+            StripeSyncRun.heartbeat_at > fresh).with_for_update()).scalars())
+        if run.id in running or len(running) >= self.slots:
+            db.session.rollback()
+            return False
+        run.heartbeat_at = utcnow()
+        db.session.commit()
+        return True
+
+    def _acquire_redis(self) -> bool:
+        ms = int(self.ttl * 1000)
+        run_key = f"{self.prefix}:run:{self.run_id}"
+        if not self.redis.set(run_key, self.token, nx=True, px=ms):
+            return False
+        for slot in range(self.slots):
+            key = f"{self.prefix}:slot:{slot}"
+            if self.redis.set(key, self.token, nx=True, px=ms):
+                self.keys = [run_key, key]
+                return True
+        self.redis.eval(_RELEASE, 1, run_key, self.token)
+        return False
+
+    def renew(self, run: StripeSyncRun) -> None:
+        """Heartbeat: keep the slot (call at least every ``ttl / 2``)."""
+        run.heartbeat_at = utcnow()
+        for key in self.keys:
+            self.redis.eval(_RENEW, 1, key, self.token, int(self.ttl * 1000))
+
+    def release(self, run: StripeSyncRun | None) -> None:
+        for key in self.keys:
+            self.redis.eval(_RELEASE, 1, key, self.token)
+        if run is not None:
+            run.heartbeat_at = None
+
+
+# -- the job ------------------------------------------------------------------------
+
+def run_sync(run_id: int) -> None:
+    """Job: work on the run for one time slice, then re-enqueue itself until done."""
+    project_id = current_project_id()
+    assert project_id is not None, "run_sync runs in a project's scope"
+    run = get_by_id_and_project(StripeSyncRun, run_id, project_id)
+    if run is None or run.state not in ACTIVE:
+        log.info("sync run %s of project %s is not active; nothing to do", run_id, project_id)
+        return
+    lease = Lease(project_id, run.id)
+    if not lease.acquire(run):
+        log.info("sync run %s of project %s waits for a free slot", run_id, project_id)
+        _enqueue(project_id, run.id, delay=setting("STRIPE_SYNC_DEFER_SECONDS"))
+        return
+    try:
+        finished = Syncer(run, lease).work()
+    finally:
+        run = get_by_id_and_project(StripeSyncRun, run_id, project_id)
+        lease.release(run)
+        db.session.commit()
+    if not finished:
+        _enqueue(project_id, run_id)
+
+
+class Syncer:
+    """The work of one slice of a run; every page is committed with its checkpoint."""
+
+    def __init__(self, run: StripeSyncRun, lease: Lease) -> None:
+        self.run, self.lease = run, lease
+        self.project_id = run.project_id
+        self.page_size = int(setting("STRIPE_SYNC_PAGE_SIZE"))
+        self.max_attempts = max(1, int(setting("STRIPE_SYNC_MAX_ATTEMPTS")))
+        self.deadline = time.monotonic() + float(setting("STRIPE_SYNC_SLICE_SECONDS"))
+        self.limiter = limiter(current_app._get_current_object())  # type: ignore[attr-defined]
+
+    def work(self) -> bool:
+        """True when the run has ended (succeeded or failed), False if the slice ran out."""
+        run = self.run
+        try:
+            conn = db.session.scalar(select(StripeConnection).where(
+                StripeConnection.project_id == self.project_id))
+            if conn is None or conn.status != "connected" or not conn.stripe_user_id:
+                raise SyncFailed("Stripe is not connected to this project.")
+            self.account, self.rate = conn.stripe_user_id, rate_for(current_app.config,
+                                                                     conn.livemode)
+            self.client = stripe_client(self.account, max_network_retries=0)
+            run.state, run.error = "running", None
+            run.started_at = run.started_at or utcnow()
+            run.attempts = (run.attempts or 0) + 1
+            run.heartbeat_at = utcnow()
+            run.phase = run.phase or PHASES[0]
+            db.session.commit()
+            for phase in PHASES[PHASES.index(run.phase):]:
+                run.phase = phase
+                done = self._traits() if phase == "traits" else self._list(phase)
+                if not done:
+                    return False
+            run.state, run.finished_at = "succeeded", utcnow()
+            db.session.commit()
+            return True
+        except SyncFailed as exc:
+            self._fail(str(exc))
+            return True
+        except Exception as exc:
+            log.exception("sync run %s of project %s crashed", run.id, self.project_id)
+            self._fail(f"Internal error while syncing ({type(exc).__name__}); "
+                       "Resync continues from the last checkpoint.", rollback=True)
+            return True
+
+    def _fail(self, message: str, rollback: bool = False) -> None:
+        calls = self.run.api_calls
+        if rollback:
+            db.session.rollback()
+            self.run = get_by_id_and_project(StripeSyncRun, self.run.id, self.project_id)
+            self.run.api_calls = max(self.run.api_calls or 0, calls or 0)
+        self.run.state, self.run.error, self.run.finished_at = "failed", message, utcnow()
+        db.session.commit()
+
+    def _checkpoint(self) -> None:
+        self.lease.renew(self.run)
+        db.session.commit()
+
+    def _list(self, phase: str) -> bool:
+        """Page through one account-wide list; False if the slice ran out first."""
+        kind, path, extra = LISTS[phase]
+        run = self.run
+        while True:
+            if time.monotonic() > self.deadline:
+                self._checkpoint()
+                return False
+            params = {"limit": self.page_size, **extra}
+            cursor = (run.cursors or {}).get(kind)
+            if cursor:
+                params["starting_after"] = cursor
+            page = self._get(path, params)
+            fetched_at = utcnow()
+            objects = page.get("data") or []
+            store.upsert_objects(self.project_id, kind, objects, fetched_at)
+            if kind == "customer":
+                store.link_customers(self.project_id, objects)
+            counts = dict(run.counts or {})
+            counts[phase] = counts.get(phase, 0) + len(objects)
+            run.counts = counts
+            if kind == "customer":
+                run.customers_total = counts[phase] + (self.page_size if page.get("has_more")
+                                                       else 0)
+            if objects:
+                run.cursors = {**(run.cursors or {}), kind: objects[-1]["id"]}
+            more = bool(page.get("has_more")) and bool(objects)
+            if not more:
+                run.phase = PHASES[PHASES.index(phase) + 1]
+            self._checkpoint()
+            if not more:
+                return True
+
+    def _traits(self) -> bool:
+        """Recompute traits of every linked customer in id-ordered, checkpointed batches."""
+        run = self.run
+        links = StripeCustomerLink
+        if not (run.cursors or {}).get("traits"):
+            run.customers_total = db.session.scalar(select(
+                func.count(func.distinct(links.customer_id))).where(
+                links.project_id == self.project_id)) or 0
+            run.customers_processed = 0
+        while True:
+            if time.monotonic() > self.deadline:
+                self._checkpoint()
+                return False
+            after = (run.cursors or {}).get("traits") or 0
+            ids = list(db.session.scalars(select(links.customer_id).where(
+                links.project_id == self.project_id, links.customer_id > after)
+                .group_by(links.customer_id).order_by(links.customer_id).limit(TRAITS_BATCH)))
+            if not ids:
+                run.customers_total = max(run.customers_total or 0, run.customers_processed)
+                self._checkpoint()
+                return True
+            store.recompute_traits(self.project_id, ids)
+            run.customers_processed = (run.customers_processed or 0) + len(ids)
+            run.cursors = {**(run.cursors or {}), "traits": ids[-1]}
+            self._checkpoint()
+
+    # -- talking to Stripe ----------------------------------------------------------
+
+    def _get(self, path: str, params: dict) -> dict:
+        """One list page; retries transient failures with backoff, counting every call."""
+        failures = 0
+        while True:
+            self.limiter.wait(self.account, self.rate)
+            self.run.api_calls = (self.run.api_calls or 0) + 1
+            try:
+                response = self.client.raw_request("get", path, stripe_account=self.account,
+                                                   **params)
+                return response.data
+            except stripe.StripeError as exc:
+                retry, wait = self._retryable(exc)
+                if not retry:
+                    raise SyncFailed(_describe(path, exc)) from exc
+                limited = getattr(exc, "http_status", None) == 429
+                # A 429 says "slow down", not "broken": it has a far larger budget.
+                failures += 1 if not limited else 1 / RATE_LIMIT_BUDGET
+                counts = dict(self.run.counts or {})
+                counts["retries"] = counts.get("retries", 0) + 1
+                if limited:
+                    counts["rate_limited"] = counts.get("rate_limited", 0) + 1
+                self.run.counts = counts
+                if failures >= self.max_attempts:
+                    raise SyncFailed(f"{_describe(path, exc)} (gave up after {failures} "
+                                     "attempts in a row; Resync continues from here)") from exc
+                self._sleep(wait if wait is not None else self._backoff(max(1, round(failures))))
+
+    def _retryable(self, exc: stripe.StripeError) -> tuple[bool, float | None]:
+        """(retry?, server-advised wait) for a failed request."""
+        if isinstance(exc, stripe.APIConnectionError):
+            return True, None
+        headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+        advice = headers.get("stripe-should-retry")
+        status = exc.http_status or 0
+        wait = None
+        if headers.get("retry-after"):
+            try:
+                wait = min(float(headers["retry-after"]),
+                           float(setting("STRIPE_SYNC_BACKOFF_MAX")))
+            except ValueError:
+                wait = None
+        if status == 429:  # a rate limit always passes; Stripe-Should-Retry aside
+            return True, wait
+        if advice in ("true", "false"):
+            return advice == "true", wait
+        return status == 409 or status >= 500, wait
+
+    def _backoff(self, failures: int) -> float:
+        base = float(setting("STRIPE_SYNC_BACKOFF_BASE"))
+        return min(float(setting("STRIPE_SYNC_BACKOFF_MAX")), base * 2 ** (failures - 1)) \
+            + random.uniform(0, base)
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep while keeping the lease alive (nothing but counters is pending here)."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, self.lease.ttl / 3))
+            self._checkpoint()
+
+
+def _describe(path: str, exc: stripe.StripeError) -> str:
+    status = getattr(exc, "http_status", None)
+    what = f"HTTP {status}" if status else "connection error"
+    message = getattr(exc, "user_message", None) or str(exc) or type(exc).__name__
+    return f"Stripe GET {path} failed ({what}): {message}"

@@ -1,14 +1,308 @@
-"""Connect webhook endpoint, durable inbox and processing job (to be completed)."""
+"""The Connect webhook endpoint, its durable inbox, and the processing job.
+
+Receiving does the least that makes an event safe: verify the signature on the raw
+body, store the raw event (unique on its id) and commit, enqueue processing on the
+``webhooks`` queue, answer 2xx. If the queue is down the row waits in the inbox and
+``sweep_inbox`` (a periodic job) enqueues it later; if the database is down we answer
+503 so Stripe retries. Processing routes the event by its ``account`` to the project
+connected to that account, and never touches another project's data.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import stripe
+from flask import current_app, jsonify, request
+from sqlalchemy import or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from crowdpower import jobs
+from crowdpower.customers import record_event
+from crowdpower.extensions import db
+from crowdpower.models import utcnow
+from crowdpower.plugins.stripe import mapping, store
 from crowdpower.plugins.stripe.blueprint import bp
+from crowdpower.plugins.stripe.client import stripe_client
+from crowdpower.plugins.stripe.models import (
+    StripeConnection,
+    StripeCustomerLink,
+    StripeObject,
+    StripeWebhookEvent,
+)
+from crowdpower.tenancy import current_project_id, project_scope, unscoped
+
+log = logging.getLogger(__name__)
+QUEUE = "webhooks"
+MAX_ATTEMPTS = 5
+
+
+def _reply(status: int, **body: Any):
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def webhook_secrets() -> list[str]:
+    raw = current_app.config.get("STRIPE_WEBHOOK_SECRET") or ""
+    if isinstance(raw, list | tuple):
+        return [s for s in raw if s]
+    return [s.strip() for s in raw.split(",") if s.strip()]
+
+
+def verify(payload: bytes, header: str | None, secrets: list[str], tolerance: int) -> bool:
+    """True if any configured secret signed this exact body (Stripe's scheme, via the SDK)."""
+    if not header:
+        return False
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    for secret in secrets:
+        try:
+            stripe.WebhookSignature.verify_header(text, header, secret, tolerance)
+            return True
+        except stripe.SignatureVerificationError:
+            continue
+    return False
 
 
 @bp.post("/integrations/stripe/webhook")
 def receive():
-    return "", 501
+    """One endpoint for every connected account (the event's ``account`` names it)."""
+    payload = request.get_data(cache=False)
+    secrets = webhook_secrets()
+    if not secrets:
+        log.error("STRIPE_WEBHOOK_SECRET is not set: refusing webhooks")
+        return _reply(503, error="webhook endpoint not configured")
+    if not verify(payload, request.headers.get("Stripe-Signature"), secrets,
+                  int(current_app.config["STRIPE_WEBHOOK_TOLERANCE"])):
+        return _reply(400, error="invalid or missing Stripe-Signature")
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        return _reply(400, error="body is not JSON")
+    if not isinstance(event, dict) or not isinstance(event.get("id"), str) \
+            or not isinstance(event.get("type"), str):
+        return _reply(400, error="not a Stripe event")
+    account = event.get("account")
+    try:
+        with unscoped():
+            project_id = db.session.scalar(select(StripeConnection.project_id).where(
+                StripeConnection.active_account_id == account)) if account else None
+        status = "pending" if project_id else "ignored"
+        insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
+        row_id = db.session.scalar(insert(StripeWebhookEvent).values(
+            event_id=event["id"], account_id=account, project_id=project_id,
+            type=event["type"][:100], object_key=mapping.event_object_key(event)[:200],
+            livemode=bool(event.get("livemode")), created=int(event.get("created") or 0),
+            payload=payload.decode("utf-8"), status=status, attempts=0,
+            error=None if project_id else "no project is connected to this account",
+            received_at=utcnow(),
+        ).on_conflict_do_nothing(index_elements=["event_id"]).returning(StripeWebhookEvent.id))
+        db.session.commit()
+    except SQLAlchemyError:
+        db.session.rollback()
+        log.exception("webhook %s not stored; answering 503 so Stripe retries", event["id"])
+        return _reply(503, error="temporarily unavailable")
+    if row_id is None:
+        return _reply(200, received=True, duplicate=True)
+    if project_id is None:
+        log.info("webhook %s for unknown or disconnected account %s ignored", event["id"],
+                 account)
+        return _reply(200, received=True, ignored=True)
+    try:
+        jobs.enqueue(process_event, row_id, queue=QUEUE, project_id=project_id,
+                     retries=MAX_ATTEMPTS - 1)
+    except Exception:  # the queue is down: the sweeper enqueues it later
+        log.exception("webhook %s stored but not enqueued", event["id"])
+    return _reply(200, received=True)
 
 
 def sweep_inbox() -> int:
-    return 0
+    """Periodic job: enqueue inbox rows that were stored but never processed."""
+    cfg = current_app.config
+    now = utcnow()
+    fresh = now - timedelta(seconds=int(cfg["STRIPE_SWEEP_AFTER_SECONDS"]))
+    stale = now - timedelta(seconds=10 * int(cfg["STRIPE_SWEEP_AFTER_SECONDS"]))
+    rows = db.session.execute(select(StripeWebhookEvent.id, StripeWebhookEvent.project_id).where(
+        StripeWebhookEvent.status == "pending", StripeWebhookEvent.project_id.is_not(None),
+        StripeWebhookEvent.received_at < fresh,
+        or_(StripeWebhookEvent.enqueued_at.is_(None), StripeWebhookEvent.enqueued_at < stale),
+    ).order_by(StripeWebhookEvent.id).limit(5000)).all()
+    for row_id, project_id in rows:
+        jobs.enqueue(process_event, row_id, queue=QUEUE, project_id=project_id,
+                     retries=MAX_ATTEMPTS - 1)
+        db.session.execute(StripeWebhookEvent.__table__.update().where(
+            StripeWebhookEvent.id == row_id).values(enqueued_at=now))
+    db.session.commit()
+    if rows:
+        log.info("inbox sweep enqueued %d events", len(rows))
+    return len(rows)
+
+
+# -- processing ---------------------------------------------------------------------
+
+def process_event(inbox_id: int) -> str:
+    """Job: apply one stored event to its project (idempotent; retried on errors)."""
+    project_id = current_project_id()
+    row = db.session.scalar(select(StripeWebhookEvent).where(
+        StripeWebhookEvent.id == inbox_id, StripeWebhookEvent.project_id == project_id)
+        .with_for_update())
+    if row is None or row.status != "pending":
+        return row.status if row is not None else "missing"
+    row.attempts = (row.attempts or 0) + 1
+    attempts = row.attempts
+    try:
+        with project_scope(project_id):  # type: ignore[arg-type]
+            status, note = apply_event(project_id, row, json.loads(row.payload))  # type: ignore
+    except Exception as exc:
+        db.session.rollback()
+        final = attempts >= MAX_ATTEMPTS
+        db.session.execute(StripeWebhookEvent.__table__.update().where(
+            StripeWebhookEvent.id == inbox_id).values(
+            attempts=attempts, error=f"{type(exc).__name__}: {exc}"[:2000],
+            status="failed" if final else "pending"))
+        db.session.commit()
+        if final:
+            log.exception("webhook row %s failed for good", inbox_id)
+            return "failed"
+        raise
+    row.status, row.error, row.processed_at = status, note, utcnow()
+    db.session.commit()
+    return status
+
+
+def _connection(project_id: int) -> StripeConnection | None:
+    return db.session.scalar(select(StripeConnection).where(
+        StripeConnection.project_id == project_id))
+
+
+def accepts(conn: StripeConnection, livemode: bool) -> bool:
+    """Live connections take live events (and test events if the tenant opted in)."""
+    if livemode == bool(conn.livemode):
+        return True
+    return bool(conn.livemode) and not livemode and bool(conn.accept_test_data)
+
+
+def apply_event(project_id: int, row: StripeWebhookEvent,
+                event: dict) -> tuple[str, str | None]:
+    """``(status, note)``: processed, ignored or duplicate."""
+    conn = _connection(project_id)
+    account = event.get("account")
+    if conn is None or conn.status != "connected" or conn.stripe_user_id != account:
+        return "ignored", "the account is not connected to this project"
+    livemode = bool(event.get("livemode"))
+    if not accepts(conn, livemode):
+        return "ignored", ("test-mode event on a live connection" if not livemode
+                           else "live event on a test-mode connection")
+    type_ = event["type"]
+    if type_ == "account.application.deauthorized":
+        from crowdpower.plugins.stripe.connect import mark_disconnected
+
+        mark_disconnected(project_id, "Access to the Stripe account was revoked in Stripe.")
+        return "processed", "disconnected"
+    occurred = datetime.fromtimestamp(int(event.get("created") or 0), UTC)
+    obj = mapping.event_object(event)
+    if obj.get("object") == "customer":
+        return _customer_event(project_id, type_, obj, occurred)
+    name = mapping.event_name(event)
+    if name is None and obj.get("object") not in ("subscription", "charge"):
+        return "ignored", f"{type_} is not used"
+    stripe_customer = mapping.event_customer_id(event)
+    if not stripe_customer:
+        return "ignored", "the event names no customer"
+    customer_id = resolve_customer(project_id, conn, stripe_customer)
+    if customer_id is None:
+        return "ignored", f"customer {stripe_customer} not found in Stripe"
+    if obj.get("object") in ("subscription", "charge"):
+        if obj["object"] == "subscription":
+            _ensure_products(project_id, conn, obj)
+        store.upsert_objects(project_id, obj["object"], [obj], occurred)
+    status: tuple[str, str | None] = ("processed", None)
+    if name is not None:
+        if _is_twin(project_id, row):
+            status = ("duplicate", "same change as an event processed moments ago")
+        else:
+            record_event(project_id, customer_id, name,
+                         mapping.event_properties(event, _product_names(project_id, obj)),
+                         occurred_at=occurred, source="stripe", external_id=event["id"])
+    store.recompute_traits(project_id, [customer_id])
+    return status
+
+
+def _customer_event(project_id: int, type_: str, obj: dict,
+                    occurred: datetime) -> tuple[str, str | None]:
+    if type_ == "customer.deleted":
+        obj = {**obj, "deleted": True}
+    store.upsert_objects(project_id, "customer", [obj], occurred)
+    linked = store.link_customers(project_id, [obj]) if not obj.get("deleted") else {}
+    customer_id = linked.get(obj["id"]) or db.session.scalar(select(
+        StripeCustomerLink.customer_id).where(StripeCustomerLink.project_id == project_id,
+                                              StripeCustomerLink.stripe_customer_id == obj["id"]))
+    if customer_id is not None:
+        store.recompute_traits(project_id, [customer_id])
+    return "processed", None
+
+
+def _is_twin(project_id: int, row: StripeWebhookEvent) -> bool:
+    """Another event of the same change was already recorded within the dedupe window."""
+    window = int(current_app.config["STRIPE_DEDUPE_WINDOW_SECONDS"])
+    return db.session.scalar(select(StripeWebhookEvent.id).where(
+        StripeWebhookEvent.project_id == project_id,
+        StripeWebhookEvent.object_key == row.object_key,
+        StripeWebhookEvent.id != row.id, StripeWebhookEvent.status == "processed",
+        StripeWebhookEvent.created.between(row.created - window, row.created + window),
+    ).limit(1)) is not None
+
+
+def resolve_customer(project_id: int, conn: StripeConnection, stripe_customer: str) -> int | None:
+    """The CrowdPower customer of a Stripe customer: linked, else fetched and upserted."""
+    linked = db.session.scalar(select(StripeCustomerLink.customer_id).where(
+        StripeCustomerLink.project_id == project_id,
+        StripeCustomerLink.stripe_customer_id == stripe_customer))
+    if linked is not None:
+        return linked
+    client = stripe_client(conn.stripe_user_id)
+    try:
+        customer = client.raw_request("get", f"/v1/customers/{stripe_customer}",
+                                      stripe_account=conn.stripe_user_id).data
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status == 404:
+            return None
+        raise
+    customer = json.loads(json.dumps(customer))
+    if customer.get("deleted"):
+        return None
+    store.upsert_objects(project_id, "customer", [customer], utcnow())
+    return store.link_customers(project_id, [customer]).get(stripe_customer)
+
+
+def _ensure_products(project_id: int, conn: StripeConnection, sub: dict) -> None:
+    """Fetch (once) the products a subscription's prices name, for plan names."""
+    wanted = {p for p in (mapping.price_of(i).get("product") for i in mapping.items_of(sub))
+              if isinstance(p, str)}
+    if not wanted:
+        return
+    known = set(db.session.scalars(select(StripeObject.stripe_id).where(
+        StripeObject.project_id == project_id, StripeObject.kind == "product",
+        StripeObject.stripe_id.in_(wanted))))
+    client = stripe_client(conn.stripe_user_id)
+    for product_id in sorted(wanted - known):
+        try:
+            product = client.raw_request("get", f"/v1/products/{product_id}",
+                                         stripe_account=conn.stripe_user_id).data
+        except stripe.InvalidRequestError:
+            continue
+        store.upsert_objects(project_id, "product", [json.loads(json.dumps(product))],
+                             utcnow())
+
+
+def _product_names(project_id: int, obj: dict) -> dict[str, str]:
+    if obj.get("object") != "subscription":
+        return {}
+    return store.product_names(project_id, [obj])

@@ -1,0 +1,275 @@
+"""Benchmark: the Stripe initial sync against an in-process Stripe double (PostgreSQL).
+
+Seeds one test-mode account with N customers, then runs the real sync job
+(``crowdpower.plugins.stripe.sync.run_sync``) ``--runs`` times, each into a fresh
+project, and reports customers/s, Stripe API calls against the page minimum, the
+peak RSS growth during the sync, and the database write rate. ``--naive`` also runs
+the obvious alternative (two list calls per customer, for subscriptions and charges)
+once, for the ratio. The double runs in this process, so it shares the CPU.
+
+    .venv/bin/python -m bench.sync_bench --customers 10000 --runs 3 --rate 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import threading
+import time
+from datetime import UTC, datetime
+
+from sqlalchemy import event, func, select
+
+from bench.common import append_results, create_database, drop_database, median
+
+SECRET = "sk_test_bench_platform"
+
+
+class RssSampler:
+    """Peak resident set size of this process while running (from /proc, every 20 ms)."""
+
+    def __init__(self) -> None:
+        self.peak = self.base = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class DbTimer:
+    """Time spent inside the database driver, and the statements run."""
+
+    def __init__(self, engine) -> None:
+        self.seconds, self.statements = 0.0, 0
+        self._starts: list[float] = []
+        event.listen(engine, "before_cursor_execute", self._before)
+        event.listen(engine, "after_cursor_execute", self._after)
+
+    def _before(self, *_args) -> None:
+        self._starts.append(time.perf_counter())
+
+    def _after(self, *_args) -> None:
+        self.seconds += time.perf_counter() - self._starts.pop()
+        self.statements += 1
+
+
+def connect(project_id: int, account: str) -> None:
+    """Record the connection as the OAuth callback would (and free the account first)."""
+    from crowdpower import integrations
+    from crowdpower.extensions import db
+    from crowdpower.models import utcnow
+    from crowdpower.plugins.stripe.models import StripeConnection
+    from crowdpower.tenancy import unscoped
+
+    with unscoped():
+        for old in db.session.scalars(select(StripeConnection).where(
+                StripeConnection.active_account_id == account)):
+            old.active_account_id, old.status = None, "disconnected"
+        db.session.flush()
+    db.session.add(StripeConnection(
+        project_id=project_id, status="connected", stripe_user_id=account,
+        active_account_id=account, livemode=False, scope="read_write",
+        connected_at=utcnow()))
+    integrations.enable(project_id, "stripe")
+    db.session.commit()
+
+
+def rows_written(project_id: int) -> int:
+    from crowdpower.extensions import db
+    from crowdpower.models import Customer, TraitValue
+    from crowdpower.plugins.stripe.models import StripeCustomerLink, StripeObject
+
+    total = 0
+    for model in (Customer, TraitValue, StripeObject, StripeCustomerLink):
+        total += db.session.scalar(select(func.count()).select_from(model).where(
+            model.project_id == project_id).execution_options(unscoped=True)) or 0
+    return total
+
+
+def run_sync_once(app, account: str, name: str) -> dict:
+    """One full sync into a fresh project, through the real job entry point."""
+    from crowdpower import jobs
+    from crowdpower.cli import make_project
+    from crowdpower.extensions import db
+    from crowdpower.plugins.stripe.models import StripeSyncRun
+    from crowdpower.tenancy import project_scope
+
+    with app.app_context():
+        project_id, _ = make_project(name)
+        connect(project_id, account)
+        with project_scope(project_id):
+            run = StripeSyncRun(project_id=project_id, state="pending", reason="bench",
+                                counts={}, cursors={})
+            db.session.add(run)
+            db.session.commit()
+            run_id = run.id
+        timer = DbTimer(db.engine)
+    with RssSampler() as rss:
+        t0 = time.perf_counter()
+        jobs.execute("crowdpower.plugins.stripe.sync.run_sync", project_id, [run_id], {})
+        seconds = time.perf_counter() - t0
+    with app.app_context(), project_scope(project_id):
+        run = db.session.get(StripeSyncRun, run_id)
+        assert run.state == "succeeded", (run.state, run.error)
+        out = {"seconds": seconds, "api_calls": run.api_calls, "counts": dict(run.counts),
+               "customers": run.customers_processed, "rss": rss.peak - rss.base,
+               "db_seconds": timer.seconds, "statements": timer.statements,
+               "rows": rows_written(project_id)}
+        event.remove(db.engine, "before_cursor_execute", timer._before)
+        event.remove(db.engine, "after_cursor_execute", timer._after)
+    return out
+
+
+def run_naive_once(app, account: str, name: str) -> dict:
+    """The per-customer alternative: customers paged, then 2 list calls per customer."""
+    from crowdpower.cli import make_project
+    from crowdpower.extensions import db
+    from crowdpower.plugins.stripe import store
+    from crowdpower.plugins.stripe.client import stripe_client
+    from crowdpower.tenancy import project_scope
+
+    calls = 0
+    with app.app_context():
+        project_id, _ = make_project(name)
+        connect(project_id, account)
+        client = stripe_client(account, max_network_retries=2)
+
+        def get(path: str, **params) -> dict:
+            nonlocal calls
+            calls += 1
+            return client.raw_request("get", path, stripe_account=account, **params).data
+
+        t0 = time.perf_counter()
+        with project_scope(project_id):
+            cursor, customers = None, 0
+            while True:
+                params = {"limit": 100, **({"starting_after": cursor} if cursor else {})}
+                page = get("/v1/customers", **params)
+                objects = page["data"]
+                now = datetime.now(UTC)
+                store.upsert_objects(project_id, "customer", objects, now)
+                linked = store.link_customers(project_id, objects)
+                for c in objects:
+                    subs = get("/v1/subscriptions", customer=c["id"], status="all", limit=100)
+                    charges = get("/v1/charges", customer=c["id"], limit=100)
+                    store.upsert_objects(project_id, "subscription", subs["data"], now)
+                    store.upsert_objects(project_id, "charge", charges["data"], now)
+                store.recompute_traits(project_id, set(linked.values()))
+                db.session.commit()
+                customers += len(objects)
+                if not page["has_more"] or not objects:
+                    break
+                cursor = objects[-1]["id"]
+        seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "api_calls": calls, "customers": customers}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=0,
+                        help="client-side cap in requests/s (0 = none; Stripe: 25 test, 100 live)")
+    parser.add_argument("--database-url", default=None,
+                        help="default: a fresh PostgreSQL database, dropped afterwards")
+    parser.add_argument("--redis-url", default=None,
+                        help="share the rate limiter and lease through Redis")
+    parser.add_argument("--naive", action="store_true",
+                        help="also time 2 list calls per customer, for comparison")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+
+    from crowdpower import create_app, jobs
+    from crowdpower.extensions import db
+    from crowdpower.plugins.stripe.double import StripeDouble
+
+    double = StripeDouble(secret_key=SECRET, client_id="ca_bench", webhook_url=None,
+                          webhook_secrets=["whsec_bench"])
+    base = double.start()
+    account = double.create_account()
+    t0 = time.perf_counter()
+    double.seed(account, customers=args.customers, seed=args.seed)
+    print(f"seeded {args.customers:,} customers in {time.perf_counter() - t0:.1f}s")
+
+    db_name = None
+    url = args.database_url
+    if url is None:
+        db_name, url = create_database("crowdpower_syncbench")
+    try:
+        app = create_app({
+            "SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench", "REDIS_URL": args.redis_url,
+            "RQ_QUEUE_PREFIX": "syncbench:", "STRIPE_SECRET_KEY": SECRET,
+            "STRIPE_CLIENT_ID": "ca_bench", "STRIPE_API_BASE": base,
+            "STRIPE_CONNECT_BASE": base, "STRIPE_TEST_REQUESTS_PER_SECOND": args.rate,
+            "STRIPE_LIVE_REQUESTS_PER_SECOND": args.rate,
+            "STRIPE_SYNC_SLICE_SECONDS": 24 * 3600})
+        with app.app_context():
+            db.create_all()
+        jobs.set_worker_app(app)
+        results = []
+        for i in range(args.runs):
+            r = run_sync_once(app, account, f"Bench {i + 1}")
+            results.append(r)
+            print(f"run {i + 1}: {r['customers'] / r['seconds']:.0f} customers/s, "
+                  f"{r['api_calls']} calls, {r['seconds']:.1f}s")
+        naive = run_naive_once(app, account, "Naive") if args.naive else None
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+    finally:
+        double.stop()
+        if db_name:
+            drop_database(db_name)
+
+    first = results[0]
+    counts = first["counts"]
+    pages = sum(max(1, math.ceil(counts.get(k, 0) / 100))
+                for k in ("customers", "subscriptions", "charges"))
+    speeds = [r["customers"] / r["seconds"] for r in results]
+    lines = [
+        f"{args.customers:,} Stripe customers ({counts.get('subscriptions', 0):,} subscriptions, "
+        f"{counts.get('charges', 0):,} charges) → {first['customers']:,} CrowdPower customers; "
+        f"rate cap {args.rate or 'off'} req/s; Redis {'on' if args.redis_url else 'off'}; "
+        f"{args.runs} runs.",
+        "",
+        "| run | seconds | customers/s | API calls | page minimum | peak RSS growth (MB) "
+        "| DB rows written | DB time (s) | DB rows/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for i, r in enumerate(results, 1):
+        lines.append(f"| {i} | {r['seconds']:.1f} | {r['customers'] / r['seconds']:,.0f} | "
+                     f"{r['api_calls']:,} | {pages:,} | {r['rss'] / 2**20:.1f} | "
+                     f"{r['rows']:,} | {r['db_seconds']:.1f} | "
+                     f"{r['rows'] / max(r['db_seconds'], 1e-9):,.0f} |")
+    lines += ["", f"Median: {median(speeds):,.0f} customers/s."]
+    if naive:
+        ratio = naive["seconds"] / median([r["seconds"] for r in results])
+        lines += [f"Naive (2 list calls per customer): {naive['seconds']:.1f}s, "
+                  f"{naive['customers'] / naive['seconds']:,.0f} customers/s, "
+                  f"{naive['api_calls']:,} API calls "
+                  f"({naive['api_calls'] / first['api_calls']:.1f}× the calls, "
+                  f"{ratio:.1f}× the time)."]
+    append_results(f"Stripe initial sync, {args.customers:,} customers", lines)
+
+
+if __name__ == "__main__":
+    main()

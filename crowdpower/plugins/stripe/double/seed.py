@@ -1,0 +1,161 @@
+"""Realistic sample data for an account, generated fast (100k customers in seconds).
+
+Mixed plans, intervals and currencies; trials, cancellations, past-due and paused
+subscriptions; succeeded, failed, fully and partially refunded charges; customers
+without email and several customers sharing one email (in another case). The data is
+a pure function of ``seed`` (two accounts seeded alike hold the same data under
+different ids). Seeding is history: it emits no webhook events.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from crowdpower.plugins.stripe.double.state import SECONDS, Account, State
+
+PLANS = [  # (product, nickname, unit_amount, currency, interval, interval_count, weight)
+    ("Starter", "Starter monthly", 900, "usd", "month", 1, 30),
+    ("Pro", "Pro monthly", 2900, "usd", "month", 1, 30),
+    ("Pro", "Pro annual", 29000, "usd", "year", 1, 12),
+    ("Team", "Team monthly", 9900, "eur", "month", 1, 12),
+    ("Business", "Business quarterly", 12900, "gbp", "month", 3, 8),
+    ("Starter", "Starter weekly", 300, "usd", "week", 1, 3),
+]
+STATUSES = [("active", 58), ("trialing", 8), ("past_due", 6), ("canceled", 18), ("unpaid", 2),
+            ("incomplete", 3), ("incomplete_expired", 1), ("paused", 4)]
+FAILURES = [("card_declined", "Your card was declined."),
+            ("insufficient_funds", "Your card has insufficient funds."),
+            ("expired_card", "Your card has expired."),
+            ("incorrect_cvc", "Your card's security code is incorrect.")]
+FIRST = ["Ann", "Ben", "Chloé", "Dev", "Eve", "Femi", "Gus", "Hana", "Ivan", "Jo", "Kai", "Lea",
+         "Mo", "Nia", "Oskar", "Pia", "Quinn", "Ravi", "Sam", "Tess", "Uma", "Vik", "Wen", "Yara"]
+LAST = ["Smith", "García", "Nguyen", "Okafor", "Kowalski", "Müller", "Rossi", "Tanaka", "Silva",
+        "Dubois", "Khan", "Larsen", "Novak", "Park", "Walsh", "Cohen"]
+DOMAINS = ["example.com", "mail.test", "acme.test", "shop.test", "inbox.test"]
+
+
+def _weighted(rng: random.Random, pairs: list) -> object:
+    return rng.choices([p[0] for p in pairs], weights=[p[-1] for p in pairs])[0]
+
+
+def seed_account(state: State, account_id: str, customers: int = 100, seed: int = 0,
+                 now: int | None = None) -> dict[str, int]:
+    """Add ``customers`` customers with subscriptions and charges; returns counts."""
+    rng = random.Random(seed)
+    ids = random.Random(f"{seed}:{account_id}")
+    now = int(now or time.time())
+    with state.lock:
+        acct = state.account(account_id)
+        return _seed(acct, rng, ids, customers, now)
+
+
+def _id(ids: random.Random, prefix: str) -> str:
+    return f"{prefix}_{ids.getrandbits(96):024x}"
+
+
+def _seed(acct: Account, rng: random.Random, ids: random.Random, n: int,
+          now: int) -> dict[str, int]:
+    live = acct.livemode
+    catalogue = []
+    products: dict[str, str] = {}
+    start = now - 800 * 86400
+    for name, nickname, amount, currency, interval, count, weight in PLANS:
+        if name not in products:
+            products[name] = _id(ids, "prod")
+            acct.products.add({"id": products[name], "object": "product", "name": name,
+                               "created": start, "updated": start, "livemode": live,
+                               "active": True})
+        price_id = _id(ids, "price")
+        acct.prices.add({"id": price_id, "object": "price", "product": products[name],
+                         "unit_amount": amount, "currency": currency, "nickname": nickname,
+                         "created": start, "livemode": live, "active": True,
+                         "type": "recurring",
+                         "recurring": {"interval": interval, "interval_count": count,
+                                       "meter": None, "usage_type": "licensed",
+                                       "trial_period_days": None}})
+        catalogue.append((price_id, amount, currency, SECONDS[interval] * count, weight))
+
+    # Customers, oldest first; some recent (the "New Stripe Customers" segment).
+    created = sorted(now - (rng.randint(0, 29 * 86400) if rng.random() < 0.08
+                            else rng.randint(30 * 86400, 730 * 86400)) for _ in range(n))
+    emails: list[str] = []
+    subs, charges, refunds = [], [], []
+    for ts in created:
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        roll = rng.random()
+        if roll < 0.08:
+            email = None
+        elif roll < 0.11 and emails:
+            email = rng.choice(emails).upper()  # the same person, another Stripe customer
+        else:
+            email = f"{first.lower()}.{last.lower()}{rng.randint(1, 99999)}@{rng.choice(DOMAINS)}"
+            email = email.encode("ascii", "ignore").decode()
+            emails.append(email)
+        cus_id = _id(ids, "cus")
+        acct.customers.add({"id": cus_id, "object": "customer", "email": email,
+                            "name": f"{first} {last}" if rng.random() < 0.9 else None,
+                            "created": ts, "livemode": live, "metadata": {},
+                            "currency": None, "delinquent": False,
+                            "invoice_prefix": f"{ids.getrandbits(32):08X}"})
+        nsubs = _weighted(rng, [(0, 15), (1, 60), (2, 20), (3, 5)])
+        currency = "usd"
+        for _ in range(nsubs):  # type: ignore[call-overload]
+            price_id, amount, currency, period, _w = rng.choices(
+                catalogue, weights=[c[-1] for c in catalogue])[0]
+            sub_created = rng.randint(ts, max(ts, now - 3600))
+            status = _weighted(rng, STATUSES)
+            elapsed = max(0, now - sub_created)
+            period_start = sub_created + (elapsed // period) * period
+            trial_end = None
+            if status == "trialing":
+                sub_created = max(ts, now - rng.randint(0, 13) * 86400)
+                trial_end = sub_created + 14 * 86400
+                period_start = sub_created
+            canceled_at = None
+            if status in ("canceled", "incomplete_expired"):
+                canceled_at = rng.randint(sub_created, now)
+            cancel_at_period_end = status == "active" and rng.random() < 0.07
+            period_end = trial_end or period_start + period
+            subs.append({"id": _id(ids, "sub"), "object": "subscription", "customer": cus_id,
+                         "status": status, "created": sub_created, "start_date": sub_created,
+                         "billing_cycle_anchor": period_start, "currency": currency,
+                         "livemode": live, "trial_start": sub_created if trial_end else None,
+                         "trial_end": trial_end, "cancel_at_period_end": cancel_at_period_end,
+                         "cancel_at": period_end if cancel_at_period_end else None,
+                         "canceled_at": canceled_at, "ended_at": canceled_at,
+                         "items": [{"id": _id(ids, "si"), "price": price_id,
+                                    "quantity": 1 if rng.random() < 0.9 else rng.randint(2, 5),
+                                    "created": sub_created, "current_period_start": period_start,
+                                    "current_period_end": period_end}]})
+        ncharges = rng.randint(0, 10) if nsubs else rng.randint(0, 2)
+        for _ in range(ncharges):
+            amount = rng.choice([300, 900, 2900, 4900, 9900, 12900, 29000, 1999, 550])
+            ch_created = rng.randint(ts, now)
+            roll = rng.random()
+            status = "failed" if roll < 0.10 else "succeeded"
+            code, message = rng.choice(FAILURES) if status == "failed" else (None, None)
+            ch_id = _id(ids, "ch")
+            refunded = 0
+            if status == "succeeded" and roll > 0.95:
+                refunded = amount if rng.random() < 0.6 else rng.randint(1, amount - 1)
+                refunds.append({"id": _id(ids, "re"), "object": "refund", "amount": refunded,
+                                "charge": ch_id, "currency": currency,
+                                "created": min(now, ch_created + 86400), "status": "succeeded",
+                                "customer": ch_id})
+            charges.append({"id": ch_id, "object": "charge", "customer": cus_id,
+                            "amount": amount, "amount_refunded": refunded, "currency": currency,
+                            "status": status, "refunded": refunded == amount,
+                            "created": ch_created, "livemode": live, "failure_code": code,
+                            "failure_message": message, "description": None,
+                            "receipt_email": email, "billing_name": None,
+                            "balance_transaction": None if status == "failed"
+                            else _id(ids, "txn")})
+    for sub in sorted(subs, key=lambda s: s["created"]):
+        acct.subscriptions.add(sub)
+    for ch in sorted(charges, key=lambda c: c["created"]):
+        acct.charges.add(ch)
+    for re_ in sorted(refunds, key=lambda r: r["created"]):
+        acct.refunds.add(re_)  # indexed by charge id (see State.refund_charge)
+    return {"customers": n, "subscriptions": len(subs), "charges": len(charges),
+            "refunds": len(refunds)}

@@ -1,0 +1,390 @@
+"""Pure functions from Stripe objects to CrowdPower traits and events.
+
+No I/O and no app context here, so every rule is a table test away. The sync and the
+webhook path both compute a customer's traits with ``customer_traits`` over all the
+Stripe objects linked to that CrowdPower customer; whichever ran last, the result is
+the same function of the newest data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+# Currencies Stripe counts in whole units (https://stripe.com/docs/currencies#zero-decimal).
+ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx",
+                "vnd", "vuv", "xaf", "xof", "xpf"}
+
+# The primary subscription is the most "alive" one; ties go to the newest.
+STATUS_RANK = {"active": 0, "trialing": 1, "past_due": 2, "unpaid": 3, "paused": 4,
+               "incomplete": 5, "canceled": 6, "incomplete_expired": 7}
+BILLING = ("active", "trialing", "past_due")          # counted as active subscriptions
+PAYING = ("active", "past_due")                       # counted in MRR
+MONTHS_PER = {"day": 12 / 365, "week": 12 / 52, "month": 1.0, "year": 12.0}
+
+TRAIT_DEFINITIONS: list[dict[str, str]] = [
+    {"key": "stripe_customer_id", "name": "Stripe customer ID", "type": "string",
+     "description": "The Stripe customer (the newest, when several share an email)."},
+    {"key": "stripe_customer_ids", "name": "Stripe customer IDs", "type": "list",
+     "description": "Every Stripe customer linked to this customer."},
+    {"key": "stripe_created_at", "name": "Stripe customer since", "type": "date",
+     "description": "When the (oldest linked) Stripe customer was created."},
+    {"key": "stripe_livemode", "name": "Stripe live mode", "type": "boolean",
+     "description": "False for test-mode data."},
+    {"key": "stripe_currency", "name": "Stripe currency", "type": "string",
+     "description": "Currency of the money traits (of the primary subscription, else the "
+                    "latest charge)."},
+    {"key": "stripe_subscription_status", "name": "Subscription status", "type": "string",
+     "description": "Status of the primary subscription, or none."},
+    {"key": "stripe_active_subscriptions", "name": "Active subscriptions", "type": "number",
+     "description": "Subscriptions that are active, trialing or past due."},
+    {"key": "stripe_plan_name", "name": "Plan", "type": "string",
+     "description": "Price nickname or product name of the primary subscription."},
+    {"key": "stripe_plan_interval", "name": "Plan interval", "type": "string",
+     "description": "day, week, month or year (with a count: 3 month)."},
+    {"key": "stripe_plan_amount", "name": "Plan amount", "type": "number",
+     "description": "Price × quantity per interval of the primary subscription."},
+    {"key": "stripe_mrr", "name": "MRR", "type": "number",
+     "description": "Monthly recurring revenue of active and past-due subscriptions."},
+    {"key": "stripe_trial_end_at", "name": "Trial ends", "type": "date",
+     "description": "Trial end of the primary subscription."},
+    {"key": "stripe_current_period_end_at", "name": "Current period ends", "type": "date",
+     "description": "When the primary subscription renews (or ends)."},
+    {"key": "stripe_cancel_at_period_end", "name": "Cancels at period end", "type": "boolean",
+     "description": "The primary subscription will not renew."},
+    {"key": "stripe_canceled_at", "name": "Canceled at", "type": "date",
+     "description": "When the primary subscription was canceled."},
+    {"key": "stripe_delinquent", "name": "Delinquent", "type": "boolean",
+     "description": "Stripe marks the customer delinquent (an unpaid invoice)."},
+    {"key": "stripe_total_spent", "name": "Lifetime spend", "type": "number",
+     "description": "Succeeded charges minus refunds, in the currency trait."},
+    {"key": "stripe_total_refunded", "name": "Refunded", "type": "number",
+     "description": "Refunds, in the currency trait."},
+    {"key": "stripe_charge_count", "name": "Successful charges", "type": "number",
+     "description": "Succeeded charges (any currency)."},
+    {"key": "stripe_failed_charge_count", "name": "Failed charges", "type": "number",
+     "description": "Failed charges (any currency)."},
+    {"key": "stripe_last_charge_at", "name": "Last charge", "type": "date",
+     "description": "The latest succeeded charge."},
+    {"key": "stripe_last_charge_amount", "name": "Last charge amount", "type": "number",
+     "description": "Amount of the latest succeeded charge, in its currency."},
+    {"key": "stripe_last_payment_failed_at", "name": "Last failed payment", "type": "date",
+     "description": "The latest failed charge."},
+]
+TRAIT_KEYS = [d["key"] for d in TRAIT_DEFINITIONS]
+
+EVENT_NAMES = {
+    "customer.subscription.created": "Stripe Subscription Created",
+    "customer.subscription.updated": "Stripe Subscription Updated",
+    "customer.subscription.deleted": "Stripe Subscription Deleted",
+    "customer.subscription.trial_will_end": "Stripe Subscription Trial Will End",
+    "charge.succeeded": "Stripe Charge Succeeded",
+    "charge.failed": "Stripe Charge Failed",
+    "charge.refunded": "Stripe Charge Refunded",
+    "invoice.upcoming": "Stripe Invoice Upcoming",
+}
+_SUB_PROPS = ["subscription_id", "status", "plan_name", "plan_interval", "amount", "currency",
+              "quantity", "mrr", "trial_end_at", "current_period_end_at",
+              "cancel_at_period_end", "canceled_at"]
+_CHARGE_PROPS = ["charge_id", "amount", "currency", "status", "failure_code", "failure_message",
+                 "description", "amount_refunded", "refunded"]
+EVENT_DEFINITIONS: list[dict[str, Any]] = [
+    {"name": "Stripe Subscription Created", "properties": _SUB_PROPS,
+     "description": "A customer started a subscription (or a trial)."},
+    {"name": "Stripe Subscription Updated",
+     "properties": _SUB_PROPS + ["changed", "previous_status", "previous_plan_name"],
+     "description": "A subscription changed: plan, quantity, status, cancellation…"},
+    {"name": "Stripe Subscription Deleted", "properties": _SUB_PROPS,
+     "description": "A subscription ended (canceled now, or at the end of its period)."},
+    {"name": "Stripe Subscription Trial Will End", "properties": _SUB_PROPS,
+     "description": "A trial ends in three days."},
+    {"name": "Stripe Charge Succeeded", "properties": _CHARGE_PROPS,
+     "description": "A payment went through."},
+    {"name": "Stripe Charge Failed", "properties": _CHARGE_PROPS,
+     "description": "A payment was declined or failed (dunning starts here)."},
+    {"name": "Stripe Charge Refunded", "properties": _CHARGE_PROPS,
+     "description": "A charge was refunded, fully or partly."},
+    {"name": "Stripe Invoice Upcoming",
+     "properties": ["subscription_id", "amount_due", "currency", "period_start_at",
+                    "period_end_at", "next_payment_attempt_at"],
+     "description": "A subscription renews soon (Stripe's notice, days ahead)."},
+]
+
+
+# -- small pieces -----------------------------------------------------------------------
+
+def to_major(amount: int | None, currency: str | None) -> float | None:
+    """Stripe's integer minor units → a float in major units (1999 usd → 19.99)."""
+    if amount is None:
+        return None
+    if (currency or "").lower() in ZERO_DECIMAL:
+        return float(amount)
+    return round(amount / 100, 2)
+
+
+def iso(ts: int | None) -> str | None:
+    """A Unix timestamp → ISO 8601 UTC (``2026-11-25T12:00:00Z``)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _id(value: Any) -> str | None:
+    return value.get("id") if isinstance(value, dict) else value
+
+
+def items_of(sub: dict) -> list[dict]:
+    return list((sub.get("items") or {}).get("data") or [])
+
+
+def price_of(item: dict) -> dict:
+    price = item.get("price") or item.get("plan") or {}
+    return price if isinstance(price, dict) else {"id": price}
+
+
+def plan_name(price: dict, product_names: dict[str, str] | None = None) -> str | None:
+    """The price's nickname, else its product's name (expanded, or from ``product_names``)."""
+    if price.get("nickname"):
+        return price["nickname"]
+    product = price.get("product")
+    if isinstance(product, dict):
+        return product.get("name")
+    if product and product_names:
+        return product_names.get(product)
+    return None
+
+
+def interval_of(price: dict) -> str | None:
+    recurring = price.get("recurring") or {}
+    interval = recurring.get("interval") or price.get("interval")
+    if not interval:
+        return None
+    count = recurring.get("interval_count") or price.get("interval_count") or 1
+    return interval if count == 1 else f"{count} {interval}"
+
+
+def item_amount(item: dict) -> int:
+    price = price_of(item)
+    unit = price.get("unit_amount")
+    if unit is None:
+        unit = price.get("amount") or 0
+    return int(unit) * int(item.get("quantity") or 1)
+
+
+def item_monthly(item: dict) -> float:
+    """An item's amount per month, in minor units."""
+    price = price_of(item)
+    recurring = price.get("recurring") or {}
+    interval = recurring.get("interval") or price.get("interval") or "month"
+    count = recurring.get("interval_count") or price.get("interval_count") or 1
+    return item_amount(item) / (MONTHS_PER.get(interval, 1.0) * count)
+
+
+def subscription_mrr(sub: dict) -> float:
+    """Monthly recurring revenue of one subscription in minor units (0 unless paying)."""
+    if sub.get("status") not in PAYING:
+        return 0.0
+    return sum(item_monthly(i) for i in items_of(sub))
+
+
+def period_end(sub: dict) -> int | None:
+    """Current period end (on items since API 2025-03-31; top level before)."""
+    ends = [i.get("current_period_end") for i in items_of(sub) if i.get("current_period_end")]
+    return max(ends) if ends else sub.get("current_period_end")
+
+
+def primary_subscription(subs: Iterable[dict]) -> dict | None:
+    ranked = sorted(subs, key=lambda s: (STATUS_RANK.get(s.get("status", ""), 9),
+                                         -(s.get("created") or 0)))
+    return ranked[0] if ranked else None
+
+
+# -- traits -----------------------------------------------------------------------------
+
+def customer_traits(customers: list[dict], subscriptions: list[dict], charges: list[dict],
+                    product_names: dict[str, str] | None = None) -> dict[str, Any]:
+    """Every ``stripe_*`` trait of one CrowdPower customer (``None`` = remove the trait).
+
+    ``customers`` are the Stripe customers linked to it (several when they share an
+    email): ids are all kept, totals summed, and the primary subscription is chosen
+    across them. Money is in major units of ``stripe_currency``.
+    """
+    live = sorted((c for c in customers if not c.get("deleted")),
+                  key=lambda c: (c.get("created") or 0, c.get("id") or ""))
+    if not live:
+        return dict.fromkeys(TRAIT_KEYS)
+    primary = primary_subscription(subscriptions)
+    succeeded = sorted((c for c in charges if c.get("status") == "succeeded"),
+                       key=lambda c: (c.get("created") or 0, c.get("id") or ""))
+    failed = [c for c in charges if c.get("status") == "failed"]
+    currency = (primary or {}).get("currency") or (succeeded[-1]["currency"] if succeeded
+                                                   else None) or live[-1].get("currency")
+    currency = (currency or "").lower() or None
+
+    in_currency = [c for c in succeeded if (c.get("currency") or "").lower() == currency]
+    spent = sum(c.get("amount", 0) - (c.get("amount_refunded") or 0) for c in in_currency)
+    refunded = sum(c.get("amount_refunded") or 0 for c in in_currency)
+    mrr = sum(subscription_mrr(s) for s in subscriptions
+              if (s.get("currency") or "").lower() == currency)
+    traits: dict[str, Any] = dict.fromkeys(TRAIT_KEYS)
+    traits.update({
+        "stripe_customer_id": live[-1]["id"],
+        "stripe_customer_ids": [c["id"] for c in live] if len(live) > 1 else None,
+        "stripe_created_at": iso(live[0].get("created")),
+        "stripe_livemode": bool(live[-1].get("livemode")),
+        "stripe_currency": currency,
+        "stripe_subscription_status": (primary or {}).get("status") or "none",
+        "stripe_active_subscriptions": sum(1 for s in subscriptions
+                                           if s.get("status") in BILLING),
+        "stripe_delinquent": any(bool(c.get("delinquent")) for c in live),
+        "stripe_total_spent": to_major(spent, currency) if currency else 0.0,
+        "stripe_total_refunded": to_major(refunded, currency) if currency else 0.0,
+        "stripe_charge_count": len(succeeded),
+        "stripe_failed_charge_count": len(failed),
+        "stripe_mrr": to_major(round(mrr), currency) if currency else 0.0,
+    })
+    if primary is not None:
+        items = items_of(primary)
+        first = price_of(items[0]) if items else {}
+        traits.update({
+            "stripe_plan_name": plan_name(first, product_names),
+            "stripe_plan_interval": interval_of(first),
+            "stripe_plan_amount": to_major(sum(item_amount(i) for i in items),
+                                           primary.get("currency")),
+            "stripe_trial_end_at": iso(primary.get("trial_end")),
+            "stripe_current_period_end_at": iso(period_end(primary)),
+            "stripe_cancel_at_period_end": bool(primary.get("cancel_at_period_end")),
+            "stripe_canceled_at": iso(primary.get("canceled_at")),
+        })
+    if succeeded:
+        last = succeeded[-1]
+        traits["stripe_last_charge_at"] = iso(last.get("created"))
+        traits["stripe_last_charge_amount"] = to_major(last.get("amount"), last.get("currency"))
+    if failed:
+        traits["stripe_last_payment_failed_at"] = iso(max(c.get("created") or 0 for c in failed))
+    return traits
+
+
+# -- events -----------------------------------------------------------------------------
+
+def event_name(event: dict) -> str | None:
+    """The CrowdPower event name of a Stripe event type, or None if not one of ours."""
+    return EVENT_NAMES.get(event.get("type", ""))
+
+
+def event_object(event: dict) -> dict:
+    return ((event.get("data") or {}).get("object")) or {}
+
+
+def event_customer_id(event: dict) -> str | None:
+    """The Stripe customer an event is about."""
+    obj = event_object(event)
+    if obj.get("object") == "customer":
+        return obj.get("id")
+    return _id(obj.get("customer"))
+
+
+def event_object_key(event: dict) -> str:
+    """What an event changed, to spot twin events (Stripe sometimes emits two for one change).
+
+    ``type:object`` plus what distinguishes two genuine changes of one object of that
+    type: the refunded total, the trial end, the renewal period, or a digest of the
+    changed fields for updates.
+    """
+    obj = event_object(event)
+    type_ = event.get("type", "")
+    oid = obj.get("id")
+    if type_ == "invoice.upcoming" or not oid:  # a preview invoice has no id yet
+        sub = ((obj.get("parent") or {}).get("subscription_details") or {}).get(
+            "subscription") or obj.get("subscription")
+        return f"{type_}:{_id(sub)}@{obj.get('period_end')}"
+    if type_ == "charge.refunded":
+        return f"{type_}:{oid}:{obj.get('amount_refunded')}"
+    if type_ == "customer.subscription.trial_will_end":
+        return f"{type_}:{oid}:{obj.get('trial_end')}"
+    if type_.endswith(".updated"):
+        previous = (event.get("data") or {}).get("previous_attributes") or {}
+        changed = {k: obj.get(k) for k in sorted(previous)}
+        digest = hashlib.sha1(json.dumps(changed, sort_keys=True, default=str).encode())
+        return f"{type_}:{oid}:{digest.hexdigest()[:16]}"
+    return f"{type_}:{oid}"
+
+
+def subscription_properties(sub: dict, product_names: dict[str, str] | None = None
+                            ) -> dict[str, Any]:
+    items = items_of(sub)
+    first = price_of(items[0]) if items else {}
+    currency = sub.get("currency") or first.get("currency")
+    return {
+        "subscription_id": sub.get("id"),
+        "status": sub.get("status"),
+        "plan_name": plan_name(first, product_names),
+        "plan_interval": interval_of(first),
+        "amount": to_major(sum(item_amount(i) for i in items), currency),
+        "currency": currency,
+        "quantity": sum(int(i.get("quantity") or 1) for i in items) if items else None,
+        "mrr": to_major(round(subscription_mrr(sub)), currency),
+        "trial_end_at": iso(sub.get("trial_end")),
+        "current_period_end_at": iso(period_end(sub)),
+        "cancel_at_period_end": bool(sub.get("cancel_at_period_end")),
+        "canceled_at": iso(sub.get("canceled_at")),
+    }
+
+
+def charge_properties(charge: dict) -> dict[str, Any]:
+    currency = charge.get("currency")
+    return {
+        "charge_id": charge.get("id"),
+        "amount": to_major(charge.get("amount"), currency),
+        "currency": currency,
+        "status": charge.get("status"),
+        "failure_code": charge.get("failure_code"),
+        "failure_message": charge.get("failure_message"),
+        "description": charge.get("description"),
+        "amount_refunded": to_major(charge.get("amount_refunded") or 0, currency),
+        "refunded": bool(charge.get("refunded")),
+    }
+
+
+def invoice_properties(invoice: dict) -> dict[str, Any]:
+    currency = invoice.get("currency")
+    sub = ((invoice.get("parent") or {}).get("subscription_details") or {}).get(
+        "subscription") or invoice.get("subscription")
+    return {
+        "subscription_id": _id(sub),
+        "amount_due": to_major(invoice.get("amount_due"), currency),
+        "currency": currency,
+        "period_start_at": iso(invoice.get("period_start")),
+        "period_end_at": iso(invoice.get("period_end")),
+        "next_payment_attempt_at": iso(invoice.get("next_payment_attempt")),
+    }
+
+
+def event_properties(event: dict, product_names: dict[str, str] | None = None
+                     ) -> dict[str, Any]:
+    """The properties recorded with the CrowdPower event (plus the Stripe event id)."""
+    obj = event_object(event)
+    kind = obj.get("object")
+    if kind == "subscription":
+        props = subscription_properties(obj, product_names)
+        previous = (event.get("data") or {}).get("previous_attributes")
+        if event.get("type") == "customer.subscription.updated" and previous is not None:
+            props["changed"] = sorted(previous)
+            if "status" in previous:
+                props["previous_status"] = previous["status"]
+            old_items = (previous.get("items") or {}).get("data") if isinstance(
+                previous.get("items"), dict) else None
+            if old_items:
+                props["previous_plan_name"] = plan_name(price_of(old_items[0]), product_names)
+    elif kind == "charge":
+        props = charge_properties(obj)
+    elif kind == "invoice":
+        props = invoice_properties(obj)
+    else:
+        props = {}
+    props["stripe_event_id"] = event.get("id")
+    props["livemode"] = bool(event.get("livemode"))
+    return props
