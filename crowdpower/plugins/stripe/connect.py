@@ -16,12 +16,13 @@ from datetime import timedelta
 
 import stripe
 from authlib.integrations.base_client.errors import OAuthError
+from authlib.integrations.requests_client import OAuth2Session
 from flask import abort, current_app, flash, g, redirect, request, session, url_for
 from sqlalchemy import select, update
 
 from crowdpower import integrations
 from crowdpower.auth import login_required, project_required
-from crowdpower.extensions import db, oauth
+from crowdpower.extensions import db
 from crowdpower.models import utcnow
 from crowdpower.plugins.stripe.blueprint import bp
 from crowdpower.plugins.stripe.client import stripe_client
@@ -34,8 +35,9 @@ SESSION_NONCE = "stripe_oauth_nonce"
 
 
 def register_oauth_client(oauth_registry, app) -> None:
+    """Register ``stripe`` on the host's authlib registry (overwriting: one per app)."""
     oauth_registry.register(
-        "stripe",
+        "stripe", overwrite=True,
         client_id=app.config.get("STRIPE_CLIENT_ID"),
         client_secret=app.config.get("STRIPE_SECRET_KEY"),
         authorize_url=app.config["STRIPE_CONNECT_BASE"] + "/oauth/authorize",
@@ -43,6 +45,18 @@ def register_oauth_client(oauth_registry, app) -> None:
         client_kwargs={"scope": "read_write",
                        "token_endpoint_auth_method": "client_secret_post"},
     )
+
+
+def oauth_session() -> OAuth2Session:
+    """An authlib OAuth 2 client for this app's Stripe platform, built per call.
+
+    The registry caches clients by name across apps, so the flow builds its client
+    from the current app's config (the same settings as the registered one).
+    """
+    cfg = current_app.config
+    return OAuth2Session(cfg["STRIPE_CLIENT_ID"], cfg["STRIPE_SECRET_KEY"], scope="read_write",
+                         redirect_uri=redirect_uri(),
+                         token_endpoint_auth_method="client_secret_post")
 
 
 def _session_hash() -> str:
@@ -83,8 +97,8 @@ def connect(project_id: int):
                                     session_hash=_session_hash(),
                                     expires_at=utcnow() + timedelta(seconds=ttl)))
     db.session.commit()
-    client = oauth.create_client("stripe")
-    url = client.create_authorization_url(redirect_uri(), state=state)["url"]
+    url, _state = oauth_session().create_authorization_url(
+        current_app.config["STRIPE_CONNECT_BASE"] + "/oauth/authorize", state=state)
     return redirect(url)
 
 
@@ -126,8 +140,9 @@ def callback():
         if not code:
             abort(400, description="Stripe sent neither a code nor an error.")
         try:  # exactly once: never retried (a reused code revokes the connection)
-            token = oauth.create_client("stripe").fetch_access_token(
-                redirect_uri=redirect_uri(), code=code)
+            token = oauth_session().fetch_token(
+                current_app.config["STRIPE_CONNECT_BASE"] + "/oauth/token", code=code,
+                grant_type="authorization_code")
         except (OAuthError, Exception) as exc:  # noqa: B014 - network errors included
             log.warning("Stripe code exchange failed for project %s: %s", project_id,
                         type(exc).__name__)

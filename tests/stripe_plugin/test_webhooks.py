@@ -1,0 +1,306 @@
+"""Connect webhooks end to end: the double signs and POSTs, the app stores, routes, applies."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from crowdpower import create_app
+from crowdpower.customers import get_traits
+from crowdpower.extensions import db
+from crowdpower.models import Customer, Event
+from crowdpower.plugins.stripe.double import sign
+from crowdpower.plugins.stripe.models import StripeWebhookEvent
+from crowdpower.tenancy import project_scope
+from tests.conftest import STRIPE_WEBHOOK_SECRET, api
+
+WEBHOOK = "/integrations/stripe/webhook"
+
+
+def events(project_id: int, name: str | None = None) -> list[Event]:
+    db.session.expire_all()
+    with project_scope(project_id):
+        query = select(Event).where(Event.project_id == project_id).order_by(Event.id)
+        if name:
+            query = query.where(Event.name == name)
+        return list(db.session.scalars(query))
+
+
+def inbox(status: str | None = None) -> list[StripeWebhookEvent]:
+    db.session.expire_all()
+    query = select(StripeWebhookEvent).order_by(StripeWebhookEvent.id)
+    if status:
+        query = query.where(StripeWebhookEvent.status == status)
+    return list(db.session.scalars(query))
+
+
+def customer_by_email(project_id: int, email: str) -> Customer | None:
+    with project_scope(project_id):
+        return db.session.scalar(select(Customer).where(
+            Customer.project_id == project_id, Customer.email_key == email.lower()))
+
+
+@pytest.fixture
+def shop(wired, tenant, connect_account):
+    """A connected project whose Stripe account has one customer with a subscription."""
+    project_id, key, browser = tenant
+    double = wired.double
+    account = double.create_account()
+    connect_account(project_id, account)
+    cus = double.create_customer(account, email="Ann@Example.com", name="Ann")
+    price = double.create_price(account, 2900, "usd", product_name="Pro")
+    sub = double.create_subscription(account, cus["id"], price["id"])
+    wired.settle()
+    return project_id, key, account, cus, sub
+
+
+def post(client, body: bytes, secret: str = STRIPE_WEBHOOK_SECRET, header: str | None = None,
+         timestamp: int | None = None):
+    signature = header if header is not None else sign(body, [secret], timestamp)
+    return client.post(WEBHOOK, data=body, headers={"Stripe-Signature": signature,
+                                                    "Content-Type": "application/json"})
+
+
+def test_charge_failed_lands_on_the_profile_with_traits(wired, shop, client, other_tenant):
+    project_id, key, account, cus, _sub = shop
+    wired.double.create_charge(account, cus["id"], 2900, "usd", status="failed",
+                               failure_code="insufficient_funds",
+                               failure_message="Your card has insufficient funds.")
+    wired.settle()
+    [event] = events(project_id, "Stripe Charge Failed")
+    assert event.source == "stripe" and event.external_id.startswith("evt_")
+    assert event.properties["amount"] == 29.0 and event.properties["currency"] == "usd"
+    assert event.properties["failure_message"] == "Your card has insufficient funds."
+    created = events(project_id, "Stripe Subscription Created")
+    assert len(created) == 1 and created[0].properties["plan_name"] == "Pro"
+
+    ann = customer_by_email(project_id, "ann@example.com")
+    traits = get_traits(project_id, [ann.id])[ann.id]
+    assert traits["stripe_subscription_status"] == "active"
+    assert traits["stripe_mrr"] == 29.0 and traits["stripe_plan_name"] == "Pro"
+    assert traits["stripe_failed_charge_count"] == 1 and traits["stripe_last_payment_failed_at"]
+
+    feed = api(client, key).get(f"/api/v1/customers/{ann.id}/events").json["data"]
+    assert [e["name"] for e in feed][:1] == ["Stripe Charge Failed"]  # newest first
+    profile = shop_page(client, project_id, ann.id)
+    assert "Stripe Charge Failed" in profile and "insufficient funds" in profile
+
+    other_id, other_key, _ = other_tenant
+    assert api(client, other_key).get(f"/api/v1/customers/{ann.id}/events").status_code == 404
+    assert events(other_id) == []
+
+
+def shop_page(client, project_id: int, customer_id: int) -> str:
+    from tests.conftest import csrf_from  # noqa: F401 - the client is logged in by `tenant`
+
+    return client.get(f"/projects/{project_id}/customers/{customer_id}").get_data(as_text=True)
+
+
+def test_bad_signatures_and_bodies_are_refused_and_not_stored(wired, shop, client):
+    _project_id, _key, account, _cus, _sub = shop
+    before = len(inbox())
+    body = json.dumps({"id": "evt_x", "type": "charge.failed", "account": account,
+                       "created": int(time.time()), "data": {"object": {}}}).encode()
+    assert post(client, body, secret="whsec_wrong").status_code == 400
+    assert post(client, body, header="").status_code == 400
+    assert client.post(WEBHOOK, data=body).status_code == 400  # no header at all
+    assert post(client, body, timestamp=int(time.time()) - 3600).status_code == 400  # replay
+    tampered = sign(body, [STRIPE_WEBHOOK_SECRET])
+    assert post(client, body + b" ", header=tampered).status_code == 400
+    assert post(client, b"not json").status_code == 400
+    assert post(client, b'["a list"]').status_code == 400
+    assert len(inbox()) == before
+
+
+def test_rotated_secrets_and_several_v1(wired, shop, client, app):
+    project_id, _key, account, cus, _sub = shop
+    app.config["STRIPE_WEBHOOK_SECRET"] = "whsec_old," + STRIPE_WEBHOOK_SECRET
+    wired.double.webhooks.configure(url=wired.url + WEBHOOK, secrets=["whsec_unknown",
+                                                                      STRIPE_WEBHOOK_SECRET])
+    wired.double.create_charge(account, cus["id"], 500, "usd")
+    wired.settle()
+    assert len(events(project_id, "Stripe Charge Succeeded")) == 1
+    body = json.dumps({"id": "evt_rot", "type": "ping", "created": 1}).encode()
+    assert post(client, body, secret="whsec_old").status_code == 200
+
+
+def test_duplicate_delivery_is_processed_once(wired, shop):
+    project_id, _key, account, cus, _sub = shop
+    wired.double.webhooks.duplicate_next(1)
+    charge = wired.double.create_charge(account, cus["id"], 700, "usd")
+    wired.settle()
+    deliveries = wired.double.webhooks.delivered(type_="charge.succeeded")
+    assert len(deliveries) == 2 and all(d["status"] == 200 for d in deliveries)
+    assert len(events(project_id, "Stripe Charge Succeeded")) == 1
+    wired.double.webhooks.resend(deliveries[0]["event_id"])
+    wired.settle()
+    assert len(events(project_id, "Stripe Charge Succeeded")) == 1
+    assert [e.properties["charge_id"] for e in events(project_id, "Stripe Charge Succeeded")] \
+        == [charge["id"]]
+
+
+def test_twin_event_objects_for_one_change_are_recorded_once(wired, shop):
+    project_id, _key, account, cus, _sub = shop
+    charge = wired.double.create_charge(account, cus["id"], 900, "usd", status="failed")
+    wired.settle()
+    twin = wired.double.emit(account, "charge.failed", charge)  # another event id, same change
+    wired.settle()
+    assert len(events(project_id, "Stripe Charge Failed")) == 1
+    assert [r.status for r in inbox() if r.event_id == twin["id"]] == ["duplicate"]
+    # Two partial refunds are two changes, not twins.
+    charge = wired.double.create_charge(account, cus["id"], 1000, "usd")
+    wired.double.refund_charge(account, charge["id"], 300)
+    wired.double.refund_charge(account, charge["id"], 200)
+    wired.settle()
+    refunds = events(project_id, "Stripe Charge Refunded")
+    assert [e.properties["amount_refunded"] for e in refunds] == [3.0, 5.0]
+
+
+def test_unknown_account_is_acknowledged_and_ignored(wired, shop, client):
+    project_id, _key, _account, _cus, _sub = shop
+    stranger = wired.double.create_account()
+    cus = wired.double.create_customer(stranger, email="eve@example.com")
+    wired.double.create_charge(stranger, cus["id"], 100, "usd", status="failed")
+    wired.settle()
+    rows = [r for r in inbox() if r.account_id == stranger]
+    assert rows and {r.status for r in rows} == {"ignored"} and {r.project_id for r in rows} \
+        == {None}
+    assert customer_by_email(project_id, "eve@example.com") is None
+
+
+def test_livemode_must_match_unless_test_data_is_accepted(wired, tenant, connect_account):
+    project_id = tenant[0]
+    double = wired.double
+    account = double.create_account(livemode=True)
+    connect_account(project_id, account, livemode=True)
+    cus = double.create_customer(account, email="live@example.com")
+    wired.settle()
+    charge = double.create_charge(account, cus["id"], 100, "usd", emit=False)
+    double.emit(account, "charge.failed", {**charge, "status": "failed"}, livemode=False)
+    wired.settle()
+    assert events(project_id) == []
+    assert inbox()[-1].error == "test-mode event on a live connection"
+    connect_account(project_id, account, livemode=True, accept_test_data=True)
+    double.emit(account, "charge.failed", {**charge, "id": "ch_other", "status": "failed"},
+                livemode=False)
+    wired.settle()
+    assert len(events(project_id, "Stripe Charge Failed")) == 1
+
+
+def test_out_of_order_deliveries_end_in_stripes_newest_state(wired, shop):
+    project_id, _key, account, cus, sub = shop
+    double = wired.double
+    double.webhooks.hold()
+    double.update_subscription(account, sub["id"], status="past_due")
+    time.sleep(1.1)  # Stripe's timestamps are whole seconds
+    double.update_subscription(account, sub["id"], status="active")
+    assert double.webhooks.release("reverse")  # newest first
+    wired.settle()
+    ann = customer_by_email(project_id, "ann@example.com")
+    assert get_traits(project_id, [ann.id])[ann.id]["stripe_subscription_status"] == "active"
+    updates = events(project_id, "Stripe Subscription Updated")
+    assert sorted(e.properties["status"] for e in updates) == ["active", "past_due"]
+
+
+def test_unknown_stripe_customer_is_fetched_and_matched_by_email(wired, tenant, client,
+                                                                 connect_account):
+    project_id, key, _ = tenant
+    made = api(client, key).post("/api/v1/customers", json={"email": "Bob@Example.COM",
+                                                              "traits": {"vip": True}})
+    double = wired.double
+    account = double.create_account()
+    cus = double.create_customer(account, email="bob@example.com", emit=False)
+    connect_account(project_id, account)
+    double.create_charge(account, cus["id"], 4200, "eur")
+    wired.settle()
+    [event] = events(project_id, "Stripe Charge Succeeded")
+    assert event.customer_id == made.json["id"]
+    traits = get_traits(project_id, [made.json["id"]])[made.json["id"]]
+    assert traits["vip"] is True and traits["stripe_total_spent"] == 42.0
+    assert double.request_count(account=account, path=f"/v1/customers/{cus['id']}") == 1
+
+
+def test_all_eight_events_are_recorded(wired, shop):
+    project_id, _key, account, cus, sub = shop
+    double = wired.double
+    double.update_subscription(account, sub["id"], cancel_at_period_end=True)
+    double.trial_will_end(account, sub["id"])
+    double.invoice_upcoming(account, sub["id"])
+    ok = double.create_charge(account, cus["id"], 2900, "usd")
+    double.create_charge(account, cus["id"], 2900, "usd", status="failed")
+    double.refund_charge(account, ok["id"])
+    double.cancel_subscription(account, sub["id"])
+    wired.settle()
+    names = {e.name for e in events(project_id)}
+    assert names == {"Stripe Subscription Created", "Stripe Subscription Updated",
+                     "Stripe Subscription Deleted", "Stripe Subscription Trial Will End",
+                     "Stripe Charge Succeeded", "Stripe Charge Failed", "Stripe Charge Refunded",
+                     "Stripe Invoice Upcoming"}
+    upcoming = events(project_id, "Stripe Invoice Upcoming")[0]
+    assert upcoming.properties["amount_due"] == 29.0
+    ann = customer_by_email(project_id, "ann@example.com")
+    traits = get_traits(project_id, [ann.id])[ann.id]
+    assert traits["stripe_subscription_status"] == "canceled" and traits["stripe_mrr"] == 0
+
+
+def test_deauthorized_account_disconnects_and_stops_processing(wired, shop):
+    from crowdpower.plugins.stripe.status import integration_status
+
+    project_id, _key, account, cus, _sub = shop
+    wired.double.deauthorize(account, wired.double.client_id)
+    wired.settle()
+    assert integration_status(project_id)["status"] == "disconnected"
+    wired.double.state.accounts[account].connected = True  # Stripe keeps sending (test only)
+    wired.double.create_charge(account, cus["id"], 100, "usd", status="failed")
+    wired.settle()
+    assert events(project_id, "Stripe Charge Failed") == []
+    assert inbox()[-1].status == "ignored"
+
+
+def test_queue_down_keeps_event_in_inbox_until_the_sweeper(wired, shop, app, drain):
+    project_id, _key, account, cus, _sub = shop
+    broken = create_app({**{k: app.config[k] for k in (
+        "SQLALCHEMY_DATABASE_URI", "SECRET_KEY", "STRIPE_SECRET_KEY", "STRIPE_CLIENT_ID",
+        "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "STRIPE_CONNECT_BASE")},
+        "TESTING": True, "REDIS_URL": "redis://127.0.0.1:1/0"})
+    charge = wired.double.create_charge(account, cus["id"], 1500, "usd", status="failed",
+                                        emit=False)
+    body = json.dumps(wired.double.emit(account, "charge.failed", charge)).encode()
+    wired.settle()  # the double's own delivery went to the healthy app; replay to the broken
+    body = body.replace(b'"id": "evt_', b'"id": "evt_replayed_', 1)
+    response = post(broken.test_client(), body)
+    assert response.status_code == 200
+    [row] = [r for r in inbox() if r.event_id.startswith("evt_replayed_")]
+    assert row.status == "pending"
+    app.config["STRIPE_SWEEP_AFTER_SECONDS"] = 0
+    from crowdpower import jobs
+
+    jobs.enqueue("crowdpower.plugins.stripe.webhooks.sweep_inbox", queue="webhooks")
+    db.session.commit()
+    drain()
+    drain()  # the sweep enqueued the event's job
+    db.session.expire_all()
+    assert db.session.get(StripeWebhookEvent, row.id).status in ("processed", "duplicate")
+
+
+def test_database_down_answers_503_so_stripe_retries(wired, app, tmp_path):
+    broken = create_app({"TESTING": True, "SECRET_KEY": "x",
+                         "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/missing/dir/db.sqlite",
+                         "STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
+                         "STRIPE_SECRET_KEY": "sk_test_x", "STRIPE_CLIENT_ID": "ca_x"})
+    body = json.dumps({"id": "evt_db", "type": "charge.failed", "account": "acct_x",
+                       "created": int(time.time())}).encode()
+    assert post(broken.test_client(), body).status_code == 503
+
+
+def test_inbox_counts_and_status_api_show_no_leak(wired, shop, other_tenant, client):
+    _project_id, _key, _account, _cus, _sub = shop
+    _other_id, other_key, _ = other_tenant
+    status = api(client, other_key).get("/api/v1/integrations/stripe").json
+    assert status["status"] == "disconnected" and status["account_id"] is None
+    with project_scope(_other_id):
+        assert db.session.scalar(select(func.count()).select_from(Customer).where(
+            Customer.project_id == _other_id)) == 0
