@@ -8,7 +8,7 @@ from pathlib import Path
 from flask import Flask
 
 from crowdpower import auth, jobs, plugins, tenancy
-from crowdpower.config import from_environment
+from crowdpower.config import ensure_secret_key, from_environment
 from crowdpower.extensions import csrf, db, migrate, oauth
 
 
@@ -43,6 +43,7 @@ def create_app(config: dict | None = None) -> Flask:
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.from_mapping(from_environment(app.instance_path))
     app.config.update(config or {})
+    ensure_secret_key(app.config)
     _sqlite_options(app)
 
     tenancy.install()

@@ -10,12 +10,8 @@ DEV_SECRET_KEY = "crowdpower-dev-secret-key-change-me"
 
 def from_environment(instance_path: str) -> dict:
     """Read every setting CrowdPower understands; sensible embedded defaults."""
-    secret = os.environ.get("SECRET_KEY")
-    if not secret:
-        warnings.warn("SECRET_KEY is not set: using the development key", stacklevel=2)
-        secret = DEV_SECRET_KEY
     return {
-        "SECRET_KEY": secret,
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or None,
         "SQLALCHEMY_DATABASE_URI": normalise_database_url(
             os.environ.get("DATABASE_URL")
             or f"sqlite:///{os.path.join(instance_path, 'crowdpower.sqlite3')}"
@@ -42,3 +38,10 @@ def normalise_database_url(url: str) -> str:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     return url
+
+
+def ensure_secret_key(config: dict) -> None:
+    """Fall back to the development key (loudly) when no SECRET_KEY was given at all."""
+    if not config.get("SECRET_KEY"):
+        warnings.warn("SECRET_KEY is not set: using the development key", stacklevel=3)
+        config["SECRET_KEY"] = DEV_SECRET_KEY
