@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -56,21 +56,28 @@ def bulk_set_traits(
                            "value": value, "value_text": text, "value_num": num,
                            "source": source, "updated_at": now})
     insert = _insert(db.engine.dialect.name)
-    for start in range(0, len(values), 2000):
-        stmt = insert(TraitValue).values(values[start:start + 2000])
+    if values:
+        # One cached statement run as executemany (psycopg pipelines it): no giant
+        # multi-VALUES statement to compile per batch.
+        stmt = insert(TraitValue.__table__)  # Core: the ORM bulk path is ~8x slower here
         stmt = stmt.on_conflict_do_update(
             index_elements=["customer_id", "key"],
             set_={c: getattr(stmt.excluded, c)
                   for c in ("value", "value_text", "value_num", "source", "updated_at")},
         )
-        db.session.execute(stmt)
-    for start in range(0, len(deletes), 500):
-        db.session.execute(
-            delete(TraitValue).where(
-                TraitValue.project_id == project_id,
-                tuple_(TraitValue.customer_id, TraitValue.key).in_(deletes[start:start + 500]),
+        for start in range(0, len(values), 5000):
+            db.session.connection().execute(stmt, values[start:start + 5000])
+    by_key: dict[str, list[int]] = {}
+    for customer_id, key in deletes:
+        by_key.setdefault(key, []).append(customer_id)
+    for key, ids in by_key.items():  # per key, so the primary key index serves the delete
+        for start in range(0, len(ids), 1000):
+            db.session.execute(
+                delete(TraitValue).where(
+                    TraitValue.project_id == project_id, TraitValue.key == key,
+                    TraitValue.customer_id.in_(ids[start:start + 1000]),
+                ).execution_options(synchronize_session=False)
             )
-        )
     return len(values)
 
 

@@ -107,15 +107,15 @@ def upsert_objects(project_id: int, kind: str, objects: Iterable[dict],
     if not rows:
         return 0
     insert = _insert()
-    for start in range(0, len(rows), 1000):
-        stmt = insert(StripeObject).values(rows[start:start + 1000])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["project_id", "kind", "stripe_id"],
-            set_={c: getattr(stmt.excluded, c)
-                  for c in ("customer_stripe_id", "data", "synced_at", "deleted")},
-            where=StripeObject.synced_at <= stmt.excluded.synced_at,
-        )
-        db.session.execute(stmt)
+    stmt = insert(StripeObject.__table__)  # Core executemany: far faster than ORM bulk
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["project_id", "kind", "stripe_id"],
+        set_={c: getattr(stmt.excluded, c)
+              for c in ("customer_stripe_id", "data", "synced_at", "deleted")},
+        where=StripeObject.__table__.c.synced_at <= stmt.excluded.synced_at,
+    )
+    for start in range(0, len(rows), 5000):
+        db.session.connection().execute(stmt, rows[start:start + 5000])
     return len(rows)
 
 
@@ -140,31 +140,40 @@ def link_customers(project_id: int, stripe_customers: list[dict]) -> dict[str, i
     todo = [c for c in live if c["id"] not in linked]
     if not todo:
         return linked
+    now = datetime.now(UTC)
     keys = {Customer.normalise_email(c.get("email")) for c in todo} - {None}
     by_email = dict(db.session.execute(select(Customer.email_key, Customer.id).where(
         Customer.project_id == project_id, Customer.email_key.in_(keys))).all()) if keys else {}
-    new_links = []
+    new_links, new_customers, pending = [], [], {}
     for c in todo:
         key = Customer.normalise_email(c.get("email"))
         customer_id = by_email.get(key) if key else None
+        if customer_id is None and key and key in pending:
+            pending[key].append(c["id"])  # another Stripe customer with this email
+            continue
         if customer_id is None:
-            created = datetime.fromtimestamp(c["created"], UTC) if c.get("created") else None
-            customer = Customer(project_id=project_id, email=(c.get("email") or "").strip() or None,
-                                email_key=key, name=c.get("name"),
-                                external_id=None if key else c["id"])
-            if created:
-                customer.created_at = created
-            db.session.add(customer)
-            db.session.flush()
-            customer_id = customer.id
-            if key:
-                by_email[key] = customer_id
+            created = datetime.fromtimestamp(c["created"], UTC) if c.get("created") else now
+            new_customers.append({
+                "project_id": project_id, "email": (c.get("email") or "").strip() or None,
+                "email_key": key, "name": c.get("name"),
+                "external_id": None if key else c["id"], "created_at": created})
+            pending[key or ("id:" + c["id"])] = [c["id"]]
+            continue
         linked[c["id"]] = customer_id
+    if new_customers:  # one round trip for the page's new customers, ids in input order
+        table = Customer.__table__
+        ids = db.session.connection().execute(
+            _insert()(table).returning(table.c.id, sort_by_parameter_order=True),
+            new_customers).scalars().all()
+        for row, customer_id in zip(new_customers, ids, strict=True):
+            for stripe_id in pending[row["email_key"] or ("id:" + row["external_id"])]:
+                linked[stripe_id] = customer_id
+    for c in todo:
         new_links.append({"project_id": project_id, "stripe_customer_id": c["id"],
-                          "customer_id": customer_id, "created_at": datetime.now(UTC)})
-    stmt = _insert()(StripeCustomerLink).values(new_links).on_conflict_do_nothing(
+                          "customer_id": linked[c["id"]], "created_at": now})
+    stmt = _insert()(StripeCustomerLink.__table__).on_conflict_do_nothing(
         index_elements=["project_id", "stripe_customer_id"])
-    db.session.execute(stmt)
+    db.session.connection().execute(stmt, new_links)
     return linked
 
 
