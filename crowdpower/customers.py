@@ -45,13 +45,19 @@ def bulk_set_traits(
     Rows are ``(customer_id, {key: value})``. Returns the number of values written.
     """
     now = utcnow()
+    rows = list(rows)
+    current = _current_values(project_id, [c for c, _t in rows])
     values, deletes = [], []
     for customer_id, traits in rows:
+        have = current.get(customer_id, {})
         for key, raw in traits.items():
             if raw is None:
-                deletes.append((customer_id, key))
+                if key in have:
+                    deletes.append((customer_id, key))
                 continue
             value, text, num = encode_trait(raw)
+            if key in have and have[key] == (value, source):
+                continue  # unchanged: no write (webhooks touch a few traits of 20+)
             values.append({"project_id": project_id, "customer_id": customer_id, "key": key,
                            "value": value, "value_text": text, "value_num": num,
                            "source": source, "updated_at": now})
@@ -67,18 +73,38 @@ def bulk_set_traits(
         )
         for start in range(0, len(values), 5000):
             db.session.connection().execute(stmt, values[start:start + 5000])
-    by_key: dict[str, list[int]] = {}
+    # Customers that drop the same set of keys share one DELETE (customer_id IN … AND
+    # key IN …), which the (customer_id, key) primary key serves directly.
+    dropped: dict[int, list[str]] = {}
     for customer_id, key in deletes:
-        by_key.setdefault(key, []).append(customer_id)
-    for key, ids in by_key.items():  # per key, so the primary key index serves the delete
+        dropped.setdefault(customer_id, []).append(key)
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for customer_id, keys in dropped.items():
+        groups.setdefault(tuple(sorted(keys)), []).append(customer_id)
+    for keys, ids in groups.items():
         for start in range(0, len(ids), 1000):
-            db.session.execute(
-                delete(TraitValue).where(
-                    TraitValue.project_id == project_id, TraitValue.key == key,
-                    TraitValue.customer_id.in_(ids[start:start + 1000]),
-                ).execution_options(synchronize_session=False)
+            db.session.connection().execute(
+                delete(TraitValue.__table__).where(
+                    TraitValue.__table__.c.project_id == project_id,
+                    TraitValue.__table__.c.customer_id.in_(ids[start:start + 1000]),
+                    TraitValue.__table__.c.key.in_(keys),
+                )
             )
     return len(values)
+
+
+def _current_values(project_id: int, customer_ids: list[int]) -> dict[int, dict[str, tuple]]:
+    """``{customer: {key: (value, source)}}`` as stored, read in one query per 1000."""
+    found: dict[int, dict[str, tuple]] = {}
+    table = TraitValue.__table__
+    for start in range(0, len(customer_ids), 1000):
+        result = db.session.connection().execute(
+            select(table.c.customer_id, table.c.key, table.c.value, table.c.source).where(
+                table.c.project_id == project_id,
+                table.c.customer_id.in_(customer_ids[start:start + 1000])))
+        for customer_id, key, value, src in result:
+            found.setdefault(customer_id, {})[key] = (value, src)
+    return found
 
 
 def set_traits(project_id: int, customer_id: int, traits: dict[str, Any],

@@ -7,6 +7,7 @@ per project, queues, periodic jobs, CLI commands and migration branch.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from crowdpower.plugins import hookimpl
@@ -40,7 +41,11 @@ CONFIG_DEFAULTS = {
 
 @hookimpl
 def crowdpower_load_config(config):
+    """Defaults for the plugin's keys; each may be set by an environment variable too."""
     for key, value in CONFIG_DEFAULTS.items():
+        raw = os.environ.get(key)
+        if key not in config and raw not in (None, ""):
+            config[key] = type(value)(raw)
         config.setdefault(key, value)
 
 

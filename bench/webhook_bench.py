@@ -1,0 +1,376 @@
+"""Benchmark: webhook ingest, end-to-end latency, backlog drain and fairness (production path).
+
+PostgreSQL + Redis + gunicorn + real ``crowdpower worker`` processes; the Stripe double
+runs in this process (it answers the few customer look-ups and serves the fairness
+tenant's big sync). Signed Connect webhooks come from a load generator of N threads,
+each sending a bounded number of requests over keep-alive connections.
+
+1. ingest: acknowledged events/s and p50/p99 latency at 1, 8 and 32 senders (workers
+   stopped, so only the acknowledging path is measured; the events queue up);
+2. backlog: the workers start and drain what ingest queued (≥ 10k events);
+3. end to end: with workers running, webhook sent → event recorded on the profile
+   (``events.recorded_at``) → automation message queued (``messages.created_at``, when an
+   automation matches), p50/p95, at a steady rate;
+4. fairness: the same end-to-end figure for tenant B while tenant A's big sync runs.
+
+    .venv/bin/python -m bench.webhook_bench --events 1200 --runs 3 --workers 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC
+from pathlib import Path
+
+import requests
+from sqlalchemy import text
+
+from bench.common import (
+    REDIS_URL,
+    append_results,
+    create_database,
+    drop_database,
+    median,
+    percentile,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "sk_test_bench_platform"
+CLIENT_ID = "ca_bench"
+WHSEC = "whsec_bench"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Stack:
+    """The app (gunicorn), workers and the double, configured by environment."""
+
+    def __init__(self, database_url: str, double_url: str, gunicorn_workers: int,
+                 threads: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL,
+                    "RQ_QUEUE_PREFIX": f"bench-{uuid.uuid4().hex[:6]}:",
+                    "SECRET_KEY": "bench-secret", "STRIPE_SECRET_KEY": SECRET,
+                    "STRIPE_CLIENT_ID": CLIENT_ID, "STRIPE_WEBHOOK_SECRET": WHSEC,
+                    "STRIPE_API_BASE": double_url, "STRIPE_CONNECT_BASE": double_url,
+                    "STRIPE_TEST_REQUESTS_PER_SECOND": "0", "PYTHONWARNINGS": "ignore"}
+        self.gunicorn = subprocess.Popen(
+            [str(ROOT / ".venv/bin/gunicorn"), "-w", str(gunicorn_workers), "-k", "gthread",
+             "--threads", str(threads), "-b", f"127.0.0.1:{self.port}", "--log-level",
+             "warning", "--keep-alive", "30", "wsgi:app"], cwd=ROOT, env=self.env)
+        self.workers: list[subprocess.Popen] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                requests.get(self.url + "/login", timeout=1)
+                return
+            except requests.RequestException:
+                time.sleep(0.2)
+        raise RuntimeError("gunicorn did not start")
+
+    def start_workers(self, n: int, queues: list[str] | None = None) -> None:
+        for _ in range(n):
+            args = [str(ROOT / ".venv/bin/crowdpower"), "worker", "--simple"]
+            for q in queues or []:
+                args += ["--queue", q]
+            self.workers.append(subprocess.Popen(args, cwd=ROOT, env=self.env,
+                                                 stdout=subprocess.DEVNULL,
+                                                 stderr=subprocess.DEVNULL))
+
+    def stop_workers(self) -> None:
+        for w in self.workers:
+            w.terminate()
+        for w in self.workers:
+            try:
+                w.wait(10)
+            except subprocess.TimeoutExpired:
+                w.kill()
+        self.workers = []
+
+    def stop(self) -> None:
+        self.stop_workers()
+        self.gunicorn.terminate()
+        self.gunicorn.wait(10)
+
+
+def make_events(double, account: str, customers: list[str], n: int) -> list[tuple[str, bytes]]:
+    """``n`` signed-ready charge events (id, body) for random customers of ``account``."""
+    from crowdpower.plugins.stripe.double import objects as O  # noqa: N812
+
+    out = []
+    acct = double.state.account(account)
+    for _ in range(n):
+        cus = random.choice(customers)
+        failed = random.random() < 0.3
+        charge = double.state.create_charge(account, cus, random.choice([900, 2900, 9900]),
+                                            "usd", status="failed" if failed else "succeeded",
+                                            emit=False)
+        event = O.event(O.new_id("evt"), "charge.failed" if failed else "charge.succeeded",
+                        charge, int(time.time()), acct.livemode, account)
+        out.append((event["id"], json.dumps(event).encode()))
+    return out
+
+
+def send(url: str, events: list[tuple[str, bytes]], concurrency: int,
+         rate: float | None = None) -> tuple[float, list[float], dict[str, float]]:
+    """POST signed events from ``concurrency`` threads; (seconds, latencies, sent_at by id)."""
+    from crowdpower.plugins.stripe.double import sign
+
+    latencies: list[float] = []
+    sent_at: dict[str, float] = {}
+    errors: list[int] = []
+    lock = threading.Lock()
+    chunks = [events[i::concurrency] for i in range(concurrency)]
+
+    def worker(chunk: list[tuple[str, bytes]]) -> None:
+        session = requests.Session()
+        interval = concurrency / rate if rate else 0.0
+        next_at = time.monotonic()
+        for event_id, body in chunk:
+            if interval:
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                next_at += interval
+            headers = {"Stripe-Signature": sign(body, [WHSEC]),
+                       "Content-Type": "application/json"}
+            wall = time.time()
+            t0 = time.perf_counter()
+            r = session.post(url + "/integrations/stripe/webhook", data=body, headers=headers,
+                             timeout=30)
+            dt = time.perf_counter() - t0
+            with lock:
+                latencies.append(dt)
+                sent_at[event_id] = wall
+                if r.status_code != 200:
+                    errors.append(r.status_code)
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in chunks]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"{len(errors)} webhook requests failed: {set(errors)}")
+    return seconds, latencies, sent_at
+
+
+def wait_processed(engine, expected: int, timeout: float = 900) -> float:
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        with engine.connect() as conn:
+            pending = conn.execute(text(
+                "SELECT count(*) FROM stripe_webhook_events WHERE status = 'pending'")).scalar()
+        if pending == 0:
+            return time.perf_counter() - t0
+        time.sleep(0.2)
+    raise TimeoutError(f"{pending} events still pending")
+
+
+def e2e(engine, sent_at: dict[str, float]) -> tuple[list[float], list[float]]:
+    """Latencies webhook sent → event recorded, and → automation message queued."""
+    ids = list(sent_at)
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT external_id, recorded_at, id FROM events WHERE external_id = ANY(:ids)"),
+            {"ids": ids}).all()
+        try:
+            messages = dict(conn.execute(text(
+                "SELECT event_id, min(created_at) FROM messages WHERE event_id = ANY(:ev) "
+                "GROUP BY event_id"), {"ev": [r[2] for r in rows]}).all())
+        except Exception:
+            conn.rollback()
+            messages = {}
+    recorded = [r[1].replace(tzinfo=UTC).timestamp() - sent_at[r[0]] if r[1].tzinfo is None
+                else r[1].timestamp() - sent_at[r[0]] for r in rows]
+    queued = [m.replace(tzinfo=UTC).timestamp() - sent_at[r[0]] for r in rows
+              if (m := messages.get(r[2])) is not None]
+    return recorded, queued
+
+
+def setup(database_url: str, double, customers: int, big: int) -> dict:
+    """Schema, two connected projects (B small and synced; A big, to sync in the fairness run)."""
+    from crowdpower import create_app, integrations, jobs
+    from crowdpower.cli import make_project
+    from crowdpower.extensions import db
+    from crowdpower.models import utcnow
+    from crowdpower.plugins.stripe.models import StripeConnection
+    from crowdpower.plugins.stripe.sync import request_sync
+    from crowdpower.tenancy import project_scope
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "SECRET_KEY": "bench-secret",
+                      "STRIPE_SECRET_KEY": SECRET, "STRIPE_CLIENT_ID": CLIENT_ID,
+                      "STRIPE_API_BASE": double.base_url, "STRIPE_CONNECT_BASE": double.base_url,
+                      "STRIPE_TEST_REQUESTS_PER_SECOND": 0, "REDIS_URL": None})
+    out = {}
+    with app.app_context():
+        db.create_all()
+        for name, n in (("B", customers), ("A", big)):
+            account = double.create_account()
+            if n:
+                double.seed(account, customers=n, seed=7)
+            project_id, _ = make_project(f"Tenant {name}")
+            with project_scope(project_id):
+                conn = StripeConnection(project_id=project_id, status="connected",
+                                        stripe_user_id=account, active_account_id=account,
+                                        livemode=False, scope="read_write",
+                                        access_token="sk_test_x", connected_at=utcnow())
+                db.session.add(conn)
+                integrations.enable(project_id, "stripe")
+                db.session.commit()
+                _automation(project_id)
+            out[name] = (project_id, account)
+        project_b, _ = out["B"]
+        request_sync(project_b, reason="bench")
+        db.session.commit()
+        jobs.drain(app, 600)
+    return out
+
+
+def _automation(project_id: int) -> None:
+    """A dunning automation for ``Stripe Charge Failed`` (when automations are installed)."""
+    try:
+        from crowdpower.automations import service
+    except ImportError:
+        return
+    service.create_automation(project_id, {
+        "name": "Dunning", "trigger": "Stripe Charge Failed", "action": "email",
+        "subject": "Payment failed", "text": "Your payment of {{ event.properties.amount }} "
+        "failed: {{ event.properties.failure_message }}", "html": "", "enabled": True})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1200, help="events per ingest run")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--workers", type=int, default=3, help="RQ worker processes")
+    parser.add_argument("--gunicorn-workers", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--customers", type=int, default=1000, help="tenant B's customers")
+    parser.add_argument("--big", type=int, default=100_000, help="tenant A's customers (fairness)")
+    parser.add_argument("--rate", type=float, default=50, help="events/s in the e2e runs")
+    parser.add_argument("--e2e-events", type=int, default=500)
+    args = parser.parse_args()
+
+    from sqlalchemy import create_engine
+
+    from crowdpower.plugins.stripe.double import StripeDouble
+
+    double = StripeDouble(SECRET, CLIENT_ID)
+    double.start()
+    name, url = create_database("crowdpower_bench_webhooks")
+    stack = None
+    try:
+        tenants = setup(url, double, args.customers, args.big)
+        project_b, account_b = tenants["B"]
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            customers = [r[0] for r in conn.execute(text(
+                "SELECT stripe_customer_id FROM stripe_customer_links WHERE project_id = :p"),
+                {"p": project_b})]
+        stack = Stack(url, double.base_url, args.gunicorn_workers, args.threads)
+        lines = [f"gunicorn {args.gunicorn_workers}×{args.threads} gthread, {args.workers} "
+                 f"RQ workers (SimpleWorker), PostgreSQL + Redis on loopback; tenant B "
+                 f"{len(customers)} customers, a dunning automation on Stripe Charge Failed.", "",
+                 "### 1. Ingest (acknowledged; workers stopped)", "",
+                 "| senders | events/s (median) | p50 ms | p99 ms | runs |",
+                 "|---:|---:|---:|---:|---:|"]
+        total = 0
+        for c in [int(x) for x in args.concurrency.split(",")]:
+            rates, p50s, p99s = [], [], []
+            for _ in range(args.runs):
+                events = make_events(double, account_b, customers, args.events)
+                seconds, lat, _sent = send(stack.url, events, c)
+                total += len(events)
+                rates.append(len(events) / seconds)
+                p50s.append(percentile(lat, 50) * 1000)
+                p99s.append(percentile(lat, 99) * 1000)
+            lines.append(f"| {c} | {median(rates):,.0f} | {median(p50s):.1f} | "
+                         f"{median(p99s):.1f} | {args.runs} |")
+            print(lines[-1], flush=True)
+
+        stack.start_workers(args.workers)
+        drain_s = wait_processed(engine, total)
+        lines += ["", "### 2. Backlog", "",
+                  f"{args.workers} workers drained a backlog of {total:,} events in "
+                  f"{drain_s:.1f} s ({total / drain_s:,.0f} events/s).", ""]
+        print(lines[-2], flush=True)
+
+        def e2e_run(label: str) -> tuple[list[float], list[float]]:
+            recs, ques = [], []
+            for _ in range(args.runs):
+                events = make_events(double, account_b, customers, args.e2e_events)
+                _s, _lat, sent = send(stack.url, events, 8, rate=args.rate)
+                wait_processed(engine, len(events))
+                time.sleep(0.5)
+                rec, que = e2e(engine, sent)
+                recs.append(rec)
+                ques.append(que)
+            return recs, ques
+
+        def row(label: str, recs: list[list[float]], ques: list[list[float]]) -> str:
+            p = lambda xs, q: median([percentile(x, q) * 1000 for x in xs if x])  # noqa: E731
+            return (f"| {label} | {p(recs, 50):.0f} | {p(recs, 95):.0f} | "
+                    f"{p(ques, 50):.0f} | {p(ques, 95):.0f} |")
+
+        lines += ["### 3. End to end (webhook → event on profile → message queued)", "",
+                  f"{args.e2e_events} events per run at {args.rate:.0f}/s from 8 senders; "
+                  f"median over {args.runs} runs of each run's percentile.", "",
+                  "| situation | event p50 ms | event p95 ms | message p50 ms | message p95 ms |",
+                  "|---|---:|---:|---:|---:|"]
+        idle = e2e_run("idle")
+        lines.append(row("idle", *idle))
+        print(lines[-1], flush=True)
+
+        if args.big:
+            from crowdpower import create_app
+            from crowdpower.extensions import db as _db
+            from crowdpower.plugins.stripe.sync import request_sync
+
+            project_a, _account_a = tenants["A"]
+            app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench-secret",
+                              "REDIS_URL": REDIS_URL,
+                              "RQ_QUEUE_PREFIX": stack.env["RQ_QUEUE_PREFIX"]})
+            with app.app_context():
+                request_sync(project_a, reason="bench")
+                _db.session.commit()
+            time.sleep(3)  # the sync is under way
+            busy = e2e_run("during a big sync")
+            with engine.connect() as conn:
+                state = conn.execute(text("SELECT state, customers_processed FROM "
+                                          "stripe_sync_runs WHERE project_id = :p ORDER BY id "
+                                          "DESC LIMIT 1"), {"p": project_a}).one()
+            lines.append(row(f"while tenant A syncs {args.big:,} customers", *busy))
+            ratio = (median([percentile(x, 95) for x in busy[0]])
+                     / median([percentile(x, 95) for x in idle[0]]))
+            lines += ["", f"Fairness: tenant B's event p95 during tenant A's sync is "
+                      f"{ratio:.2f}× the idle figure (A's sync was {state[0]}, "
+                      f"{state[1]:,} customers processed when measured)."]
+            print(lines[-1], flush=True)
+        append_results("Webhook ingest, end to end, backlog, fairness", lines)
+    finally:
+        if stack is not None:
+            stack.stop()
+        double.stop()
+        drop_database(name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
