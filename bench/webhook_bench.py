@@ -244,15 +244,10 @@ def setup(database_url: str, double, customers: int, big: int) -> dict:
 
 
 def _automation(project_id: int) -> None:
-    """A dunning automation for ``Stripe Charge Failed`` (when automations are installed)."""
-    try:
-        from crowdpower.automations import service
-    except ImportError:
-        return
-    service.create_automation(project_id, {
-        "name": "Dunning", "trigger": "Stripe Charge Failed", "action": "email",
-        "subject": "Payment failed", "text": "Your payment of {{ event.properties.amount }} "
-        "failed: {{ event.properties.failure_message }}", "html": "", "enabled": True})
+    """The dunning automation (Stripe Charge Failed → email; outbox, no SMTP)."""
+    from crowdpower.plugins.stripe.commands import add_template_automation
+
+    add_template_automation(project_id, "stripe_dunning")
 
 
 def main() -> None:

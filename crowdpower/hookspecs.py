@@ -99,3 +99,14 @@ def crowdpower_migration_dirs():
 @hookspec
 def crowdpower_customer_panels(project_id, customer_id):
     """Return HTML snippets (markup-safe) shown on the customer profile."""
+
+
+@hookspec
+def crowdpower_automation_templates(project_id):
+    """Return suggested automations for the automations page ("Use this template").
+
+    Each a dict: ``key`` (unique), ``name``, ``description``, ``trigger`` (event name),
+    ``conditions`` (``{"event": rule, "traits": rule}``, both optional), ``delay_seconds``,
+    ``action`` (``"email"`` or ``"webhook"``), ``subject``, ``html``, ``text`` (Jinja
+    templates; ``webhook_url``/``webhook_body`` for webhooks).
+    """

@@ -1,3 +1,5 @@
 """Host features built as plugins of the host itself (they use the same hooks)."""
 
-PLUGINS: list = []
+from crowdpower.automations import plugin as automations
+
+PLUGINS: list = [automations]

@@ -71,8 +71,26 @@ def prepare_demo(port: int = 5000, stripe_port: int = 0, customers: int = 250,
         _create_schema(app)
         project_id, api_key = make_project("Demo Shop")
         add_member(DEMO_EMAIL, DEMO_PASSWORD, project_id)
+        add_template_automation(project_id, "stripe_dunning")
         db.session.commit()
     return Demo(app, double, account, project_id, api_key, base_url, stripe_url)
+
+
+def add_template_automation(project_id: int, key: str) -> int:
+    """Create (enabled) the automation of one of the plugin's suggested templates."""
+    from crowdpower.automations.models import Automation
+    from crowdpower.extensions import db
+    from crowdpower.plugins.stripe.automation_templates import STRIPE_TEMPLATES
+    from crowdpower.tenancy import project_scope
+
+    template = next(t for t in STRIPE_TEMPLATES if t["key"] == key)
+    fields = ("trigger", "conditions", "delay_seconds", "action", "subject", "html", "text")
+    with project_scope(project_id):
+        automation = Automation(project_id=project_id, name=template["name"], enabled=True,
+                                template_key=key, **{f: template[f] for f in fields})
+        db.session.add(automation)
+        db.session.flush()
+        return automation.id
 
 
 def _create_schema(app) -> None:

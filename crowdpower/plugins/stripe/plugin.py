@@ -101,6 +101,15 @@ def crowdpower_segment_seeds(project_id):
 
 
 @hookimpl
+def crowdpower_automation_templates(project_id):
+    """Suggested automations (dunning, trial ending, renewal, win-back) once Stripe is on."""
+    from crowdpower.integrations import is_enabled
+    from crowdpower.plugins.stripe.automation_templates import STRIPE_TEMPLATES
+
+    return STRIPE_TEMPLATES if is_enabled(project_id, NAME) else []
+
+
+@hookimpl
 def crowdpower_queues():
     return ["webhooks", "sync"]
 

@@ -1,0 +1,161 @@
+"""REST endpoints: automations, their messages, and the project's sending settings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import g, jsonify, request
+from sqlalchemy import select
+
+from crowdpower.api import ApiError, json_body, page_args, paginate
+from crowdpower.auth import api_error, api_key_required
+from crowdpower.automations import bp
+from crowdpower.automations.models import STATES, Automation, AutomationSettings, Message
+from crowdpower.automations.validation import FIELDS, Invalid, apply, clean
+from crowdpower.extensions import db
+from crowdpower.models import Customer
+from crowdpower.tenancy import get_or_404
+
+
+@bp.errorhandler(ApiError)
+def _api_error(exc: ApiError):
+    return api_error(exc.status, exc.code, exc.message)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+def automation_json(a: Automation) -> dict:
+    return {"id": a.id, **{f: getattr(a, f) for f in FIELDS}, "template_key": a.template_key,
+            "created_at": _iso(a.created_at), "updated_at": _iso(a.updated_at)}
+
+
+def message_json(m: Message) -> dict:
+    return {"id": m.id, "uuid": m.uuid, "automation_id": m.automation_id,
+            "event_id": m.event_id, "customer_id": m.customer_id, "channel": m.channel,
+            "state": m.state, "reason": m.reason, "error": m.error, "to": m.recipient,
+            "subject": m.subject, "html": m.body_html, "text": m.body_text,
+            "response_status": m.response_status, "attempts": m.attempts,
+            "send_after": _iso(m.send_after), "sent_at": _iso(m.sent_at),
+            "created_at": _iso(m.created_at), "updated_at": _iso(m.updated_at)}
+
+
+def _cleaned(data: dict, automation: Automation | None = None) -> dict:
+    try:
+        return clean(data, g.project.id, automation)
+    except Invalid as exc:
+        field, message = next(iter(exc.errors.items()))
+        raise ApiError(400, exc.code, f"{field}: {message}") from None
+
+
+@bp.get("/api/v1/automations")
+@api_key_required
+def api_list_automations():
+    limit, after = page_args()
+    stmt = select(Automation).where(Automation.project_id == g.project.id)
+    trigger = request.args.get("trigger")
+    if trigger:
+        stmt = stmt.where(Automation.trigger == trigger)
+    rows, more = paginate(stmt, Automation.id, limit, after)
+    return jsonify({"data": [automation_json(a) for a in rows], "has_more": more})
+
+
+@bp.post("/api/v1/automations")
+@api_key_required
+def api_create_automation():
+    values = _cleaned(json_body())
+    automation = apply(Automation(project_id=g.project.id), values)
+    db.session.add(automation)
+    db.session.commit()
+    return jsonify(automation_json(automation)), 201
+
+
+@bp.get("/api/v1/automations/<automation_id>")
+@api_key_required
+def api_get_automation(automation_id):
+    return jsonify(automation_json(get_or_404(Automation, automation_id, g.project.id)))
+
+
+@bp.patch("/api/v1/automations/<automation_id>")
+@api_key_required
+def api_update_automation(automation_id):
+    automation = get_or_404(Automation, automation_id, g.project.id)
+    apply(automation, _cleaned(json_body(), automation))
+    db.session.commit()
+    return jsonify(automation_json(automation))
+
+
+@bp.get("/api/v1/messages")
+@api_key_required
+def api_list_messages():
+    limit, after = page_args()
+    pid = g.project.id
+    stmt = select(Message).where(Message.project_id == pid)
+    if request.args.get("customer_id"):
+        stmt = stmt.where(Message.customer_id == get_or_404(
+            Customer, request.args["customer_id"], pid).id)
+    if request.args.get("automation_id"):
+        stmt = stmt.where(Message.automation_id == get_or_404(
+            Automation, request.args["automation_id"], pid).id)
+    state = request.args.get("state")
+    if state:
+        if state not in STATES:
+            raise ApiError(400, "invalid_state", f"state must be one of {', '.join(STATES)}.")
+        stmt = stmt.where(Message.state == state)
+    rows, more = paginate(stmt, Message.id, limit, after)
+    return jsonify({"data": [message_json(m) for m in rows], "has_more": more})
+
+
+@bp.get("/api/v1/messages/<message_id>")
+@api_key_required
+def api_get_message(message_id):
+    return jsonify(message_json(get_or_404(Message, message_id, g.project.id)))
+
+
+def settings_for(project_id: int) -> AutomationSettings:
+    """The project's settings row, created (not committed) on first use."""
+    row = db.session.scalar(select(AutomationSettings).where(
+        AutomationSettings.project_id == project_id))
+    if row is None:
+        row = AutomationSettings(project_id=project_id, frequency_cap_hours=None)
+        db.session.add(row)
+    return row
+
+
+def parse_cap(value) -> int | None:
+    """Frequency cap in hours: None/"" = off, else an integer from 1 to 720."""
+    if value in (None, "", 0, "0"):
+        return None
+    try:
+        hours = int(value)
+    except (TypeError, ValueError):
+        hours = -1
+    if isinstance(value, bool) or isinstance(value, float) or not 1 <= hours <= 720:
+        raise ValueError("frequency_cap_hours must be empty/null (off) or 1–720 hours")
+    return hours
+
+
+@bp.get("/api/v1/automation-settings")
+@api_key_required
+def api_get_settings():
+    return jsonify({"frequency_cap_hours": settings_for(g.project.id).frequency_cap_hours})
+
+
+@bp.patch("/api/v1/automation-settings")
+@api_key_required
+def api_update_settings():
+    data = json_body()
+    row = settings_for(g.project.id)
+    if "frequency_cap_hours" in data:
+        try:
+            row.frequency_cap_hours = parse_cap(data["frequency_cap_hours"])
+        except ValueError as exc:
+            raise ApiError(400, "invalid_frequency_cap_hours", str(exc)) from None
+    db.session.commit()
+    return jsonify({"frequency_cap_hours": row.frequency_cap_hours})
+
+
+VIEWS = [api_list_automations, api_create_automation, api_get_automation,
+         api_update_automation, api_list_messages, api_get_message, api_get_settings,
+         api_update_settings]

@@ -1,0 +1,164 @@
+"""Which automations an event starts, and the checks made at trigger time and at send time.
+
+The event hook runs after the recording transaction committed, inside the request or
+job that recorded it, so it only asks "does any enabled automation of this project
+listen for this event name?" (one indexed query) and, if so, enqueues ``dispatch_event``
+on the ``messages`` queue. That job evaluates the conditions and inserts one message
+row per (automation, event) — a unique pair, so a hook fired twice creates one row —
+and enqueues the send job with the automation's delay.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import and_, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from crowdpower import jobs, rules
+from crowdpower.automations.models import Automation, AutomationSettings, Message
+from crowdpower.extensions import db
+from crowdpower.models import Customer, Event, Segment, utcnow
+from crowdpower.segments import condition as segment_condition
+from crowdpower.tenancy import current_project_id, get_by_id_and_project
+
+log = logging.getLogger(__name__)
+QUEUE = "messages"
+
+
+def on_event(project_id: int, event_id: int) -> bool:
+    """Enqueue ``dispatch_event`` if an enabled automation listens for this event's name.
+
+    Uses its own connection: the caller's session has just committed and emits no SQL.
+    """
+    stmt = (select(Automation.id)
+            .join(Event, and_(Event.project_id == Automation.project_id,
+                              Event.name == Automation.trigger))
+            .where(Event.id == event_id, Event.project_id == project_id,
+                   Automation.project_id == project_id, Automation.enabled.is_(True))
+            .limit(1))
+    with db.engine.connect() as conn:
+        if conn.scalar(stmt) is None:
+            return False
+    jobs.enqueue(dispatch_event, event_id, queue=QUEUE, project_id=project_id)
+    return True
+
+
+def dispatch_event(event_id: int) -> list[int]:
+    """Job: create the messages this event triggers and enqueue their sends; returns new ids.
+
+    Events older than ``AUTOMATION_MAX_EVENT_AGE`` seconds (a backfill or import) start
+    nothing: nobody wants a dunning email for last year's failed charge.
+    """
+    project_id = current_project_id()
+    assert project_id is not None, "dispatch_event runs in a project's scope"
+    event = get_by_id_and_project(Event, event_id, project_id)
+    if event is None:
+        return []
+    max_age = current_app.config.get("AUTOMATION_MAX_EVENT_AGE")
+    if max_age and event.occurred_at < utcnow() - timedelta(seconds=max_age):
+        log.info("event %s is older than %ss: automations not run", event_id, max_age)
+        return []
+    automations = db.session.scalars(
+        select(Automation).where(Automation.project_id == project_id,
+                                 Automation.trigger == event.name,
+                                 Automation.enabled.is_(True)).order_by(Automation.id))
+    created = []
+    for automation in automations:
+        if audience_reason(automation, event) is not None:
+            continue
+        message_id = insert_message(automation, event)
+        if message_id is None:  # this (automation, event) already has its message
+            continue
+        created.append(message_id)
+        _enqueue_send(project_id, message_id, automation.delay_seconds)
+    return created
+
+
+def _enqueue_send(project_id: int, message_id: int, delay: float) -> None:
+    from crowdpower.automations.delivery import enqueue_send
+
+    jobs.after_commit(lambda: enqueue_send(project_id, message_id, delay))
+
+
+def insert_message(automation: Automation, event: Event) -> int | None:
+    """Insert the (automation, event) message unless it exists; its id, or None."""
+    insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
+    now = utcnow()
+    stmt = (insert(Message)
+            .values(project_id=automation.project_id, automation_id=automation.id,
+                    event_id=event.id, customer_id=event.customer_id,
+                    channel=automation.action, state="queued",
+                    send_after=now + timedelta(seconds=automation.delay_seconds or 0))
+            .on_conflict_do_nothing(index_elements=["automation_id", "event_id"])
+            .returning(Message.id))
+    return db.session.execute(stmt).scalar()
+
+
+def audience_reason(automation: Automation, event: Event) -> str | None:
+    """Why this event's customer is not in the automation's audience, or None if they are."""
+    conditions = automation.conditions or {}
+    project_id = automation.project_id
+    try:
+        if conditions.get("event") and not rules.evaluate(conditions["event"],
+                                                          event.properties or {}):
+            return "event conditions not met"
+        if conditions.get("traits") and not _customer_where(
+                project_id, event.customer_id, rules.compile_rule(conditions["traits"],
+                                                                  project_id)):
+            return "trait conditions not met"
+    except rules.RuleError as exc:
+        return f"invalid condition: {exc}"
+    if automation.segment_id is not None:
+        segment = get_by_id_and_project(Segment, automation.segment_id, project_id)
+        if segment is None:
+            return f"segment #{automation.segment_id} no longer exists"
+        if not _customer_where(project_id, event.customer_id, segment_condition(segment)):
+            return f"customer not in segment {segment.name!r}"
+    return None
+
+
+def _customer_where(project_id: int, customer_id: int, condition) -> bool:
+    return db.session.scalar(select(Customer.id).where(
+        Customer.project_id == project_id, Customer.id == customer_id, condition)) is not None
+
+
+def frequency_cap_hours(project_id: int) -> int | None:
+    return db.session.scalar(select(AutomationSettings.frequency_cap_hours).where(
+        AutomationSettings.project_id == project_id))
+
+
+def send_time_reason(message: Message, automation: Automation | None, event: Event | None,
+                     customer: Customer | None) -> str | None:
+    """Why a claimed message must not go out now (recorded as ``skipped``), or None.
+
+    Re-checks everything that may have changed since the trigger: the automation
+    still enabled, the conditions and segment, suppression and the frequency cap.
+    """
+    if automation is None or event is None or customer is None:
+        return "automation, event or customer no longer exists"
+    if not automation.enabled:
+        return "automation disabled"
+    if automation.action != message.channel:
+        return f"automation now sends by {automation.action}, not {message.channel}"
+    reason = audience_reason(automation, event)
+    if reason:
+        return f"{reason} at send time"
+    if message.channel != "email":
+        return None
+    if not customer.email:
+        return "customer has no email address"
+    if customer.unsubscribed_at is not None:
+        return "customer unsubscribed"
+    hours = frequency_cap_hours(message.project_id)
+    if hours:
+        since = utcnow() - timedelta(hours=hours)
+        recent = db.session.scalar(select(func.count(Message.id)).where(
+            Message.project_id == message.project_id, Message.customer_id == customer.id,
+            Message.channel == "email", Message.id != message.id,
+            Message.state.in_(("sending", "sent", "outbox")), Message.claimed_at >= since))
+        if recent:
+            return f"frequency cap: this customer was emailed in the past {hours} h"
+    return None

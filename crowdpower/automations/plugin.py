@@ -1,0 +1,71 @@
+"""The automations feature's hook implementations (an internal plugin of the host)."""
+
+from __future__ import annotations
+
+import logging
+
+from crowdpower.automations import models  # noqa: F401  (tables exist for create_all/Alembic)
+from crowdpower.plugins import hookimpl
+
+log = logging.getLogger(__name__)
+
+CONFIG_DEFAULTS = {
+    "SMTP_TIMEOUT": 30,
+    "WEBHOOK_TIMEOUT": 10,
+    # Seconds before retry 1, 2, 3 of a transient SMTP/webhook failure; then it fails.
+    "MESSAGE_RETRY_DELAYS": [60, 300, 1800],
+    # A message "sending" for longer than this had its worker die; the sweep retries it.
+    "MESSAGE_CLAIM_TTL": 600,
+    "MESSAGE_SWEEP_AFTER": 600,
+    # Events that happened longer ago than this (imports, backfills) start no automation;
+    # longer than Stripe's 3 days of webhook retries.
+    "AUTOMATION_MAX_EVENT_AGE": 4 * 24 * 3600,
+}
+
+
+@hookimpl
+def crowdpower_load_config(config):
+    for key, value in CONFIG_DEFAULTS.items():
+        config.setdefault(key, value)
+
+
+@hookimpl
+def crowdpower_event_recorded(project_id, event_id):
+    """After commit: must not raise, or other plugins' implementations would not run."""
+    from crowdpower.automations.engine import on_event
+
+    try:
+        on_event(project_id, event_id)
+    except Exception:
+        log.exception("automations: could not handle event %s of project %s",
+                      event_id, project_id)
+
+
+@hookimpl
+def crowdpower_register_blueprints(app):
+    from crowdpower.automations import bp, load_routes
+    from crowdpower.extensions import csrf
+
+    load_routes()
+    app.register_blueprint(bp)
+    from crowdpower.automations import api, views
+
+    for view in [*api.VIEWS, views.unsubscribe]:
+        csrf.exempt(view)
+
+
+@hookimpl
+def crowdpower_customer_panels(project_id, customer_id):
+    from crowdpower.automations.views import customer_panel
+
+    return customer_panel(project_id, customer_id)
+
+
+@hookimpl
+def crowdpower_queues():
+    return ["messages"]
+
+
+@hookimpl
+def crowdpower_periodic_jobs():
+    return [("crowdpower.automations.delivery.sweep", 60, "messages")]
