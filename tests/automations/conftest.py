@@ -19,10 +19,10 @@ from aiosmtpd.controller import Controller
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from crowdpower.plugins.stripe.automation_templates import STRIPE_TEMPLATES
 from crowdpower.customers import record_event, set_traits, upsert_customer
 from crowdpower.extensions import db
 from crowdpower.plugins import hookimpl
+from crowdpower.plugins.stripe.automation_templates import STRIPE_TEMPLATES
 from tests.conftest import api
 
 

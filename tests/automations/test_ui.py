@@ -5,8 +5,8 @@ from __future__ import annotations
 import html
 import re
 
-from crowdpower.plugins.stripe.automation_templates import STRIPE_TEMPLATES
 from crowdpower.automations.validation import clean
+from crowdpower.plugins.stripe.automation_templates import STRIPE_TEMPLATES
 from tests.automations.conftest import create_automation, customer, event, messages
 from tests.conftest import api, csrf_from
 
