@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+import stripe
 from sqlalchemy import func, select
 
 from crowdpower import create_app
@@ -59,7 +60,9 @@ def shop(wired, tenant, connect_account):
 
 def post(client, body: bytes, secret: str = STRIPE_WEBHOOK_SECRET, header: str | None = None,
          timestamp: int | None = None):
-    signature = header if header is not None else sign(body, [secret], timestamp)
+    """POST a body signed by the stripe SDK's own test helper (one v1)."""
+    signature = header if header is not None else \
+        stripe.WebhookSignature.generate_signature_header(body.decode(), secret, timestamp)
     return client.post(WEBHOOK, data=body, headers={"Stripe-Signature": signature,
                                                     "Content-Type": "application/json"})
 
@@ -304,3 +307,47 @@ def test_inbox_counts_and_status_api_show_no_leak(wired, shop, other_tenant, cli
     with project_scope(_other_id):
         assert db.session.scalar(select(func.count()).select_from(Customer).where(
             Customer.project_id == _other_id)) == 0
+
+
+def segment_counts(client, key: str) -> dict[str, int]:
+    return {s["name"]: s["customer_count"]
+            for s in api(client, key).get("/api/v1/segments").json["data"]}
+
+
+def test_events_move_customers_in_and_out_of_segments(wired, shop, client):
+    project_id, key, account, cus, sub = shop
+    assert segment_counts(client, key) == {"Active Stripe Subscribers": 1,
+                                           "New Stripe Customers": 1}
+    wired.double.cancel_subscription(account, sub["id"])
+    wired.settle()
+    assert segment_counts(client, key)["Active Stripe Subscribers"] == 0
+    price = wired.double.create_price(account, 900, "usd", product_name="Starter")
+    wired.double.create_subscription(account, cus["id"], price["id"])
+    wired.settle()
+    assert segment_counts(client, key)["Active Stripe Subscribers"] == 1
+    ann = customer_by_email(project_id, "ann@example.com")
+    members = api(client, key).get("/api/v1/segments").json["data"]
+    active = next(s for s in members if s["name"] == "Active Stripe Subscribers")
+    listed = api(client, key).get(f"/api/v1/customers?segment={active['id']}").json["data"]
+    assert [c["id"] for c in listed] == [ann.id]
+
+
+def test_two_connected_projects_never_cross(wired, shop, other_tenant, connect_account,
+                                             client):
+    project_id, key, account, cus, _sub = shop
+    other_id, other_key, _ = other_tenant
+    other_account = wired.double.create_account()
+    connect_account(other_id, other_account)
+    twin = wired.double.create_customer(other_account, email="ann@example.com")
+    wired.double.create_charge(other_account, twin["id"], 111, "usd", status="failed")
+    wired.double.create_charge(account, cus["id"], 222, "usd", status="failed")
+    wired.settle()
+    mine = events(project_id, "Stripe Charge Failed")
+    theirs = events(other_id, "Stripe Charge Failed")
+    assert [e.properties["amount"] for e in mine] == [2.22]
+    assert [e.properties["amount"] for e in theirs] == [1.11]
+    ann, other_ann = customer_by_email(project_id, "ann@example.com"), \
+        customer_by_email(other_id, "ann@example.com")
+    assert ann.id != other_ann.id
+    assert api(client, other_key).get(f"/api/v1/customers/{ann.id}").status_code == 404
+    assert api(client, key).get(f"/api/v1/customers/{other_ann.id}").status_code == 404

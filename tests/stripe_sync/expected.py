@@ -24,7 +24,8 @@ def account_objects(account: str) -> dict[str, list[dict]]:
     out = {}
     for kind, path, extra in (("customer", "/v1/customers", {}),
                               ("subscription", "/v1/subscriptions",
-                               {"status": "all", "expand": ["data.items.data.price.product"]}),
+                               {"status": "all", "expand": ["data.items.data.price.product",
+                                                     "data.discounts.source.coupon"]}),
                               ("charge", "/v1/charges", {})):
         items, cursor = [], None
         while True:

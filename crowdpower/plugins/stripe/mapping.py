@@ -17,6 +17,8 @@ from typing import Any
 # Currencies Stripe counts in whole units (https://stripe.com/docs/currencies#zero-decimal).
 ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx",
                 "vnd", "vuv", "xaf", "xof", "xpf"}
+# ... and those it counts in thousandths (https://stripe.com/docs/currencies#three-decimal).
+THREE_DECIMAL = {"bhd", "jod", "kwd", "omr", "tnd"}
 
 # The primary subscription is the most "alive" one; ties go to the newest.
 STATUS_RANK = {"active": 0, "trialing": 1, "past_due": 2, "unpaid": 3, "paused": 4,
@@ -86,11 +88,12 @@ EVENT_NAMES = {
     "charge.refunded": "Stripe Charge Refunded",
     "invoice.upcoming": "Stripe Invoice Upcoming",
 }
-_SUB_PROPS = ["subscription_id", "status", "plan_name", "plan_interval", "amount", "currency",
-              "quantity", "mrr", "trial_end_at", "current_period_end_at",
-              "cancel_at_period_end", "canceled_at"]
+_SUB_PROPS = ["subscription_id", "status", "plan_name", "plan_interval", "plan_amount",
+              "amount", "currency", "quantity", "mrr", "trial_end_at", "current_period_end_at",
+              "cancel_at_period_end", "canceled_at", "ended_at", "cancellation_reason"]
 _CHARGE_PROPS = ["charge_id", "amount", "currency", "status", "failure_code", "failure_message",
-                 "description", "amount_refunded", "refunded"]
+                 "description", "receipt_url", "payment_intent", "amount_refunded", "refunded",
+                 "fully_refunded"]
 EVENT_DEFINITIONS: list[dict[str, Any]] = [
     {"name": "Stripe Subscription Created", "properties": _SUB_PROPS,
      "description": "A customer started a subscription (or a trial)."},
@@ -120,8 +123,11 @@ def to_major(amount: int | None, currency: str | None) -> float | None:
     """Stripe's integer minor units → a float in major units (1999 usd → 19.99)."""
     if amount is None:
         return None
-    if (currency or "").lower() in ZERO_DECIMAL:
+    currency = (currency or "").lower()
+    if currency in ZERO_DECIMAL:
         return float(amount)
+    if currency in THREE_DECIMAL:
+        return round(amount / 1000, 3)
     return round(amount / 100, 2)
 
 
@@ -166,12 +172,18 @@ def interval_of(price: dict) -> str | None:
     return interval if count == 1 else f"{count} {interval}"
 
 
+def quantity_of(item: dict) -> int:
+    """An item's quantity: 1 when absent, but 0 stays 0 (a zero-seat item bills nothing)."""
+    quantity = item.get("quantity")
+    return 1 if quantity is None else int(quantity)
+
+
 def item_amount(item: dict) -> int:
     price = price_of(item)
     unit = price.get("unit_amount")
     if unit is None:
         unit = price.get("amount") or 0
-    return int(unit) * int(item.get("quantity") or 1)
+    return int(unit) * quantity_of(item)
 
 
 def item_monthly(item: dict) -> float:
@@ -183,11 +195,42 @@ def item_monthly(item: dict) -> float:
     return item_amount(item) / (MONTHS_PER.get(interval, 1.0) * count)
 
 
+def forever_coupons(sub: dict) -> list[dict]:
+    """Coupons of the subscription's discounts that last forever (they count in MRR).
+
+    Discounts must be expanded with their coupon (``discounts[].source.coupon`` since API
+    2025, ``discount.coupon`` before); unexpanded ids are ignored.
+    """
+    found = []
+    for discount in list(sub.get("discounts") or []) + [sub.get("discount")]:
+        if not isinstance(discount, dict):
+            continue
+        coupon = discount.get("coupon") or (discount.get("source") or {}).get("coupon")
+        if isinstance(coupon, dict) and coupon.get("duration") == "forever":
+            found.append(coupon)
+    return found
+
+
 def subscription_mrr(sub: dict) -> float:
-    """Monthly recurring revenue of one subscription in minor units (0 unless paying)."""
+    """Monthly recurring revenue of one subscription in minor units (0 unless paying).
+
+    Stripe's definition: active and past-due subscriptions, each item's price × quantity
+    normalised to a month, less forever discounts (percent, or an amount per invoice).
+    """
     if sub.get("status") not in PAYING:
         return 0.0
-    return sum(item_monthly(i) for i in items_of(sub))
+    items = items_of(sub)
+    monthly = sum(item_monthly(i) for i in items)
+    for coupon in forever_coupons(sub):
+        if coupon.get("percent_off"):
+            monthly *= max(0.0, 1 - float(coupon["percent_off"]) / 100)
+        elif coupon.get("amount_off") and items:
+            price = price_of(items[0])
+            recurring = price.get("recurring") or {}
+            interval = recurring.get("interval") or price.get("interval") or "month"
+            count = recurring.get("interval_count") or price.get("interval_count") or 1
+            monthly -= float(coupon["amount_off"]) / (MONTHS_PER.get(interval, 1.0) * count)
+    return max(0.0, monthly)
 
 
 def period_end(sub: dict) -> int | None:
@@ -232,7 +275,7 @@ def customer_traits(customers: list[dict], subscriptions: list[dict], charges: l
     traits: dict[str, Any] = dict.fromkeys(TRAIT_KEYS)
     traits.update({
         "stripe_customer_id": live[-1]["id"],
-        "stripe_customer_ids": [c["id"] for c in live] if len(live) > 1 else None,
+        "stripe_customer_ids": [c["id"] for c in live],
         "stripe_created_at": iso(live[0].get("created")),
         "stripe_livemode": bool(live[-1].get("livemode")),
         "stripe_currency": currency,
@@ -291,8 +334,9 @@ def event_object_key(event: dict) -> str:
     """What an event changed, to spot twin events (Stripe sometimes emits two for one change).
 
     ``type:object`` plus what distinguishes two genuine changes of one object of that
-    type: the refunded total, the trial end, the renewal period, or a digest of the
-    changed fields for updates.
+    type: the refunded total, the trial end, the renewal period, or for updates a digest
+    of the changed fields' old and new values (trialing→active and past_due→active are
+    two changes; twins carry the same ``previous_attributes``).
     """
     obj = event_object(event)
     type_ = event.get("type", "")
@@ -307,7 +351,7 @@ def event_object_key(event: dict) -> str:
         return f"{type_}:{oid}:{obj.get('trial_end')}"
     if type_.endswith(".updated"):
         previous = (event.get("data") or {}).get("previous_attributes") or {}
-        changed = {k: obj.get(k) for k in sorted(previous)}
+        changed = {k: [previous[k], obj.get(k)] for k in sorted(previous)}
         digest = hashlib.sha1(json.dumps(changed, sort_keys=True, default=str).encode())
         return f"{type_}:{oid}:{digest.hexdigest()[:16]}"
     return f"{type_}:{oid}"
@@ -318,19 +362,23 @@ def subscription_properties(sub: dict, product_names: dict[str, str] | None = No
     items = items_of(sub)
     first = price_of(items[0]) if items else {}
     currency = sub.get("currency") or first.get("currency")
+    amount = to_major(sum(item_amount(i) for i in items), currency)
     return {
         "subscription_id": sub.get("id"),
         "status": sub.get("status"),
         "plan_name": plan_name(first, product_names),
         "plan_interval": interval_of(first),
-        "amount": to_major(sum(item_amount(i) for i in items), currency),
+        "plan_amount": amount,
+        "amount": amount,
         "currency": currency,
-        "quantity": sum(int(i.get("quantity") or 1) for i in items) if items else None,
+        "quantity": sum(quantity_of(i) for i in items) if items else None,
         "mrr": to_major(round(subscription_mrr(sub)), currency),
         "trial_end_at": iso(sub.get("trial_end")),
         "current_period_end_at": iso(period_end(sub)),
         "cancel_at_period_end": bool(sub.get("cancel_at_period_end")),
         "canceled_at": iso(sub.get("canceled_at")),
+        "ended_at": iso(sub.get("ended_at")),
+        "cancellation_reason": (sub.get("cancellation_details") or {}).get("reason"),
     }
 
 
@@ -346,6 +394,9 @@ def charge_properties(charge: dict) -> dict[str, Any]:
         "description": charge.get("description"),
         "amount_refunded": to_major(charge.get("amount_refunded") or 0, currency),
         "refunded": bool(charge.get("refunded")),
+        "fully_refunded": bool(charge.get("refunded")),
+        "receipt_url": charge.get("receipt_url"),
+        "payment_intent": _id(charge.get("payment_intent")),
     }
 
 

@@ -51,7 +51,8 @@ PHASES = ("customers", "subscriptions", "charges", "traits")
 LISTS = {
     "customers": ("customer", "/v1/customers", {}),
     "subscriptions": ("subscription", "/v1/subscriptions",
-                      {"status": "all", "expand": ["data.items.data.price.product"]}),
+                      {"status": "all", "expand": ["data.items.data.price.product",
+                                                    "data.discounts.source.coupon"]}),
     "charges": ("charge", "/v1/charges", {}),
 }
 TRAITS_BATCH = 1000

@@ -220,9 +220,7 @@ def apply_event(project_id: int, row: StripeWebhookEvent,
     if customer_id is None:
         return "ignored", f"customer {stripe_customer} not found in Stripe"
     if obj.get("object") in ("subscription", "charge"):
-        if obj["object"] == "subscription":
-            _ensure_products(project_id, conn, obj)
-        store.upsert_objects(project_id, obj["object"], [obj], occurred)
+        _mirror(project_id, conn, obj, occurred)
     status: tuple[str, str | None] = ("processed", None)
     if name is not None:
         if _is_twin(project_id, row):
@@ -233,6 +231,34 @@ def apply_event(project_id: int, row: StripeWebhookEvent,
                          occurred_at=occurred, source="stripe", external_id=event["id"])
     store.recompute_traits(project_id, [customer_id])
     return status
+
+
+FETCH_EXPAND = {"subscription": ["items.data.price.product", "discounts.source.coupon"],
+                "charge": []}
+
+
+def _mirror(project_id: int, conn: StripeConnection, obj: dict, occurred: datetime) -> None:
+    """Store the event's object, unless we hold data as new: then ask Stripe for the current.
+
+    Stripe does not order deliveries, and timestamps are whole seconds: an event no newer
+    than the stored copy may describe an older state, so the object is re-fetched.
+    """
+    kind = obj["object"]
+    stored = store.stored_synced_at(project_id, kind, obj["id"])
+    if stored is not None and stored >= occurred:
+        path = f"/v1/{kind}s/{obj['id']}"
+        params = {"expand": FETCH_EXPAND[kind]} if FETCH_EXPAND[kind] else {}
+        try:
+            fresh = stripe_client(conn.stripe_user_id).raw_request(
+                "get", path, stripe_account=conn.stripe_user_id, **params).data
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                return
+            raise
+        obj, occurred = json.loads(json.dumps(fresh)), utcnow()
+    if kind == "subscription":
+        _ensure_products(project_id, conn, obj)
+    store.upsert_objects(project_id, kind, [obj], occurred)
 
 
 def _customer_event(project_id: int, type_: str, obj: dict,

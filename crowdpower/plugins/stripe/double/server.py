@@ -16,7 +16,7 @@ from collections import Counter
 from typing import Any
 from urllib.parse import urlencode
 
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
@@ -60,10 +60,11 @@ def parse_params(items: list[tuple[str, str]]) -> dict[str, Any]:
 
 
 def _listify(node: Any) -> Any:
+    """Index-keyed dicts become lists; ``metadata`` stays a dict (its keys may be digits)."""
     if isinstance(node, dict):
         if node and all(k.isdigit() or k == "" for k in node):
             return [_listify(node[k]) for k in sorted(node, key=lambda k: int(k or 0))]
-        return {k: _listify(v) for k, v in node.items()}
+        return {k: v if k == "metadata" else _listify(v) for k, v in node.items()}
     return node
 
 
@@ -84,6 +85,7 @@ class StripeDouble:
         self.token_requests: list[dict] = []
         self._counts: Counter[tuple[str | None, str, str]] = Counter()
         self._count_lock = threading.Lock()
+        self._oauth_lock = threading.Lock()  # a code is redeemed once, even when raced
         self.url_map = Map([
             Rule("/v1/<any(customers,subscriptions,charges,prices,products,events):kind>",
                  endpoint="list_or_create", methods=["GET", "POST"]),
@@ -158,7 +160,7 @@ class StripeDouble:
         request = Request(environ)
         try:
             endpoint, args = self.url_map.bind_to_environ(environ).match()
-        except NotFound:
+        except (NotFound, MethodNotAllowed):  # Stripe answers both with a JSON 404
             response = self._json(*O.error(404, "invalid_request_error",
                                            f"Unrecognized request URL ({request.method}: "
                                            f"{request.path})."))
@@ -241,16 +243,27 @@ class StripeDouble:
                     return self._list(acct, LISTS[args["kind"]], params, request.path)
                 return self._json(200, self._create(target, args["kind"], params))
             if endpoint == "refunds":
-                return self._json(200, self.state.refund_charge(
-                    target, params.get("charge", ""),
-                    int(params["amount"]) if params.get("amount") else None))
+                return self._json(200, self._refund(target, acct, params))
             return self._one(target, acct, LISTS[args["kind"]], args["oid"], request.method,
                              params)
+        except MissingParam as exc:
+            return self._json(*O.error(400, "invalid_request_error",
+                                       f"Missing required param: {exc.args[0]}.",
+                                       code="parameter_missing", param=exc.args[0]))
         except LookupError as exc:
             kind, oid = exc.args if len(exc.args) == 2 else ("object", str(exc))
             return self._json(*O.missing(kind, oid))
         except (ValueError, TypeError) as exc:
             return self._json(*O.error(400, "invalid_request_error", str(exc)))
+
+    def _refund(self, target: str, acct: Any, params: dict) -> dict:
+        """``POST /v1/refunds`` answers with the new refund (as Stripe does), not the charge."""
+        charge_id = _required(params, "charge")
+        with self.state.lock:
+            known = {r["id"] for r in acct.refunds_of(charge_id)}
+        charge = self.state.refund_charge(target, charge_id,
+                                          int(params["amount"]) if params.get("amount") else None)
+        return [r for r in charge["refunds"]["data"] if r["id"] not in known][-1]
 
     def _list(self, acct: Any, kind: str, params: dict, path: str) -> Response:
         try:
@@ -292,7 +305,16 @@ class StripeDouble:
             raise ValueError(f"{kind}s cannot be deleted")
         params.pop("expand", None)
         if kind == "customer":
-            fields = {k: params[k] for k in ("email", "name", "metadata") if k in params}
+            # As Stripe: "" unsets a field; metadata keys merge into the old ones ("" drops one).
+            fields: dict[str, Any] = {k: params[k] or None for k in ("email", "name")
+                                      if k in params}
+            if isinstance(params.get("metadata"), dict):
+                with self.state.lock:
+                    old = (acct.customers.get(oid) or {}).get("metadata") or {}
+                merged = {**old, **params["metadata"]}
+                fields["metadata"] = {k: v for k, v in merged.items() if v != ""}
+            elif params.get("metadata") == "":
+                fields["metadata"] = {}
             return self._json(200, self.state.update_customer(target, oid, **fields))
         if kind == "subscription":
             changes: dict[str, Any] = {}
@@ -300,8 +322,10 @@ class StripeDouble:
                 changes["cancel_at_period_end"] = params["cancel_at_period_end"] == "true"
             items = params.get("items") or []
             price = items[0].get("price") if items else None
-            return self._json(200, self.state.update_subscription(target, oid, price=price,
-                                                                  **changes))
+            quantity = items[0].get("quantity") if items else None
+            return self._json(200, self.state.update_subscription(
+                target, oid, price=price, quantity=int(quantity) if quantity else None,
+                **changes))
         raise ValueError(f"{kind}s cannot be updated here")
 
     def _create(self, target: str, kind: str, params: dict) -> dict:
@@ -315,21 +339,22 @@ class StripeDouble:
             recurring = params.get("recurring") or {}
             product_data = params.get("product_data") or {}
             return self.state.create_price(
-                target, int(params["unit_amount"]), params.get("currency", "usd"),
+                target, int(_required(params, "unit_amount")), params.get("currency", "usd"),
                 recurring.get("interval", "month"), int(recurring.get("interval_count", 1)),
                 product=params.get("product"), product_name=product_data.get("name"),
                 nickname=params.get("nickname"))
         if kind == "subscriptions":
             items = params.get("items") or []
             if not items or not items[0].get("price"):
-                raise ValueError("Missing required param: items[0][price].")
+                raise MissingParam("items[0][price]")
             trial = params.get("trial_period_days")
             return self.state.create_subscription(
-                target, params.get("customer", ""), items[0]["price"],
+                target, _required(params, "customer"), items[0]["price"],
                 int(items[0].get("quantity", 1)), trial_days=int(trial) if trial else None)
         if kind == "charges":
             return self.state.create_charge(target, params.get("customer"),
-                                            int(params["amount"]), params.get("currency", "usd"))
+                                            int(_required(params, "amount")),
+                                            params.get("currency", "usd"))
         raise ValueError(f"{kind} cannot be created here")
 
     # -- Connect OAuth --------------------------------------------------------------
@@ -385,11 +410,20 @@ class StripeDouble:
         if form.get("grant_type") != "authorization_code":
             return self._oauth_error(400, "unsupported_grant_type",
                                      f"Unsupported grant type: {form.get('grant_type')}")
-        code = self.codes.get(form.get("code", ""))
-        if code is None:
-            return self._oauth_error(400, "invalid_grant",
-                                     f"Authorization code does not exist: {form.get('code')}")
-        if code["used"]:
+        with self._oauth_lock:
+            code = self.codes.get(form.get("code", ""))
+            if code is None:
+                return self._oauth_error(400, "invalid_grant", "Authorization code does not "
+                                         f"exist: {form.get('code')}")
+            reused, code["used"] = code["used"], True
+            if not reused:
+                acct = self.state.account(code["account"])
+                acct.connected = True
+                mode = "live" if acct.livemode else "test"
+                token = f"sk_{mode}_" + secrets.token_urlsafe(24)
+                code["token"] = token
+                self.tokens[token] = acct.id
+        if reused:
             # As Stripe does: a reused code revokes everything issued with it.
             self.tokens.pop(code["token"], None)
             acct = self.state.accounts.get(code["account"])
@@ -398,13 +432,6 @@ class StripeDouble:
             return self._oauth_error(400, "invalid_grant", "This authorization code has "
                                      "already been used. All tokens issued with this "
                                      "authorization code have been revoked.")
-        code["used"] = True
-        acct = self.state.account(code["account"])
-        acct.connected = True
-        mode = "live" if acct.livemode else "test"
-        token = f"sk_{mode}_" + secrets.token_urlsafe(24)
-        code["token"] = token
-        self.tokens[token] = acct.id
         return self._json(200, {"access_token": token, "livemode": acct.livemode,
                                 "refresh_token": "rt_" + secrets.token_urlsafe(24),
                                 "token_type": "bearer", "scope": code["scope"],
@@ -432,6 +459,16 @@ _STATE_METHODS = {"create_customer", "update_customer", "delete_customer", "crea
                   "create_price", "create_subscription", "update_subscription",
                   "cancel_subscription", "trial_will_end", "invoice_upcoming", "create_charge",
                   "refund_charge", "deauthorize", "emit"}
+
+
+class MissingParam(ValueError):
+    """A required parameter is absent (Stripe answers 400 ``parameter_missing``)."""
+
+
+def _required(params: dict, name: str) -> Any:
+    if params.get(name) in (None, ""):
+        raise MissingParam(name)
+    return params[name]
 
 
 def _created_filter(params: dict) -> Any:

@@ -9,6 +9,7 @@ index: 100k customers with their subscriptions and charges page in microseconds.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import threading
 import time
@@ -22,20 +23,58 @@ SECONDS = {"day": 86400, "week": 7 * 86400, "month": 30 * 86400, "year": 365 * 8
 
 
 class Collection:
-    """Objects of one kind in creation order; ids indexed; optional per-customer index."""
+    """Objects of one kind, oldest ``created`` first; ids indexed; an index by owner.
 
-    def __init__(self) -> None:
+    The owner index (``by_customer``) is keyed by ``owner`` (the customer, or for
+    refunds the charge). Objects usually arrive in ``created`` order and are appended;
+    one created "in the past" is inserted in place (and the indexes rebuilt), so lists
+    stay newest first by ``created`` as Stripe's do. ``extend`` adds many at once.
+    """
+
+    def __init__(self, owner: str = "customer") -> None:
+        self.owner = owner
         self.items: list[dict] = []
         self.index: dict[str, int] = {}
         self.by_customer: dict[str, list[int]] = defaultdict(list)
 
     def add(self, core: dict) -> dict:
+        created = core.get("created") or 0
+        if self.items and created < (self.items[-1].get("created") or 0):
+            pos = bisect.bisect_right(self.items, created,
+                                      key=lambda c: c.get("created") or 0)
+            self.items.insert(pos, core)
+            self._reindex()
+            return core
         pos = len(self.items)
         self.index[core["id"]] = pos
         self.items.append(core)
-        if core.get("customer"):
-            self.by_customer[core["customer"]].append(pos)
+        if core.get(self.owner):
+            self.by_customer[core[self.owner]].append(pos)
         return core
+
+    def extend(self, cores: list[dict]) -> None:
+        """Add many objects (seeding): one stable sort and one reindex, not one per object."""
+        if not cores:
+            return
+        cores = sorted(cores, key=lambda c: c.get("created") or 0)
+        if self.items and (cores[0].get("created") or 0) < (self.items[-1].get("created") or 0):
+            self.items.extend(cores)
+            self.items.sort(key=lambda c: c.get("created") or 0)
+            self._reindex()
+            return
+        owner, index, by_owner = self.owner, self.index, self.by_customer
+        for pos, core in enumerate(cores, start=len(self.items)):
+            index[core["id"]] = pos
+            if core.get(owner):
+                by_owner[core[owner]].append(pos)
+        self.items.extend(cores)
+
+    def _reindex(self) -> None:
+        self.index = {c["id"]: p for p, c in enumerate(self.items)}
+        self.by_customer = defaultdict(list)
+        for p, c in enumerate(self.items):
+            if c.get(self.owner):
+                self.by_customer[c[self.owner]].append(p)
 
     def get(self, obj_id: str) -> dict | None:
         pos = self.index.get(obj_id)
@@ -94,7 +133,7 @@ class Account:
         self.prices = Collection()
         self.subscriptions = Collection()
         self.charges = Collection()
-        self.refunds = Collection()
+        self.refunds = Collection(owner="charge")
         self.events = Collection()
 
     def collection(self, kind: str) -> Collection:
@@ -115,8 +154,7 @@ class Account:
             deep = any(e.endswith("items.data.price.product") for e in expand)
             out = O.subscription(core, _PriceView(self), _ProductView(self), deep)
         elif kind == "charge":
-            out = O.charge(core, [self.refunds.items[p] for p in
-                                  self.refunds.by_customer.get(core["id"], [])])
+            out = O.charge(core, self.refunds_of(core["id"]))
         elif kind == "refund":
             out = O.refund(core)
         elif kind == "event":
@@ -129,6 +167,9 @@ class Account:
             if cus is not None:
                 out["customer"] = O.customer(cus)
         return out
+
+    def refunds_of(self, charge_id: str) -> list[dict]:
+        return [self.refunds.items[p] for p in self.refunds.by_customer.get(charge_id, [])]
 
     def account_object(self) -> dict:
         return O.account({"id": self.id, "object": "account", "email": self.email,
@@ -325,10 +366,16 @@ class State:
     def update_subscription(self, account_id: str, subscription_id: str,
                             price: str | None = None, quantity: int | None = None,
                             **changes: Any) -> dict:
-        """Change fields (status, cancel_at_period_end, trial_end…) or the price/quantity."""
+        """Change fields (status, cancel_at_period_end, trial_end…) or the price/quantity.
+
+        Emits ``customer.subscription.updated`` with ``previous_attributes``, or
+        ``customer.subscription.deleted`` when the status becomes ``canceled``.
+        """
         with self.lock:
             acct = self.account(account_id)
             core = self._get(acct, "subscription", subscription_id)
+            if price is not None and acct.prices.get(price) is None:
+                raise LookupError("price", price)  # before anything changes
             before = acct.render("subscription", core)
             if changes.get("cancel_at_period_end") is True:
                 changes.setdefault("cancel_at", core["items"][0]["current_period_end"])
@@ -341,8 +388,6 @@ class State:
             if price is not None or quantity is not None:
                 item = dict(core["items"][0])
                 if price is not None:
-                    if acct.prices.get(price) is None:
-                        raise LookupError("price", price)
                     item["price"] = price
                     core["currency"] = acct.prices.get(price)["currency"]
                 if quantity is not None:
@@ -350,7 +395,10 @@ class State:
                 core["items"] = [item] + core["items"][1:]
             after = acct.render("subscription", core)
             previous = {k: v for k, v in before.items() if after.get(k) != v}
-        if previous:
+        if previous and after["status"] == "canceled" != before["status"]:
+            # Stripe announces a subscription's end as ``deleted``, never as an update.
+            self.emit(account_id, "customer.subscription.deleted", after)
+        elif previous:
             self.emit(account_id, "customer.subscription.updated", after, previous)
         return after
 
@@ -362,6 +410,8 @@ class State:
         with self.lock:
             acct = self.account(account_id)
             core = self._get(acct, "subscription", subscription_id)
+            if core["status"] in ("canceled", "incomplete_expired"):
+                raise ValueError(f"Subscription {subscription_id} has already ended.")
             now = int(time.time())
             core.update(status="canceled", canceled_at=now, ended_at=now,
                         cancellation_details={"comment": None, "feedback": None,
@@ -385,7 +435,7 @@ class State:
             sub = acct.render("subscription", core)
             item = core["items"][0]
             price = acct.prices.get(item["price"]) or {}
-            amount = int(price.get("unit_amount") or 0) * int(item.get("quantity") or 1)
+            amount = int(price.get("unit_amount") or 0) * int(item.get("quantity", 1))
             start = item["current_period_end"]
             end = start + self._period(acct, item["price"])
             cus = acct.customers.get(core["customer"]) or {}
@@ -437,7 +487,7 @@ class State:
             refund = {"id": O.new_id("re", 24), "object": "refund", "amount": amount,
                       "charge": charge_id, "currency": core["currency"],
                       "created": self._now(created), "status": "succeeded",
-                      "customer": charge_id}  # refunds are indexed by charge id
+                      "customer": core.get("customer")}
             acct.refunds.add(refund)
             core["amount_refunded"] += amount
             core["refunded"] = core["amount_refunded"] >= core["amount"]

@@ -2,16 +2,19 @@
 
 ``Stripe-Signature: t=<unix>,v1=<hex hmac-sha256(secret, "<t>.<body>")>`` with one
 ``v1`` per configured secret (Stripe sends several during a secret rotation).
-A background thread delivers in order; on demand it duplicates, drops, delays,
-holds-and-reorders deliveries, and ``resend`` sends an event again (same body, fresh
-signature), like the Dashboard's "Resend". Failed deliveries (non-2xx or no answer)
-are retried a few times with a short delay, as Stripe retries (over days).
+A background thread delivers in order of due time (submission order among equals);
+on demand it duplicates, drops, delays, holds-and-reorders deliveries, and ``resend``
+sends an event again (same body, fresh signature), like the Dashboard's "Resend".
+Failed deliveries (non-2xx or no answer) are retried a few times with a short delay,
+as Stripe retries (over days); a pending retry does not hold back later events.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
+import itertools
 import json
 import random
 import threading
@@ -36,9 +39,12 @@ class Webhooks:
 
     def __init__(self, url: str | None = None, secrets: list[str] | None = None) -> None:
         self._cond = threading.Condition()
-        self._queue: deque[tuple[float, dict, int]] = deque()  # (due, event, attempt)
+        # A heap of (due, seq, event, attempt): earliest due first, FIFO among equals.
+        self._queue: list[tuple[float, int, dict, int]] = []
+        self._seq = itertools.count()
         self._held: list[dict] = []
         self._inflight = 0
+        self._generation = 0  # bumped by configure()
         self._stop = False
         self._thread: threading.Thread | None = None
         self._session = requests.Session()
@@ -62,6 +68,7 @@ class Webhooks:
             self._held.clear()
             self._queue.clear()
             self.deliveries.clear()
+            self._generation += 1  # a delivery in flight now is not retried
             self._cond.notify_all()
 
     # -- misbehaviour ---------------------------------------------------------------
@@ -90,7 +97,7 @@ class Webhooks:
                 self._random.shuffle(held)
             now = time.monotonic()
             for event in held:
-                self._queue.append((now, event, 1))
+                self._push(now, event, 1)
             self._cond.notify_all()
             return [e["id"] for e in held]
 
@@ -119,7 +126,7 @@ class Webhooks:
                 if self._holding:
                     self._held.append(event)
                 else:
-                    self._queue.append((time.monotonic() + self.delay, event, 1))
+                    self._push(time.monotonic() + self.delay, event, 1)
             self._ensure_thread()
             self._cond.notify_all()
 
@@ -129,7 +136,7 @@ class Webhooks:
         if body is None:
             raise KeyError(event_id)
         with self._cond:
-            self._queue.append((time.monotonic(), json.loads(body), 1))
+            self._push(time.monotonic(), json.loads(body), 1)
             self._ensure_thread()
             self._cond.notify_all()
 
@@ -148,6 +155,9 @@ class Webhooks:
             self._stop = True
             self._cond.notify_all()
 
+    def _push(self, due: float, event: dict, attempt: int) -> None:
+        heapq.heappush(self._queue, (due, next(self._seq), event, attempt))
+
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._stop = False
@@ -163,17 +173,18 @@ class Webhooks:
                     self._cond.wait(max(0.001, min(wait, 0.5)))
                 if self._stop:
                     return
-                _due, event, attempt = self._queue.popleft()
+                _due, _seq, event, attempt = heapq.heappop(self._queue)
                 self._inflight += 1
-                url, secrets = self.url, list(self.secrets)
+                url, secrets, generation = self.url, list(self.secrets), self._generation
+            ok = False
             try:
                 ok = self._deliver(url, secrets, event, attempt)
             finally:
                 with self._cond:
                     self._inflight -= 1
-                    if not ok and attempt < self.max_attempts and url:
-                        self._queue.append((time.monotonic() + self.retry_delay, event,
-                                            attempt + 1))
+                    if not ok and attempt < self.max_attempts and url \
+                            and generation == self._generation:
+                        self._push(time.monotonic() + self.retry_delay, event, attempt + 1)
                     self._cond.notify_all()
 
     def _deliver(self, url: str | None, secrets: list[str], event: dict, attempt: int) -> bool:
