@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import math
+import re
+from datetime import UTC, datetime
+from typing import Any
+
 from flask import Blueprint, Flask, g, jsonify, request
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from crowdpower import segments as segment_service
 from crowdpower.auth import api_error, api_key_required
-from crowdpower.customers import customer_json, get_traits, upsert_customer
+from crowdpower.customers import customer_json, get_traits, record_event, upsert_customer
 from crowdpower.extensions import csrf, db
 from crowdpower.models import Customer, Event, EventDefinition, Segment, TraitDefinition
+from crowdpower.rules import RuleError
 from crowdpower.tenancy import get_or_404
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -97,13 +104,62 @@ def create_customer():
     name = data.get("name")
     if name is not None and not isinstance(name, str):
         raise ApiError(400, "invalid_name", "name must be a string.")
-    traits = data.get("traits") or {}
-    if not isinstance(traits, dict) or not all(isinstance(k, str) and k for k in traits):
-        raise ApiError(400, "invalid_traits", "traits must be an object of name → value.")
+    if name is not None and len(name) > 300:
+        raise ApiError(400, "invalid_name", "name is at most 300 characters.")
+    traits = check_traits(data.get("traits") or {})
     customer, created = upsert_customer(g.project.id, email, name, traits, source="api")
+    define_traits(g.project.id, traits)
     db.session.commit()
     body = customer_json(customer, get_traits(g.project.id, [customer.id])[customer.id])
     return jsonify(body), 201 if created else 200
+
+
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}"
+                      r"([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
+
+
+def _scalar(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)  # JSON parsing accepts NaN/Infinity; databases do not
+    return isinstance(value, str | int | bool)
+
+
+def check_traits(traits: Any) -> dict:
+    """Trait values are strings, numbers, booleans (dates as ISO strings), lists of those,
+    or null (removes the trait); keys fit the ``trait_values.key`` column."""
+    if not isinstance(traits, dict):
+        raise ApiError(400, "invalid_traits", "traits must be an object of name → value.")
+    for key, value in traits.items():
+        if not key or len(key) > 100:
+            raise ApiError(400, "invalid_traits", "trait names are 1 to 100 characters.")
+        if not (value is None or _scalar(value)
+                or (isinstance(value, list) and all(_scalar(v) for v in value))):
+            raise ApiError(400, "invalid_traits",
+                           f"trait {key!r} must be a string, number, boolean, date string, "
+                           "list of those, or null.")
+    return traits
+
+
+def trait_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list):
+        return "list"
+    return "date" if ISO_DATE.match(value) else "string"
+
+
+def define_traits(project_id: int, traits: dict) -> None:
+    """Add a definition (type inferred from the first value seen) for each new trait key,
+    so ``/trait-definitions`` lists what the project has; concurrent writers are fine."""
+    rows = [{"project_id": project_id, "key": k, "name": k, "type": trait_type(v),
+             "description": "", "source": "api"} for k, v in traits.items() if v is not None]
+    if not rows:
+        return
+    insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
+    db.session.execute(insert(TraitDefinition).values(rows).on_conflict_do_nothing(
+        index_elements=["project_id", "key"]))
 
 
 @bp.get("/customers/<customer_id>")
@@ -130,27 +186,80 @@ def customer_events(customer_id):
     return jsonify({"data": [event_json(e) for e in rows[:limit]], "has_more": len(rows) > limit})
 
 
+@bp.post("/customers/<customer_id>/events")
+@api_key_required
+def track_event(customer_id):
+    """Record an event; 201, or 200 with the earlier event when ``external_id`` repeats."""
+    customer = get_or_404(Customer, customer_id, g.project.id)
+    data = json_body()
+    name, properties = data.get("name"), data.get("properties") or {}
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise ApiError(400, "invalid_name", "name must be a string of 1 to 200 characters.")
+    if not isinstance(properties, dict):
+        raise ApiError(400, "invalid_properties", "properties must be an object.")
+    external_id = data.get("external_id")
+    if external_id is not None and (not isinstance(external_id, str) or not external_id
+                                    or len(external_id) > 255):
+        raise ApiError(400, "invalid_external_id", "external_id must be a string (≤ 255).")
+    occurred_at = None
+    if data.get("occurred_at") is not None:
+        try:
+            occurred_at = datetime.fromisoformat(str(data["occurred_at"]))
+        except ValueError:
+            raise ApiError(400, "invalid_occurred_at",
+                           "occurred_at must be an ISO 8601 date-time.") from None
+        if occurred_at.tzinfo is None:
+            occurred_at = occurred_at.replace(tzinfo=UTC)
+    event = record_event(g.project.id, customer.id, name.strip(), properties,
+                         occurred_at=occurred_at, source="api", external_id=external_id)
+    db.session.commit()
+    if event is None:
+        event = db.session.scalar(select(Event).where(
+            Event.project_id == g.project.id, Event.external_id == external_id))
+        return jsonify(event_json(event)), 200
+    return jsonify(event_json(event)), 201
+
+
 def event_json(event: Event) -> dict:
     return {"id": event.id, "name": event.name, "properties": event.properties,
-            "occurred_at": event.occurred_at.isoformat().replace("+00:00", "Z"),
+            "occurred_at": event.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
             "source": event.source}
 
 
 @bp.get("/segments")
 @api_key_required
 def list_segments():
-    return jsonify({"data": [
-        {"id": s.id, "name": s.name, "description": s.description, "rules": s.rules,
-         "source": s.source, "customer_count": count}
-        for s, count in segment_service.with_counts(g.project.id)], "has_more": False})
+    return jsonify({"data": [segment_json(s, count)
+                             for s, count in segment_service.with_counts(g.project.id)],
+                    "has_more": False})
+
+
+@bp.post("/segments")
+@api_key_required
+def create_segment():
+    """A custom segment; a rule the language does not accept is a 400 saying why."""
+    data = json_body()
+    try:
+        segment = segment_service.create(g.project.id, data.get("name"), data.get("rules"),
+                                         data.get("description") or "")
+    except segment_service.DuplicateSegment as exc:
+        raise ApiError(409, "segment_exists", str(exc)) from None
+    except RuleError as exc:
+        raise ApiError(400, "invalid_rules", str(exc)) from None
+    db.session.commit()
+    return jsonify(segment_json(segment, segment_service.count(segment))), 201
+
+
+def segment_json(s: Segment, count: int) -> dict:
+    return {"id": s.id, "name": s.name, "description": s.description, "rules": s.rules,
+            "source": s.source, "customer_count": count}
 
 
 @bp.get("/segments/<segment_id>")
 @api_key_required
 def get_segment(segment_id):
     s = get_or_404(Segment, segment_id, g.project.id)
-    return jsonify({"id": s.id, "name": s.name, "description": s.description, "rules": s.rules,
-                    "source": s.source, "customer_count": segment_service.count(s)})
+    return jsonify(segment_json(s, segment_service.count(s)))
 
 
 @bp.get("/event-definitions")

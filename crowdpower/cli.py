@@ -120,10 +120,16 @@ def add_member(email: str, password: str, project_id: int) -> User:
 @click.option("--queue", "queues", multiple=True, help="Only these queues (repeatable).")
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
 @click.option("--no-periodic", is_flag=True, help="Do not run periodic jobs from this worker.")
+@click.option("--simple", is_flag=True,
+              help="Run jobs in the worker process (no fork per job): faster for many small "
+                   "jobs such as webhooks, less isolated.")
 @with_appcontext
-def worker(queues: tuple[str, ...], burst: bool, no_periodic: bool) -> None:
+def worker(queues: tuple[str, ...], burst: bool, no_periodic: bool, simple: bool) -> None:
     """Run an RQ worker over CrowdPower's queues (priority order), with the scheduler."""
-    from rq import Worker
+    from rq import SimpleWorker
+    from rq import Worker as ForkWorker
+
+    Worker = SimpleWorker if simple else ForkWorker  # noqa: N806
 
     from crowdpower import jobs
 

@@ -15,6 +15,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from crowdpower import bulk
 from crowdpower.extensions import db
 from crowdpower.models import Customer, Event, TraitValue, utcnow
 from crowdpower.tenancy import project_scope
@@ -61,18 +62,8 @@ def bulk_set_traits(
             values.append({"project_id": project_id, "customer_id": customer_id, "key": key,
                            "value": value, "value_text": text, "value_num": num,
                            "source": source, "updated_at": now})
-    insert = _insert(db.engine.dialect.name)
-    if values:
-        # One cached statement run as executemany (psycopg pipelines it): no giant
-        # multi-VALUES statement to compile per batch.
-        stmt = insert(TraitValue.__table__)  # Core: the ORM bulk path is ~8x slower here
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["customer_id", "key"],
-            set_={c: getattr(stmt.excluded, c)
-                  for c in ("value", "value_text", "value_num", "source", "updated_at")},
-        )
-        for start in range(0, len(values), 5000):
-            db.session.connection().execute(stmt, values[start:start + 5000])
+    bulk.upsert(TraitValue.__table__, values, ["customer_id", "key"],
+                ["value", "value_text", "value_num", "source", "updated_at"])
     # Customers that drop the same set of keys share one DELETE (customer_id IN … AND
     # key IN …), which the (customer_id, key) primary key serves directly.
     dropped: dict[int, list[str]] = {}

@@ -41,6 +41,8 @@ def after_commit(fn: Callable[[], Any]) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _run_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # only a SAVEPOINT was released; the outer transaction may still roll back
     pending = session.info.pop("crowdpower_after_commit", [])
     for fn in pending:
         try:
@@ -49,9 +51,9 @@ def _run_after_commit(session: Session) -> None:
             log.exception("after-commit callback failed")
 
 
-@event.listens_for(Session, "after_rollback")
-def _drop_after_commit(session: Session) -> None:
-    if not session.in_transaction():
+@event.listens_for(Session, "after_transaction_end")
+def _drop_after_commit(session: Session, transaction) -> None:
+    if transaction.parent is None:  # the outermost transaction ended without a commit
         session.info.pop("crowdpower_after_commit", None)
 
 

@@ -40,8 +40,10 @@ class UTCDateTime(db.TypeDecorator):
     cache_ok = True
 
     def process_bind_param(self, value, dialect):
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
+        if value is not None:
+            # naive means UTC; aware values are converted, since SQLite keeps only the
+            # wall-clock digits (10:00+02:00 must be stored as 08:00, not 10:00)
+            value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
         return value
 
     def process_result_value(self, value, dialect):
@@ -121,7 +123,11 @@ class Customer(TenantMixin, db.Model):
     """A tenant's customer; email unique per project ignoring case, may be absent."""
 
     __tablename__ = "customers"
-    __table_args__ = (UniqueConstraint("project_id", "email_key"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "email_key"),
+        # a project's customers newest first (API/web pages), and its id set (segments)
+        Index("ix_customers_project_id_id", "project_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str | None] = mapped_column(String(320))
@@ -153,13 +159,15 @@ class TraitDefinition(TenantMixin, db.Model):
 class TraitValue(TenantMixin, db.Model):
     """One trait of one customer. Typed copies (text/number) are indexed for segments.
 
-    Dates are stored as ISO 8601 UTC text, which sorts like time.
+    Dates are stored as ISO 8601 UTC text, which sorts like time. The typed indexes end
+    with ``customer_id`` so a segment condition is an index-only range scan yielding
+    customer ids: counts, and joins/anti-joins of conditions, never touch the heap.
     """
 
     __tablename__ = "trait_values"
     __table_args__ = (
-        Index("ix_trait_values_text", "project_id", "key", "value_text"),
-        Index("ix_trait_values_num", "project_id", "key", "value_num"),
+        Index("ix_trait_values_text", "project_id", "key", "value_text", "customer_id"),
+        Index("ix_trait_values_num", "project_id", "key", "value_num", "customer_id"),
     )
 
     customer_id: Mapped[int] = mapped_column(

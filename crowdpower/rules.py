@@ -4,23 +4,32 @@ A rule is JSON: ``{"all": [cond, ...]}`` or ``{"any": [cond, ...]}`` (nestable),
 a condition is ``{"trait": key, "op": op, "value": v}``. Operators: ``eq``, ``neq``,
 ``in``, ``not_in``, ``exists``, ``not_exists``, ``gt``, ``gte``, ``lt``, ``lte``,
 ``within_last`` / ``before_last`` (value ``{"days": N}`` or a number of days; for
-date traits). Numbers compare numerically, strings (and ISO dates) as text.
+date traits). Numbers compare numerically, strings (and ISO dates) as text; a value
+of another type never matches, and the negative operators (``neq``, ``not_in``,
+``not_exists``) also match customers who lack the trait.
 
-``compile_rule`` turns a rule into a SQL condition on ``Customer`` (so counts run in
-the database); ``evaluate`` applies the same rule to a plain dict (automation
-conditions on event properties). Both raise ``RuleError`` on malformed input.
+Three evaluators share these semantics, and the table tests hold them to it:
+``compile_rule`` (an EXISTS condition on ``Customer``, for paginated member lists),
+``compile_members`` (a join/anti-join of index scans, for fast counts) and
+``evaluate`` (a plain dict: automation conditions, and the tests' reference). All
+raise ``RuleError`` on malformed input.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, false, not_, or_, select, true
+from sqlalchemy import and_, exists, false, not_, or_, select, true, union
 
 OPS = {"eq", "neq", "in", "not_in", "exists", "not_exists", "gt", "gte", "lt", "lte",
        "within_last", "before_last"}
+NEGATIVE = {"neq": "eq", "not_in": "in", "not_exists": "exists"}
 MAX_DEPTH = 5
+MAX_DAYS = 36_600  # ~100 years: further back than any stored date, and no datetime overflow
+TEXT_LIMIT = 500  # TraitValue.value_text keeps this many characters
 
 
 class RuleError(ValueError):
@@ -31,21 +40,36 @@ def iso(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_scalar(value: Any) -> bool:
+    """A literal a trait can equal: string, boolean or finite number."""
+    if _is_number(value):
+        return math.isfinite(value)
+    return isinstance(value, str | bool)
+
+
 def _days(value: Any) -> float:
     if isinstance(value, dict):
         value = value.get("days")
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if not _is_number(value) or not math.isfinite(value) or value < 0:
         raise RuleError("within_last/before_last need a non-negative number of days")
+    if value > MAX_DAYS:
+        raise RuleError(f"within_last/before_last accept at most {MAX_DAYS} days")
     return float(value)
 
 
 def validate(rule: Any, depth: int = 0) -> None:
     """Check a rule's shape; raise ``RuleError`` with a readable message."""
     if depth > MAX_DEPTH:
-        raise RuleError("rules are nested too deeply")
+        raise RuleError(f"rules are nested too deeply (at most {MAX_DEPTH} levels)")
     if not isinstance(rule, dict):
         raise RuleError("a rule must be a JSON object")
     if "all" in rule or "any" in rule:
+        if len(rule) != 1:
+            raise RuleError("a group is {\"all\": [...]} or {\"any\": [...]} with nothing else")
         group = rule.get("all", rule.get("any"))
         if not isinstance(group, list):
             raise RuleError("'all'/'any' must be a list of conditions")
@@ -55,77 +79,157 @@ def validate(rule: Any, depth: int = 0) -> None:
     key, op = rule.get("trait"), rule.get("op")
     if not isinstance(key, str) or not key:
         raise RuleError("a condition needs a 'trait' name")
-    if op not in OPS:
+    if not isinstance(op, str) or op not in OPS:
         raise RuleError(f"unknown operator {op!r}; expected one of {sorted(OPS)}")
     value = rule.get("value")
-    if op in {"in", "not_in"} and not isinstance(value, list):
-        raise RuleError(f"'{op}' needs a list value")
+    if op in {"eq", "neq"} and not _is_scalar(value):
+        raise RuleError(f"'{op}' needs a string, number or boolean value")
+    if op in {"in", "not_in"} and (
+        not isinstance(value, list) or not all(_is_scalar(v) for v in value)
+    ):
+        raise RuleError(f"'{op}' needs a list of strings, numbers or booleans")
     if op in {"within_last", "before_last"}:
         _days(value)
     if op in {"gt", "gte", "lt", "lte"} and (
-        isinstance(value, bool) or not isinstance(value, int | float | str)
+        isinstance(value, bool) or not _is_scalar(value)
     ):
         raise RuleError(f"'{op}' needs a number or a date string")
 
 
-def _typed(value: Any):
+def _typed(value: Any) -> tuple[str, Any]:
     """(column name, stored form) for a literal compared with trait values."""
     if isinstance(value, bool):
         return "value_text", "true" if value else "false"
     if isinstance(value, int | float):
         return "value_num", float(value)
-    return "value_text", str(value)
+    return "value_text", str(value)[:TEXT_LIMIT]
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """A condition as "has a row of ``key`` matching ``conds``", possibly negated."""
+
+    key: str
+    conds: tuple
+    negated: bool
+
+
+def _leaf(node: dict, now: datetime) -> Leaf:
+    """The one place a condition becomes SQL criteria on ``TraitValue``."""
+    from crowdpower.models import TraitValue
+
+    key, op, value = node["trait"], node["op"], node.get("value")
+    negated = op in NEGATIVE
+    op = NEGATIVE.get(op, op)
+    if op == "exists":
+        return Leaf(key, (), negated)
+    if op == "eq":
+        column, stored = _typed(value)
+        return Leaf(key, (getattr(TraitValue, column) == stored,), negated)
+    if op == "in":
+        texts = [_typed(v)[1] for v in value if _typed(v)[0] == "value_text"]
+        nums = [_typed(v)[1] for v in value if _typed(v)[0] == "value_num"]
+        parts = ([TraitValue.value_text.in_(texts)] if texts else []) + \
+                ([TraitValue.value_num.in_(nums)] if nums else [])
+        return Leaf(key, (or_(false(), *parts),), negated)
+    if op in {"within_last", "before_last"}:
+        since = iso(now - timedelta(days=_days(value)))
+        if op == "within_last":
+            return Leaf(key, (TraitValue.value_text >= since,
+                              TraitValue.value_text <= iso(now)), negated)
+        return Leaf(key, (TraitValue.value_text < since,), negated)
+    column, stored = _typed(value)
+    col = getattr(TraitValue, column)
+    comparison = {"gt": col > stored, "gte": col >= stored,
+                  "lt": col < stored, "lte": col <= stored}[op]
+    return Leaf(key, (comparison,), negated)
 
 
 def compile_rule(rule: dict, project_id: int, now: datetime | None = None):
-    """SQL boolean expression selecting the customers of ``project_id`` matching ``rule``."""
+    """SQL boolean expression selecting the customers of ``project_id`` matching ``rule``.
+
+    Correlated EXISTS per customer row: cheap when a page of customers is listed in id
+    order, slow for counting a large segment (use ``compile_members`` for that).
+    """
     from crowdpower.models import Customer, TraitValue
 
     validate(rule)
     now = now or datetime.now(UTC)
 
-    def has(key: str, *conds):
-        return exists(
-            select(TraitValue.customer_id).where(
-                TraitValue.project_id == project_id,
-                TraitValue.customer_id == Customer.id,
-                TraitValue.key == key,
-                *conds,
-            )
-        )
-
     def build(node: dict):
         if "all" in node:
-            parts = [build(c) for c in node["all"]]
-            return and_(true(), *parts)
+            return and_(true(), *[build(c) for c in node["all"]])
         if "any" in node:
-            parts = [build(c) for c in node["any"]]
-            return or_(false(), *parts)
-        key, op, value = node["trait"], node["op"], node.get("value")
-        if op == "exists":
-            return has(key)
-        if op == "not_exists":
-            return not_(has(key))
-        if op in {"eq", "neq"}:
-            column, stored = _typed(value)
-            cond = has(key, getattr(TraitValue, column) == stored)
-            return cond if op == "eq" else not_(cond)
-        if op in {"in", "not_in"}:
-            texts = [_typed(v)[1] for v in value if _typed(v)[0] == "value_text"]
-            nums = [_typed(v)[1] for v in value if _typed(v)[0] == "value_num"]
-            cond = has(key, or_(false(), TraitValue.value_text.in_(texts) if texts else false(),
-                                TraitValue.value_num.in_(nums) if nums else false()))
-            return cond if op == "in" else not_(cond)
-        if op in {"within_last", "before_last"}:
-            since = iso(now - timedelta(days=_days(value)))
-            if op == "within_last":
-                return has(key, TraitValue.value_text >= since, TraitValue.value_text <= iso(now))
-            return has(key, TraitValue.value_text < since)
-        column, stored = _typed(value)
-        col = getattr(TraitValue, column)
-        comparison = {"gt": col > stored, "gte": col >= stored,
-                      "lt": col < stored, "lte": col <= stored}[op]
-        return has(key, comparison)
+            return or_(false(), *[build(c) for c in node["any"]])
+        leaf = _leaf(node, now)
+        cond = exists(select(TraitValue.customer_id).where(
+            TraitValue.project_id == project_id, TraitValue.customer_id == Customer.id,
+            TraitValue.key == leaf.key, *leaf.conds))
+        return not_(cond) if leaf.negated else cond
+
+    return build(rule)
+
+
+def compile_members(rule: dict, project_id: int, now: datetime | None = None):
+    """``(positive, select)``: the rule's members as a set of customer ids.
+
+    ``select`` yields each matching ``customer_id`` once; when ``positive`` is False the
+    members are the project's customers *not* in it. A condition is an index-only range
+    scan of ``trait_values`` (one row per customer and key, so no DISTINCT); ``all`` joins
+    them on ``customer_id`` (a merge or hash join), negations become anti-joins (NOT
+    EXISTS) and ``any`` a UNION. Counting a segment therefore never visits customers one
+    by one. No join with ``customers`` is needed: trait rows are written with their
+    customer's own project id (``customers.bulk_set_traits``), and deleted with it.
+    """
+    from crowdpower.models import Customer, TraitValue
+
+    validate(rule)
+    now = now or datetime.now(UTC)
+
+    def everyone():
+        return select(Customer.id.label("customer_id")).where(Customer.project_id == project_id)
+
+    def nobody():
+        return select(Customer.id.label("customer_id")).where(false())
+
+    def both(parts: list):
+        if len(parts) == 1:
+            return parts[0]
+        subs = [p.subquery() for p in parts]
+        stmt = select(subs[0].c.customer_id).select_from(subs[0])
+        for sub in subs[1:]:
+            stmt = stmt.join(sub, sub.c.customer_id == subs[0].c.customer_id)
+        return stmt
+
+    def either(parts: list):
+        if len(parts) == 1:
+            return parts[0]
+        sub = union(*parts).subquery()  # UNION removes duplicates
+        return select(sub.c.customer_id)
+
+    def without(base, removed):
+        kept, gone = base.subquery(), removed.subquery()
+        return select(kept.c.customer_id).where(~exists(
+            select(gone.c.customer_id).where(gone.c.customer_id == kept.c.customer_id)))
+
+    def build(node: dict) -> tuple[bool, Any]:
+        if "all" in node or "any" in node:
+            children = [build(c) for c in node.get("all", node.get("any"))]
+            pos = [s for p, s in children if p]
+            neg = [s for p, s in children if not p]
+            if "all" in node:
+                # A ∩ B ∩ ¬C ∩ ¬D = (A ∩ B) \ (C ∪ D); with no A, B: ¬(C ∪ D)
+                if not pos:
+                    return (False, either(neg)) if neg else (True, everyone())
+                return True, (without(both(pos), either(neg)) if neg else both(pos))
+            # A ∪ B ∪ ¬C ∪ ¬D = ¬((C ∩ D) \ (A ∪ B)); with no C, D: A ∪ B
+            if not neg:
+                return True, (either(pos) if pos else nobody())
+            return False, (without(both(neg), either(pos)) if pos else both(neg))
+        leaf = _leaf(node, now)
+        sel = select(TraitValue.customer_id).where(
+            TraitValue.project_id == project_id, TraitValue.key == leaf.key, *leaf.conds)
+        return not leaf.negated, sel
 
     return build(rule)
 
@@ -136,11 +240,14 @@ def evaluate(rule: dict, values: dict[str, Any], now: datetime | None = None) ->
     now = now or datetime.now(UTC)
 
     def norm(v: Any) -> Any:
+        """The stored, comparable form of a value (None: not comparable)."""
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, int | float):
             return float(v)
-        return None if v is None else str(v)
+        if isinstance(v, str):
+            return v[:TEXT_LIMIT]
+        return None
 
     def cmp(a: Any, b: Any, op: str) -> bool:
         a, b = norm(a), norm(b)
@@ -154,26 +261,27 @@ def evaluate(rule: dict, values: dict[str, Any], now: datetime | None = None) ->
         if "any" in node:
             return any(run(c) for c in node["any"])
         key, op, value = node["trait"], node["op"], node.get("value")
-        present = values.get(key) is not None
         actual = values.get(key)
+        present = actual is not None
         if op == "exists":
             return present
         if op == "not_exists":
             return not present
+        stored = norm(actual)
         if op == "eq":
-            return present and norm(actual) == norm(value)
+            return stored is not None and stored == norm(value)
         if op == "neq":
-            return not (present and norm(actual) == norm(value))
+            return not (stored is not None and stored == norm(value))
         if op == "in":
-            return present and norm(actual) in {norm(v) for v in value}
+            return stored is not None and stored in {norm(v) for v in value}
         if op == "not_in":
-            return not (present and norm(actual) in {norm(v) for v in value})
+            return not (stored is not None and stored in {norm(v) for v in value})
         if op in {"within_last", "before_last"}:
-            if not present:
+            # dates are ISO text; numbers, booleans and lists have no text to compare
+            if not isinstance(actual, str):
                 return False
             since = iso(now - timedelta(days=_days(value)))
-            text = str(actual)
-            return since <= text <= iso(now) if op == "within_last" else text < since
-        return present and cmp(actual, value, op)
+            return since <= stored <= iso(now) if op == "within_last" else stored < since
+        return cmp(actual, value, op)
 
     return run(rule)

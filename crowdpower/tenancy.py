@@ -4,6 +4,10 @@ The current project lives in a context variable, set by the request (from the UR
 the API key) or by the job runner (from the job's meta). Reads of tenant models
 with no project set raise ``UnscopedQueryError`` unless wrapped in ``unscoped()``,
 so a forgotten filter fails loudly instead of leaking another tenant's rows.
+
+With a project in scope, every ORM read of a tenant model gets ``project_id = ?`` added
+(``with_loader_criteria``), subqueries included. Writes (INSERT/UPDATE/DELETE) are not
+guarded: they carry their own explicit ``project_id`` filter.
 """
 
 from __future__ import annotations
@@ -92,14 +96,42 @@ def _is_tenant(mapper) -> bool:
     return issubclass(mapper.class_, TenantMixin)
 
 
+def _tenant_tables() -> set:
+    """Tables of every tenant model defined so far (plugins' models included)."""
+    tables, stack = set(), list(TenantMixin.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        table = getattr(cls, "__table__", None)
+        if table is not None:
+            tables.add(table)
+    return tables
+
+
+def _tenant_tables_in(statement) -> list[str]:
+    """Tenant tables read anywhere in ``statement``: FROM lists, joins, subqueries."""
+    from sqlalchemy.sql.util import find_tables
+
+    tenant = _tenant_tables()
+    found = find_tables(statement, check_columns=True, include_aliases=True,
+                        include_joins=True)
+    return sorted({t.name for t in found if t in tenant})
+
+
 def _guard(state: ORMExecuteState) -> None:
     if not state.is_select or _unscoped.get() or state.execution_options.get("unscoped"):
         return
+    if state.is_column_load:
+        # refreshing an object already loaded (say, expired by a commit): a primary-key
+        # fetch of a row this code was allowed to read, so neither an error nor a filter
+        return
     project_id = _project_id.get()
     if project_id is None:
-        if any(_is_tenant(m) for m in state.all_mappers):
-            names = ", ".join(m.class_.__name__ for m in state.all_mappers if _is_tenant(m))
-            raise UnscopedQueryError(f"query on {names} with no project in scope")
+        names = [m.class_.__name__ for m in state.all_mappers if _is_tenant(m)]
+        if not names:  # select_from(Model), EXISTS subqueries, tables of tenant models
+            names = _tenant_tables_in(state.statement)
+        if names:
+            raise UnscopedQueryError(f"query on {', '.join(names)} with no project in scope")
         return
     state.statement = state.statement.options(
         with_loader_criteria(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pluggy
 from flask import Flask, current_app
+from werkzeug.utils import import_string
 
 from crowdpower import hookspecs
 
@@ -12,7 +13,12 @@ ENTRY_POINT_GROUP = "crowdpower.plugins"
 
 
 def build_plugin_manager(extra_plugins=(), load_entry_points: bool = True) -> pluggy.PluginManager:
-    """Load every installed plugin and check that each hookimpl matches a spec."""
+    """Load every installed plugin and check that each hookimpl matches a spec.
+
+    ``extra_plugins`` are objects or dotted import paths (config ``EXTRA_PLUGINS``). A
+    hookimpl with a misspelt name or unknown arguments raises ``PluginValidationError``
+    here, so ``create_app`` fails at boot instead of the hook silently never running.
+    """
     pm = pluggy.PluginManager("crowdpower")
     pm.add_hookspecs(hookspecs)
     from crowdpower import internal_plugins
@@ -22,7 +28,7 @@ def build_plugin_manager(extra_plugins=(), load_entry_points: bool = True) -> pl
     if load_entry_points:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     for plugin in extra_plugins:
-        pm.register(plugin)
+        pm.register(import_string(plugin) if isinstance(plugin, str) else plugin)
     pm.check_pending()
     return pm
 

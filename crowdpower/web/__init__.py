@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, g
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static/web")
@@ -13,11 +13,24 @@ def init_app(app: Flask) -> None:
 
     app.register_blueprint(bp)
     app.jinja_env.globals["installed_integrations"] = _installed
+    app.jinja_env.globals["switchable_projects"] = _switchable_projects
     app.register_error_handler(404, views.not_found)
     app.register_error_handler(400, views.bad_request)
+    # routing errors never reach a blueprint's handlers, so the API's JSON errors for
+    # a wrong method (and for crashes) are registered on the app, by path
+    app.register_error_handler(405, views.method_not_allowed)
+    app.register_error_handler(500, views.server_error)
 
 
 def _installed():
     from crowdpower.plugins import installed_integrations
 
     return installed_integrations()
+
+
+def _switchable_projects():
+    """The signed-in user's projects, for the project switcher in the header."""
+    from crowdpower.auth import user_projects
+
+    user = g.get("user")
+    return user_projects(user) if user is not None else []

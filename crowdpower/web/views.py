@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from flask import flash, g, redirect, render_template, request, session, url_for
 from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
@@ -12,6 +14,7 @@ from crowdpower.customers import get_traits
 from crowdpower.extensions import db
 from crowdpower.models import Customer, Event, Segment, User
 from crowdpower.plugins import get_pm, installed_integrations
+from crowdpower.rules import RuleError
 from crowdpower.tenancy import get_or_404
 from crowdpower.web import bp
 
@@ -34,6 +37,24 @@ def bad_request(exc: HTTPException):
     return render_template("error.html", code=400, message=exc.description or "Bad request."), 400
 
 
+def method_not_allowed(exc: HTTPException):
+    if request.path.startswith("/api/"):
+        from crowdpower.auth import api_error
+
+        response = api_error(405, "method_not_allowed", "Method not allowed on this resource.")
+        response.headers["Allow"] = ", ".join(exc.valid_methods or [])
+        return response
+    return render_template("error.html", code=405, message="Method not allowed."), 405
+
+
+def server_error(_exc):
+    if request.path.startswith("/api/"):
+        from crowdpower.auth import api_error
+
+        return api_error(500, "server_error", "Something went wrong on our side.")
+    return render_template("error.html", code=500, message="Something went wrong."), 500
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     error = None
@@ -47,10 +68,16 @@ def login():
             session.clear()
             session["user_id"] = user.id
             target = request.args.get("next") or ""
-            if not target.startswith("/") or target.startswith("//"):
+            if not is_local_path(target):
                 target = url_for("web.index")
             return redirect(target)
     return render_template("login.html", error=error), (401 if error else 200)
+
+
+def is_local_path(target: str) -> bool:
+    """A path on this site; browsers read ``//host`` and ``/\\host`` as other sites."""
+    return (target.startswith("/") and not target.startswith(("//", "/\\"))
+            and not any(c in target for c in "\r\n"))
 
 
 @bp.post("/logout")
@@ -89,8 +116,9 @@ def customers(project_id: int):
         segment = get_or_404(Segment, segment_id, project_id)
         stmt = stmt.where(segment_service.condition(segment))
     if query:
-        stmt = stmt.where(func.lower(func.coalesce(Customer.email, "")).contains(query)
-                          | func.lower(func.coalesce(Customer.name, "")).contains(query))
+        stmt = stmt.where(
+            func.lower(func.coalesce(Customer.email, "")).contains(query, autoescape=True)
+            | func.lower(func.coalesce(Customer.name, "")).contains(query, autoescape=True))
     before = request.args.get("before", type=int)
     if before:
         stmt = stmt.where(Customer.id < before)
@@ -120,7 +148,29 @@ def customer(project_id: int, customer_id: int):
 @project_required
 def segment_list(project_id: int):
     rows = segment_service.with_counts(project_id)
-    return render_template("segments.html", segments=rows)
+    return render_template("segments.html", segments=rows, form={}, error=None)
+
+
+@bp.post("/projects/<int:project_id>/segments")
+@project_required
+def create_segment(project_id: int):
+    """Add a custom segment from the form; a bad rule re-shows the form with the reason."""
+    form = request.form
+    try:
+        try:
+            rules = json.loads(form.get("rules") or "")
+        except ValueError:
+            raise RuleError("the rules are not valid JSON") from None
+        segment = segment_service.create(project_id, form.get("name"), rules,
+                                         form.get("description") or "")
+    except (RuleError, segment_service.DuplicateSegment) as exc:
+        db.session.rollback()
+        rows = segment_service.with_counts(project_id)
+        return render_template("segments.html", segments=rows, form=form,
+                               error=str(exc)), 400
+    db.session.commit()
+    flash(f"Segment “{segment.name}” created.")
+    return redirect(url_for("web.segment_list", project_id=project_id))
 
 
 @bp.post("/projects/<int:project_id>/customers/<int:customer_id>/unsubscribe")

@@ -18,6 +18,7 @@ def sync_settings(stripe_double, app_config):
         "STRIPE_SYNC_MAX_ATTEMPTS": 4,
         "STRIPE_SYNC_LEASE_SECONDS": 2,
         "STRIPE_SYNC_DEFER_SECONDS": 0.2,
+        "STRIPE_SYNC_FLUSH_OBJECTS": 200,  # two pages: tests see checkpoints mid-list
     })
     return app_config
 

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from crowdpower import bulk
 from crowdpower.customers import bulk_set_traits
 from crowdpower.extensions import db
 from crowdpower.models import Customer
@@ -95,27 +96,23 @@ def _insert():
 def upsert_objects(project_id: int, kind: str, objects: Iterable[dict],
                    synced_at: datetime) -> int:
     """Write objects to the mirror unless the stored copy is newer (ordering guard)."""
-    objects = list(objects)
-    if kind == "subscription":
-        upsert_objects(project_id, "product", expanded_products(objects), synced_at)
+    return upsert_pages(project_id, kind, [(list(objects), synced_at)])
+
+
+def upsert_pages(project_id: int, kind: str,
+                 pages: list[tuple[list[dict], datetime]]) -> int:
+    """Several fetched pages in one write, each object stamped with its page's fetch time."""
     rows = []
-    for obj in objects:
-        data = compact(kind, obj)
-        rows.append({"project_id": project_id, "kind": kind, "stripe_id": obj["id"],
-                     "customer_stripe_id": customer_id_of(obj), "data": data,
-                     "synced_at": synced_at, "deleted": bool(obj.get("deleted"))})
-    if not rows:
-        return 0
-    insert = _insert()
-    stmt = insert(StripeObject.__table__)  # Core executemany: far faster than ORM bulk
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["project_id", "kind", "stripe_id"],
-        set_={c: getattr(stmt.excluded, c)
-              for c in ("customer_stripe_id", "data", "synced_at", "deleted")},
-        where=StripeObject.__table__.c.synced_at <= stmt.excluded.synced_at,
-    )
-    for start in range(0, len(rows), 5000):
-        db.session.connection().execute(stmt, rows[start:start + 5000])
+    for objects, synced_at in pages:
+        if kind == "subscription":
+            upsert_objects(project_id, "product", expanded_products(objects), synced_at)
+        for obj in objects:
+            rows.append({"project_id": project_id, "kind": kind, "stripe_id": obj["id"],
+                         "customer_stripe_id": customer_id_of(obj),
+                         "data": compact(kind, obj), "synced_at": synced_at,
+                         "deleted": bool(obj.get("deleted"))})
+    bulk.upsert(StripeObject.__table__, rows, ["project_id", "kind", "stripe_id"],
+                ["customer_stripe_id", "data", "synced_at", "deleted"], only_if_newer="synced_at")
     return len(rows)
 
 

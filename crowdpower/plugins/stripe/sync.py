@@ -27,7 +27,7 @@ import logging
 import random
 import secrets
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import stripe
 from flask import current_app
@@ -59,6 +59,7 @@ TRAITS_BATCH = 1000
 RATE_LIMIT_BUDGET = 20  # consecutive 429s worth one ordinary failure
 DEFAULTS = {
     "STRIPE_SYNC_PAGE_SIZE": 100,
+    "STRIPE_SYNC_FLUSH_OBJECTS": 1000,
     "STRIPE_SYNC_MAX_PER_TENANT": 1,
     "STRIPE_SYNC_MAX_ATTEMPTS": 8,
     "STRIPE_SYNC_BACKOFF_BASE": 0.5,
@@ -235,6 +236,8 @@ class Syncer:
         self.run, self.lease = run, lease
         self.project_id = run.project_id
         self.page_size = int(setting("STRIPE_SYNC_PAGE_SIZE"))
+        self.flush_objects = int(setting("STRIPE_SYNC_FLUSH_OBJECTS"))
+        self.stripe_seconds = 0.0  # waiting on Stripe (reported in counts["stripe_ms"])
         self.max_attempts = max(1, int(setting("STRIPE_SYNC_MAX_ATTEMPTS")))
         self.deadline = time.monotonic() + float(setting("STRIPE_SYNC_SLICE_SECONDS"))
         self.limiter = limiter(current_app._get_current_object())  # type: ignore[attr-defined]
@@ -283,41 +286,62 @@ class Syncer:
         db.session.commit()
 
     def _checkpoint(self) -> None:
+        counts = dict(self.run.counts or {})
+        counts["stripe_ms"] = counts.get("stripe_ms", 0) + round(self.stripe_seconds * 1000)
+        self.stripe_seconds = 0.0
+        self.run.counts = counts
         self.lease.renew(self.run)
         db.session.commit()
 
     def _list(self, phase: str) -> bool:
-        """Page through one account-wide list; False if the slice ran out first."""
+        """Page through one account-wide list; False if the slice ran out first.
+
+        Pages are written (and the cursor checkpointed) every ``STRIPE_SYNC_FLUSH_OBJECTS``
+        objects: memory stays bounded, and a killed worker re-fetches at most that many.
+        """
         kind, path, extra = LISTS[phase]
         run = self.run
+        pages: list[tuple[list[dict], datetime]] = []
+        buffered = 0
+        cursor = (run.cursors or {}).get(kind)
         while True:
             if time.monotonic() > self.deadline:
-                self._checkpoint()
+                self._flush(phase, kind, pages, more=True)
                 return False
             params = {"limit": self.page_size, **extra}
-            cursor = (run.cursors or {}).get(kind)
             if cursor:
                 params["starting_after"] = cursor
             page = self._get(path, params)
-            fetched_at = utcnow()
             objects = page.get("data") or []
-            store.upsert_objects(self.project_id, kind, objects, fetched_at)
-            if kind == "customer":
-                store.link_customers(self.project_id, objects)
-            counts = dict(run.counts or {})
-            counts[phase] = counts.get(phase, 0) + len(objects)
-            run.counts = counts
-            if kind == "customer":
-                run.customers_total = counts[phase] + (self.page_size if page.get("has_more")
-                                                       else 0)
+            pages.append((objects, utcnow()))
+            buffered += len(objects)
             if objects:
-                run.cursors = {**(run.cursors or {}), kind: objects[-1]["id"]}
+                cursor = objects[-1]["id"]
             more = bool(page.get("has_more")) and bool(objects)
-            if not more:
-                run.phase = PHASES[PHASES.index(phase) + 1]
-            self._checkpoint()
+            if buffered >= self.flush_objects or not more:
+                self._flush(phase, kind, pages, more)
+                pages, buffered = [], 0
             if not more:
                 return True
+
+    def _flush(self, phase: str, kind: str, pages: list[tuple[list[dict], datetime]],
+               more: bool) -> None:
+        """Write buffered pages, then move the cursor and counts past them, in one commit."""
+        run = self.run
+        objects = [o for page, _at in pages for o in page]
+        store.upsert_pages(self.project_id, kind, pages)
+        if kind == "customer":
+            store.link_customers(self.project_id, objects)
+        counts = dict(run.counts or {})
+        counts[phase] = counts.get(phase, 0) + len(objects)
+        run.counts = counts
+        if kind == "customer":
+            run.customers_total = counts[phase] + (self.page_size if more else 0)
+        if objects:
+            run.cursors = {**(run.cursors or {}), kind: objects[-1]["id"]}
+        if not more:
+            run.phase = PHASES[PHASES.index(phase) + 1]
+        self._checkpoint()
 
     def _traits(self) -> bool:
         """Recompute traits of every linked customer in id-ordered, checkpointed batches."""
@@ -353,11 +377,14 @@ class Syncer:
         while True:
             self.limiter.wait(self.account, self.rate)
             self.run.api_calls = (self.run.api_calls or 0) + 1
+            started = time.monotonic()
             try:
                 response = self.client.raw_request("get", path, stripe_account=self.account,
                                                    **params)
+                self.stripe_seconds += time.monotonic() - started
                 return response.data
             except stripe.StripeError as exc:
+                self.stripe_seconds += time.monotonic() - started
                 retry, wait = self._retryable(exc)
                 if not retry:
                     raise SyncFailed(_describe(path, exc)) from exc

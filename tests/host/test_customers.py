@@ -1,0 +1,179 @@
+"""Customers, typed traits and idempotent events (the services every writer goes through)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from crowdpower.customers import (
+    bulk_set_traits,
+    find_by_email,
+    get_traits,
+    record_event,
+    set_traits,
+    upsert_customer,
+)
+from crowdpower.extensions import db
+from crowdpower.models import Customer, Event, TraitValue
+from crowdpower.tenancy import project_scope
+
+
+@pytest.fixture
+def project(app, make_project) -> int:
+    return make_project("Acme")[0]
+
+
+def test_email_is_unique_per_project_ignoring_case(project):
+    with project_scope(project):
+        first, created = upsert_customer(project, "Ann@Example.COM", "Ann")
+        again, created_again = upsert_customer(project, "  ann@example.com ", None)
+        db.session.commit()
+        assert created and not created_again
+        assert again.id == first.id and again.name == "Ann"
+        assert first.email == "Ann@Example.COM" and first.email_key == "ann@example.com"
+        assert find_by_email(project, "ANN@example.com").id == first.id
+
+
+def test_database_refuses_a_second_row_with_the_same_email_key(project):
+    with project_scope(project):
+        upsert_customer(project, "ann@example.com")
+        db.session.commit()
+        db.session.add(Customer(project_id=project, email="ANN@example.com",
+                                email_key="ann@example.com"))
+        with pytest.raises(IntegrityError):
+            db.session.commit()
+        db.session.rollback()
+
+
+def test_same_email_in_two_projects_is_two_customers(project, make_project):
+    other = make_project("Globex")[0]
+    with project_scope(project):
+        mine, _ = upsert_customer(project, "ann@example.com")
+    with project_scope(other):
+        theirs, created = upsert_customer(other, "ANN@example.com")
+    db.session.commit()
+    assert created and mine.id != theirs.id
+    with project_scope(project):
+        assert find_by_email(project, "ann@example.com").id == mine.id
+
+
+def test_email_may_be_absent_for_many_customers(project):
+    with project_scope(project):
+        db.session.add_all([Customer(project_id=project, name=f"No email {i}") for i in range(3)])
+        db.session.commit()
+        a, created = upsert_customer(project, None, "Still none")
+        db.session.commit()
+        assert created and a.email is None and a.email_key is None
+        assert find_by_email(project, None) is None and find_by_email(project, " ") is None
+        assert db.session.scalar(select(func.count()).select_from(Customer)) == 4
+
+
+def test_traits_keep_their_type(project, add_customer):
+    when = datetime(2024, 3, 5, 14, 30, tzinfo=UTC)
+    cid = add_customer(project, "ann@example.com", {
+        "plan": "pro", "seats": 12, "mrr": 19.99, "vip": True, "trial": False,
+        "signed_up_at": when, "renews_on": "2024-04-01", "tags": ["a", "b"]})
+    traits = get_traits(project, [cid])[cid]
+    assert traits == {"plan": "pro", "seats": 12, "mrr": 19.99, "vip": True, "trial": False,
+                      "signed_up_at": "2024-03-05T14:30:00Z", "renews_on": "2024-04-01",
+                      "tags": ["a", "b"]}
+    assert type(traits["seats"]) is int and type(traits["vip"]) is bool
+    with project_scope(project):
+        rows = {r.key: (r.value_text, r.value_num) for r in db.session.scalars(
+            select(TraitValue).where(TraitValue.customer_id == cid))}
+    assert rows["plan"] == ("pro", None)
+    assert rows["seats"] == (None, 12.0) and rows["mrr"] == (None, 19.99)
+    assert rows["vip"] == ("true", None) and rows["trial"] == ("false", None)
+    assert rows["signed_up_at"] == ("2024-03-05T14:30:00Z", None)  # sortable ISO text
+    assert rows["tags"] == (None, None)
+
+
+def test_a_date_trait_in_another_timezone_is_stored_in_utc(project, add_customer):
+    local = datetime(2024, 3, 5, 18, 30, tzinfo=timezone(timedelta(hours=2)))
+    cid = add_customer(project, "ann@example.com", {"seen_at": local})
+    assert get_traits(project, [cid])[cid]["seen_at"] == "2024-03-05T16:30:00Z"
+
+
+def test_overwriting_a_trait_changes_its_type_and_none_removes_it(project, add_customer):
+    cid = add_customer(project, "ann@example.com", {"score": "high", "plan": "pro"})
+    with project_scope(project):
+        set_traits(project, cid, {"score": 7, "plan": None})
+        db.session.commit()
+        row = db.session.scalar(select(TraitValue).where(TraitValue.customer_id == cid,
+                                                         TraitValue.key == "score"))
+        assert (row.value, row.value_text, row.value_num) == (7, None, 7.0)
+    assert get_traits(project, [cid])[cid] == {"score": 7}
+
+
+def test_bulk_traits_for_many_customers(project, add_customer):
+    ids = [add_customer(project, f"c{i}@example.com") for i in range(5)]
+    with project_scope(project):
+        written = bulk_set_traits(project, [(cid, {"n": i, "even": i % 2 == 0})
+                                            for i, cid in enumerate(ids)], source="import")
+        db.session.commit()
+    assert written == 10
+    traits = get_traits(project, ids)
+    assert [traits[cid]["n"] for cid in ids] == [0, 1, 2, 3, 4]
+    assert get_traits(project, []) == {}
+
+
+def test_events_are_idempotent_on_external_id_per_project(project, make_project, add_customer):
+    other = make_project("Globex")[0]
+    mine = add_customer(project, "ann@example.com")
+    theirs = add_customer(other, "ann@example.com")
+    with project_scope(project):
+        first = record_event(project, mine, "Paid", {"amount": 10}, external_id="evt_1")
+        again = record_event(project, mine, "Paid", {"amount": 10}, external_id="evt_1")
+        db.session.commit()
+        assert first is not None and again is None
+    with project_scope(other):
+        elsewhere = record_event(other, theirs, "Paid", external_id="evt_1")
+        db.session.commit()
+        assert elsewhere is not None
+    with project_scope(project):
+        # events without an external id are never deduplicated
+        record_event(project, mine, "Visited")
+        record_event(project, mine, "Visited")
+        db.session.commit()
+        assert db.session.scalar(select(func.count()).select_from(Event)) == 3
+
+
+def test_database_refuses_a_duplicate_external_id(project, add_customer):
+    cid = add_customer(project, "ann@example.com")
+    with project_scope(project):
+        record_event(project, cid, "Paid", external_id="evt_9")
+        db.session.commit()
+        db.session.add(Event(project_id=project, customer_id=cid, name="Paid",
+                             external_id="evt_9"))
+        with pytest.raises(IntegrityError):
+            db.session.commit()
+        db.session.rollback()
+
+
+def test_event_properties_are_stored_as_json(project, add_customer):
+    cid = add_customer(project, "ann@example.com")
+    when = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with project_scope(project):
+        event = record_event(project, cid, "Paid", {"amount": 10.5, "at": when, "ok": True},
+                             occurred_at=when, source="stripe")
+        db.session.commit()
+        db.session.expire_all()
+        event = db.session.get(Event, event.id)
+    assert event.properties == {"amount": 10.5, "at": str(when), "ok": True}
+    assert event.occurred_at == when and event.source == "stripe"
+
+
+def test_times_in_another_timezone_are_stored_as_the_same_instant(project, add_customer):
+    """SQLite keeps only wall-clock digits: 10:00+02:00 must be stored as 08:00 UTC."""
+    cid = add_customer(project, "ann@example.com")
+    local = datetime(2024, 5, 1, 10, 0, tzinfo=timezone(timedelta(hours=2)))
+    with project_scope(project):
+        event_id = record_event(project, cid, "Paid", occurred_at=local).id
+        db.session.commit()
+        db.session.expire_all()
+        stored = db.session.get(Event, event_id).occurred_at
+    assert stored == local and stored.utcoffset() == timedelta(0)
+    assert stored.hour == 8
