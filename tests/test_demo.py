@@ -1,0 +1,80 @@
+"""`crowdpower demo`'s journey, end to end over HTTP: log in, connect, sync, fire an event."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from tests.conftest import BACKEND, csrf_from
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(BACKEND != "sqlite", reason="the demo is the embedded (SQLite) path")
+def test_demo_journey(tmp_path):
+    from crowdpower.plugins.stripe.commands import DEMO_EMAIL, DEMO_PASSWORD, prepare_demo
+
+    port = free_port()
+    demo = prepare_demo(port=port, customers=40, instance_dir=str(tmp_path))
+    server = make_server("127.0.0.1", port, demo.app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        web = requests.Session()
+        page = web.get(demo.base_url + "/login")
+        web.post(demo.base_url + "/login", data={"email": DEMO_EMAIL, "password": DEMO_PASSWORD,
+                                                 "csrf_token": csrf_from(page.text)})
+        consent = web.get(f"{demo.base_url}/projects/{demo.project_id}/integrations/stripe/connect")
+        assert "Connect my Stripe account" in consent.text  # the double's consent page
+        form = {k: v[0] for k, v in parse_qs(urlparse(consent.url).query).items()}
+        done = web.post(demo.stripe_url + "/oauth/authorize",
+                        data={**form, "account": demo.account, "decision": "approve"})
+        assert "connected" in done.text
+
+        api = {"Authorization": f"Bearer {demo.api_key}"}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = requests.get(demo.base_url + "/api/v1/integrations/stripe",
+                                  headers=api).json()
+            if status["sync"] and status["sync"]["state"] == "succeeded":
+                break
+            time.sleep(0.2)
+        assert status["sync"]["state"] == "succeeded", status
+        segments = requests.get(demo.base_url + "/api/v1/segments", headers=api).json()["data"]
+        assert {s["name"] for s in segments} >= {"Active Stripe Subscribers",
+                                                 "New Stripe Customers"}
+
+        customers = requests.get(demo.base_url + "/api/v1/customers?limit=100",
+                                 headers=api).json()["data"]
+        target = next(c for c in customers if c["email"] and
+                      c["traits"].get("stripe_subscription_status") == "active")
+        fired = requests.post(demo.stripe_url + "/_double/api/simulate", json={
+            "account": demo.account, "action": "charge_failed", "email": target["email"]})
+        assert fired.status_code == 200, fired.text
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            events = requests.get(f"{demo.base_url}/api/v1/customers/{target['id']}/events",
+                                  headers=api).json()["data"]
+            messages = requests.get(f"{demo.base_url}/api/v1/messages?customer_id="
+                                    f"{target['id']}", headers=api).json()["data"]
+            if events and messages:
+                break
+            time.sleep(0.2)
+        assert events[0]["name"] == "Stripe Charge Failed"
+        assert messages and messages[0]["state"] == "outbox"  # no SMTP_URL in the demo
+        assert re.search(r"failed", messages[0]["subject"])
+        profile = web.get(f"{demo.base_url}/projects/{demo.project_id}/customers/{target['id']}")
+        assert "Stripe Charge Failed" in profile.text
+    finally:
+        server.shutdown()
+        demo.double.stop()
