@@ -27,6 +27,9 @@ import logging
 import random
 import secrets
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import stripe
@@ -74,6 +77,18 @@ DEFAULTS = {
 def setting(key: str):
     value = current_app.config.get(key)
     return DEFAULTS[key] if value is None else value
+
+
+@dataclass
+class Fetched:
+    """A page fetched on the fetch thread, with what it cost."""
+
+    data: dict | None = None
+    calls: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    seconds: float = 0.0
+    error: str | None = None
 
 
 class SyncFailed(Exception):
@@ -238,6 +253,8 @@ class Syncer:
         self.page_size = int(setting("STRIPE_SYNC_PAGE_SIZE"))
         self.flush_objects = int(setting("STRIPE_SYNC_FLUSH_OBJECTS"))
         self.stripe_seconds = 0.0  # waiting on Stripe (reported in counts["stripe_ms"])
+        self.backoff_base = float(setting("STRIPE_SYNC_BACKOFF_BASE"))
+        self.backoff_max = float(setting("STRIPE_SYNC_BACKOFF_MAX"))
         self.max_attempts = max(1, int(setting("STRIPE_SYNC_MAX_ATTEMPTS")))
         self.deadline = time.monotonic() + float(setting("STRIPE_SYNC_SLICE_SECONDS"))
         self.limiter = limiter(current_app._get_current_object())  # type: ignore[attr-defined]
@@ -296,33 +313,40 @@ class Syncer:
     def _list(self, phase: str) -> bool:
         """Page through one account-wide list; False if the slice ran out first.
 
-        Pages are written (and the cursor checkpointed) every ``STRIPE_SYNC_FLUSH_OBJECTS``
-        objects: memory stays bounded, and a killed worker re-fetches at most that many.
+        The next page is fetched (on one helper thread) while this one is written, so a
+        rate-capped sync is as fast as Stripe's limit allows. Pages are written, and the
+        cursor checkpointed, every ``STRIPE_SYNC_FLUSH_OBJECTS`` objects: memory stays
+        bounded, and a killed worker re-fetches at most that many.
         """
         kind, path, extra = LISTS[phase]
-        run = self.run
         pages: list[tuple[list[dict], datetime]] = []
         buffered = 0
-        cursor = (run.cursors or {}).get(kind)
-        while True:
-            if time.monotonic() > self.deadline:
-                self._flush(phase, kind, pages, more=True)
-                return False
-            params = {"limit": self.page_size, **extra}
-            if cursor:
-                params["starting_after"] = cursor
-            page = self._get(path, params)
-            objects = page.get("data") or []
-            pages.append((objects, utcnow()))
-            buffered += len(objects)
-            if objects:
-                cursor = objects[-1]["id"]
-            more = bool(page.get("has_more")) and bool(objects)
-            if buffered >= self.flush_objects or not more:
-                self._flush(phase, kind, pages, more)
-                pages, buffered = [], 0
-            if not more:
-                return True
+        cursor = (self.run.cursors or {}).get(kind)
+
+        def params(after: str | None) -> dict:
+            return {"limit": self.page_size, **extra, **({"starting_after": after}
+                                                         if after else {})}
+
+        with ThreadPoolExecutor(1, thread_name_prefix="stripe-sync-fetch") as pool:
+            future = pool.submit(self._fetch, path, params(cursor))
+            while True:
+                page = self._await(future)
+                objects = page.get("data") or []
+                pages.append((objects, utcnow()))
+                buffered += len(objects)
+                if objects:
+                    cursor = objects[-1]["id"]
+                more = bool(page.get("has_more")) and bool(objects)
+                out_of_time = time.monotonic() > self.deadline
+                if more and not out_of_time:
+                    future = pool.submit(self._fetch, path, params(cursor))
+                if buffered >= self.flush_objects or not more or out_of_time:
+                    self._flush(phase, kind, pages, more)
+                    pages, buffered = [], 0
+                if not more:
+                    return True
+                if out_of_time:
+                    return False
 
     def _flush(self, phase: str, kind: str, pages: list[tuple[list[dict], datetime]],
                more: bool) -> None:
@@ -371,35 +395,61 @@ class Syncer:
 
     # -- talking to Stripe ----------------------------------------------------------
 
-    def _get(self, path: str, params: dict) -> dict:
-        """One list page; retries transient failures with backoff, counting every call."""
-        failures = 0
+    def _fetch(self, path: str, params: dict) -> Fetched:
+        """One list page, on the fetch thread: retries transient failures with backoff.
+
+        Touches no database state (the main thread applies the returned counters), so
+        it can run while the previous page is being written.
+        """
+        got = Fetched()
+        failures = 0.0
         while True:
             self.limiter.wait(self.account, self.rate)
-            self.run.api_calls = (self.run.api_calls or 0) + 1
+            got.calls += 1
             started = time.monotonic()
             try:
-                response = self.client.raw_request("get", path, stripe_account=self.account,
-                                                   **params)
-                self.stripe_seconds += time.monotonic() - started
-                return response.data
+                got.data = self.client.raw_request("get", path, stripe_account=self.account,
+                                                   **params).data
+                got.seconds += time.monotonic() - started
+                return got
             except stripe.StripeError as exc:
-                self.stripe_seconds += time.monotonic() - started
+                got.seconds += time.monotonic() - started
                 retry, wait = self._retryable(exc)
                 if not retry:
-                    raise SyncFailed(_describe(path, exc)) from exc
+                    got.error = _describe(path, exc)
+                    return got
                 limited = getattr(exc, "http_status", None) == 429
                 # A 429 says "slow down", not "broken": it has a far larger budget.
                 failures += 1 if not limited else 1 / RATE_LIMIT_BUDGET
-                counts = dict(self.run.counts or {})
-                counts["retries"] = counts.get("retries", 0) + 1
-                if limited:
-                    counts["rate_limited"] = counts.get("rate_limited", 0) + 1
-                self.run.counts = counts
+                got.retries += 1
+                got.rate_limited += int(limited)
                 if failures >= self.max_attempts:
-                    raise SyncFailed(f"{_describe(path, exc)} (gave up after {failures} "
-                                     "attempts in a row; Resync continues from here)") from exc
-                self._sleep(wait if wait is not None else self._backoff(max(1, round(failures))))
+                    got.error = (f"{_describe(path, exc)} (gave up after {round(failures)} "
+                                 "attempts in a row; Resync continues from here)")
+                    return got
+                time.sleep(wait if wait is not None else self._backoff(max(1, round(failures))))
+
+    def _await(self, future: Future) -> dict:
+        """The fetched page, keeping the lease alive meanwhile; counts every call."""
+        while True:
+            try:
+                got: Fetched = future.result(timeout=self.lease.ttl / 3)
+                break
+            except FutureTimeout:
+                self._checkpoint()
+        run = self.run
+        run.api_calls = (run.api_calls or 0) + got.calls
+        self.stripe_seconds += got.seconds
+        if got.retries:
+            counts = dict(run.counts or {})
+            counts["retries"] = counts.get("retries", 0) + got.retries
+            if got.rate_limited:
+                counts["rate_limited"] = counts.get("rate_limited", 0) + got.rate_limited
+            run.counts = counts
+        if got.error:
+            raise SyncFailed(got.error)
+        assert got.data is not None
+        return got.data
 
     def _retryable(self, exc: stripe.StripeError) -> tuple[bool, float | None]:
         """(retry?, server-advised wait) for a failed request."""
@@ -411,8 +461,7 @@ class Syncer:
         wait = None
         if headers.get("retry-after"):
             try:
-                wait = min(float(headers["retry-after"]),
-                           float(setting("STRIPE_SYNC_BACKOFF_MAX")))
+                wait = min(float(headers["retry-after"]), self.backoff_max)
             except ValueError:
                 wait = None
         if status == 429:  # a rate limit always passes; Stripe-Should-Retry aside
@@ -422,16 +471,8 @@ class Syncer:
         return status == 409 or status >= 500, wait
 
     def _backoff(self, failures: int) -> float:
-        base = float(setting("STRIPE_SYNC_BACKOFF_BASE"))
-        return min(float(setting("STRIPE_SYNC_BACKOFF_MAX")), base * 2 ** (failures - 1)) \
-            + random.uniform(0, base)
-
-    def _sleep(self, seconds: float) -> None:
-        """Sleep while keeping the lease alive (nothing but counters is pending here)."""
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            time.sleep(min(left, self.lease.ttl / 3))
-            self._checkpoint()
+        return min(self.backoff_max, self.backoff_base * 2 ** (failures - 1)) \
+            + random.uniform(0, self.backoff_base)
 
 
 def _describe(path: str, exc: stripe.StripeError) -> str:
