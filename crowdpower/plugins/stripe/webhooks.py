@@ -17,14 +17,13 @@ from typing import Any
 
 import stripe
 from flask import current_app, jsonify, request
-from sqlalchemy import or_, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Boolean, bindparam, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from crowdpower import jobs
 from crowdpower.customers import record_event
 from crowdpower.extensions import db
-from crowdpower.models import utcnow
+from crowdpower.models import UTCDateTime, utcnow
 from crowdpower.plugins.stripe import mapping, store
 from crowdpower.plugins.stripe.blueprint import bp
 from crowdpower.plugins.stripe.client import stripe_client
@@ -34,7 +33,7 @@ from crowdpower.plugins.stripe.models import (
     StripeObject,
     StripeWebhookEvent,
 )
-from crowdpower.tenancy import current_project_id, project_scope, unscoped
+from crowdpower.tenancy import current_project_id, project_scope
 
 log = logging.getLogger(__name__)
 QUEUE = "webhooks"
@@ -71,6 +70,24 @@ def verify(payload: bytes, header: str | None, secrets: list[str], tolerance: in
     return False
 
 
+# Route and store in one round trip: the project connected to the event's account (if
+# any) is looked up inside the insert; a duplicate event id inserts nothing.
+STORE_EVENT = text("""
+INSERT INTO stripe_webhook_events (event_id, account_id, project_id, type, object_key,
+    livemode, created, payload, status, attempts, error, received_at)
+SELECT :event_id, :account_id, route.project_id, :type, :object_key, :livemode, :created,
+    :payload, CASE WHEN route.project_id IS NULL THEN 'ignored' ELSE 'pending' END, 0,
+    CASE WHEN route.project_id IS NULL THEN 'no project is connected to this account' END,
+    :received_at
+FROM (SELECT (SELECT project_id FROM stripe_connections
+              WHERE active_account_id = :account_id) AS project_id) AS route
+WHERE true
+ON CONFLICT (event_id) DO NOTHING
+RETURNING id, project_id
+""").bindparams(bindparam("livemode", type_=Boolean()),
+                bindparam("received_at", type_=UTCDateTime()))
+
+
 @bp.post("/integrations/stripe/webhook")
 def receive():
     """One endpoint for every connected account (the event's ``account`` names it)."""
@@ -91,24 +108,17 @@ def receive():
         return _reply(400, error="not a Stripe event")
     account = event.get("account")
     try:
-        with unscoped():
-            project_id = db.session.scalar(select(StripeConnection.project_id).where(
-                StripeConnection.active_account_id == account)) if account else None
-        status = "pending" if project_id else "ignored"
-        insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
-        row_id = db.session.scalar(insert(StripeWebhookEvent).values(
-            event_id=event["id"], account_id=account, project_id=project_id,
-            type=event["type"][:100], object_key=mapping.event_object_key(event)[:200],
-            livemode=bool(event.get("livemode")), created=int(event.get("created") or 0),
-            payload=payload.decode("utf-8"), status=status, attempts=0,
-            error=None if project_id else "no project is connected to this account",
-            received_at=utcnow(),
-        ).on_conflict_do_nothing(index_elements=["event_id"]).returning(StripeWebhookEvent.id))
+        row = db.session.connection().execute(STORE_EVENT, {
+            "event_id": event["id"], "account_id": account, "type": event["type"][:100],
+            "object_key": mapping.event_object_key(event)[:200],
+            "livemode": bool(event.get("livemode")), "created": int(event.get("created") or 0),
+            "payload": payload.decode("utf-8"), "received_at": utcnow()}).first()
         db.session.commit()
     except SQLAlchemyError:
         db.session.rollback()
         log.exception("webhook %s not stored; answering 503 so Stripe retries", event["id"])
         return _reply(503, error="temporarily unavailable")
+    row_id, project_id = row if row is not None else (None, None)
     if row_id is None:
         return _reply(200, received=True, duplicate=True)
     if project_id is None:
