@@ -2,10 +2,11 @@
 
 A run (``StripeSyncRun``) goes pending → running → succeeded/failed through the
 phases customers → subscriptions → charges → traits. Each list phase pages through
-the account-wide list endpoint (100 per page), writes the page to the mirror and
-commits it together with the cursor, so memory is one page and a killed worker
-resumes from the last committed page with the same end result (writes are upserts).
-The traits phase walks the linked customers in id order, also checkpointed.
+the account-wide list endpoint (100 per page; the next page is fetched while the
+current one is written), writes every ``STRIPE_SYNC_FLUSH_OBJECTS`` objects to the
+mirror and commits them together with the cursor, so memory stays bounded and a killed
+worker resumes from the last committed cursor with the same end result (writes are
+upserts). The traits phase walks the linked customers in id order, also checkpointed.
 
 Fairness: the job runs on the ``sync`` queue (never in front of webhooks), in time
 slices (``STRIPE_SYNC_SLICE_SECONDS``) after which it re-enqueues itself, and holds a
