@@ -26,6 +26,7 @@ from crowdpower.tenancy import current_project_id, get_by_id_and_project
 
 log = logging.getLogger(__name__)
 QUEUE = "messages"
+DISPATCH_QUEUE = "webhooks"
 
 
 def on_event(project_id: int, event_id: int) -> bool:
@@ -42,7 +43,9 @@ def on_event(project_id: int, event_id: int) -> bool:
     with db.engine.connect() as conn:
         if conn.scalar(stmt) is None:
             return False
-    jobs.enqueue(dispatch_event, event_id, queue=QUEUE, project_id=project_id)
+    # Deciding who gets a message is as urgent as recording the event: it shares the
+    # webhooks queue, so a backlog of webhooks cannot starve it (sends stay on ``messages``).
+    jobs.enqueue(dispatch_event, event_id, queue=DISPATCH_QUEUE, project_id=project_id)
     return True
 
 
