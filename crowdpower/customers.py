@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from crowdpower import bulk
@@ -32,10 +31,6 @@ def encode_trait(value: Any) -> tuple[Any, str | None, float | None]:
     if isinstance(value, str):
         return value, value[:500], None
     return value, None, None
-
-
-def _insert(dialect_name: str):
-    return postgresql.insert if dialect_name == "postgresql" else sqlite.insert
 
 
 def bulk_set_traits(

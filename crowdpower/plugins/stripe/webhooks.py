@@ -147,8 +147,9 @@ def sweep_inbox() -> int:
     for row_id, project_id in rows:
         jobs.enqueue(process_event, row_id, queue=QUEUE, project_id=project_id,
                      retries=MAX_ATTEMPTS - 1)
+    if rows:
         db.session.execute(StripeWebhookEvent.__table__.update().where(
-            StripeWebhookEvent.id == row_id).values(enqueued_at=now))
+            StripeWebhookEvent.id.in_([row_id for row_id, _p in rows])).values(enqueued_at=now))
     db.session.commit()
     if rows:
         log.info("inbox sweep enqueued %d events", len(rows))
