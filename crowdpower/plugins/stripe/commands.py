@@ -138,4 +138,10 @@ Ctrl-C stops everything.
         d.double.stop()
 
 
-COMMANDS = [demo]
+def _commands() -> list:
+    from crowdpower.plugins.stripe.double.cli import stripe_double
+
+    return [demo, stripe_double]
+
+
+COMMANDS = _commands()
