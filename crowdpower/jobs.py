@@ -75,11 +75,18 @@ def _app() -> Flask:
     return _worker_app
 
 
-def execute(dotted: str, project_id: int | None, args: list, kwargs: dict) -> Any:
-    """Entry point of every job: app context, tenant scope, commit or roll back."""
+def execute(dotted: str, project_id: int | None, args: list, kwargs: dict,
+            once: str | None = None) -> Any:
+    """Entry point of every job: app context, tenant scope, commit or roll back.
+
+    A job enqueued with ``enqueue_once`` frees its key as it starts, so whatever is
+    asked after this point gets a job of its own and nothing asked before is missed.
+    """
     app = _worker_app if _worker_app is not None else _app()
     _after_fork(app)
     with app.app_context():
+        if once is not None:
+            backend().release_once(once)
         token = set_project(project_id)
         try:
             result = import_string(dotted)(*args, **kwargs)
@@ -124,14 +131,21 @@ class RQBackend:
 
         return Queue(self.prefix + name, connection=self.redis)
 
+    def claim_once(self, key: str, ttl: int) -> bool:
+        return bool(self.redis.set(f"{self.prefix}crowdpower:once:{key}", b"1", nx=True,
+                                   ex=ttl))
+
+    def release_once(self, key: str) -> None:
+        self.redis.delete(f"{self.prefix}crowdpower:once:{key}")
+
     def enqueue(self, dotted: str, args: list, kwargs: dict, *, queue: str,
                 project_id: int | None, delay: float | None, job_id: str | None,
-                retries: int, timeout: int | None) -> str:
+                retries: int, timeout: int | None, once: str | None = None) -> str:
         from rq import Retry
 
         q = self.queue(queue)
         options = dict(
-            args=(dotted, project_id, list(args), dict(kwargs)),
+            args=(dotted, project_id, list(args), dict(kwargs), once),
             job_id=job_id,
             meta={"project_id": project_id, "job": dotted},
             retry=Retry(max=retries, interval=self.intervals[:retries] or 0) if retries else None,
@@ -163,16 +177,28 @@ class InProcessBackend:
         self._cv = threading.Condition()
         self._busy = 0
         self._thread: threading.Thread | None = None
+        self._once: set[str] = set()
         self.failed: list[tuple[str, str]] = []
+
+    def claim_once(self, key: str, ttl: int) -> bool:
+        with self._cv:
+            if key in self._once:
+                return False
+            self._once.add(key)
+            return True
+
+    def release_once(self, key: str) -> None:
+        with self._cv:
+            self._once.discard(key)
 
     def enqueue(self, dotted: str, args: list, kwargs: dict, *, queue: str,
                 project_id: int | None, delay: float | None, job_id: str | None,
-                retries: int, timeout: int | None) -> str:
+                retries: int, timeout: int | None, once: str | None = None) -> str:
         job_id = job_id or f"inproc-{next(self._seq)}"
         with self._cv:
             heapq.heappush(self._heap, (time.monotonic() + (delay or 0), next(self._seq),
                                         (dotted, project_id, list(args), dict(kwargs), retries,
-                                         0, job_id)))
+                                         0, job_id, once)))
             self._ensure_thread()
             self._cv.notify_all()
         return job_id
@@ -191,10 +217,10 @@ class InProcessBackend:
                     self._cv.wait(timeout=wait)
                 _, _, job = heapq.heappop(self._heap)
                 self._busy += 1
-            dotted, project_id, args, kwargs, retries, attempt, job_id = job
+            dotted, project_id, args, kwargs, retries, attempt, job_id, once = job
             try:
                 with self.app.app_context():
-                    execute(dotted, project_id, args, kwargs)
+                    execute(dotted, project_id, args, kwargs, once)
             except Exception as exc:
                 if attempt < retries:
                     interval = self.intervals[min(attempt, len(self.intervals) - 1)] \
@@ -204,7 +230,8 @@ class InProcessBackend:
                     with self._cv:
                         heapq.heappush(self._heap, (
                             time.monotonic() + interval, next(self._seq),
-                            (dotted, project_id, args, kwargs, retries, attempt + 1, job_id)))
+                            (dotted, project_id, args, kwargs, retries, attempt + 1, job_id,
+                             None)))
                 else:
                     log.exception("job %s failed for good", dotted)
                     self.failed.append((dotted, repr(exc)))
@@ -258,6 +285,33 @@ def enqueue(func: str | Callable, *args: Any, queue: str = "default",
     dotted = func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"
     return backend().enqueue(dotted, list(args), kwargs, queue=queue, project_id=project_id,
                              delay=delay, job_id=job_id, retries=retries, timeout=timeout)
+
+
+def enqueue_once(func: str | Callable, *args: Any, key: str, queue: str = "default",
+                 project_id: int | None = None, retries: int = 3, ttl: int = 300,
+                 **kwargs: Any) -> str | None:
+    """Enqueue ``func`` unless a job under ``key`` is already waiting to start.
+
+    For "go and look at the work table" jobs (draining an inbox): a burst of requests
+    costs one Redis ``SET NX`` each and a single queued job, and a tenant can have at most
+    one such job waiting, so its burst cannot push other tenants' jobs back. The key is
+    freed when the job starts (``execute``), or after ``ttl`` seconds if the job is lost.
+    Returns the job id, or None when a waiting job already covers this request.
+    """
+    backend_ = backend()
+    if not backend_.claim_once(key, ttl):
+        return None
+    dotted = func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"
+    try:
+        return backend_.enqueue(dotted, list(args), kwargs, queue=queue, project_id=project_id,
+                                delay=None, job_id=None, retries=retries, timeout=None,
+                                once=key)
+    except Exception:
+        try:
+            backend_.release_once(key)
+        except Exception:  # the queue is down; the key expires after ``ttl``
+            pass
+        raise
 
 
 def run_periodic_jobs(app: Flask, stop: threading.Event, redis=None) -> None:

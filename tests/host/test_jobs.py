@@ -143,3 +143,34 @@ def test_jobs_land_in_their_named_queue(app, drain, log_path):
     drain()
     assert len(attempts(log_path)) == 2
     assert backend.queue("webhooks").count == 0 and backend.queue("sync").count == 0
+
+
+def record(path: str) -> None:
+    with Path(path).open("a") as f:
+        f.write(f"{current_project_id()}\n")
+
+
+def hold(path: str) -> None:
+    """Occupy a worker until ``path`` exists (so later jobs wait in the queue)."""
+    deadline = time.monotonic() + 20
+    while not Path(path).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_enqueue_once_keeps_one_job_waiting_per_key(app, drain, tmp_path, log_path):
+    gate = tmp_path / "gate"
+    jobs.enqueue(f"{HERE}.hold", str(gate), retries=0)  # the in-process thread is busy
+    first = jobs.enqueue_once(f"{HERE}.record", str(log_path), key="inbox:3", project_id=3)
+    again = jobs.enqueue_once(f"{HERE}.record", str(log_path), key="inbox:3", project_id=3)
+    other = jobs.enqueue_once(f"{HERE}.record", str(log_path), key="inbox:4", project_id=4)
+    assert first is not None and other is not None
+    assert again is None  # covered by the job already waiting
+    gate.touch()
+    drain()
+    assert sorted(log_path.read_text().split()) == ["3", "4"]
+    # The key is freed as the job starts: the next ask gets a job of its own.
+    assert jobs.enqueue_once(f"{HERE}.record", str(log_path), key="inbox:3",
+                             project_id=3) is not None
+    drain()
+    assert sorted(log_path.read_text().split()) == ["3", "3", "4"]
+

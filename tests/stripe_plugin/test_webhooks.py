@@ -9,7 +9,7 @@ import pytest
 import stripe
 from sqlalchemy import func, select
 
-from crowdpower import create_app
+from crowdpower import create_app, jobs
 from crowdpower.customers import get_traits
 from crowdpower.extensions import db
 from crowdpower.models import Customer, Event
@@ -351,3 +351,127 @@ def test_two_connected_projects_never_cross(wired, shop, other_tenant, connect_a
     assert ann.id != other_ann.id
     assert api(client, other_key).get(f"/api/v1/customers/{ann.id}").status_code == 404
     assert api(client, key).get(f"/api/v1/customers/{other_ann.id}").status_code == 404
+
+
+# -- the inbox drain: one waiting job per project, retries, time slices ---------------
+
+def charge_event(double, account: str, customer: str, amount: int = 900,
+                 status: str = "failed") -> bytes:
+    """A signed-ready ``charge.<status>`` event body, not delivered by the double."""
+    from crowdpower.plugins.stripe.double import objects
+
+    charge = double.create_charge(account, customer, amount, "usd", status=status,
+                                  emit=False)
+    kind = "charge.failed" if status == "failed" else "charge.succeeded"
+    return json.dumps(objects.event(objects.new_id("evt"), kind, charge, int(time.time()),
+                                    False, account)).encode()
+
+
+def queued(app, queue: str = "webhooks") -> int:
+    backend = app.extensions["crowdpower.jobs"]
+    if isinstance(backend, jobs.RQBackend):
+        return backend.queue(queue).count
+    with backend._cv:
+        return len(backend._heap)
+
+
+@pytest.fixture
+def held(app, tmp_path):
+    """Keep the job runner busy (the in-process thread; RQ runs nothing until drain())
+    so that what a test enqueues stays queued; ``held()`` releases it."""
+    gate = tmp_path / "gate"
+    jobs.enqueue("tests.host.test_jobs.hold", str(gate), retries=0)
+    time.sleep(0.05)  # the thread has picked the holding job up
+    return gate.touch
+
+
+def test_a_burst_of_events_queues_one_drain_job_and_applies_them_in_order(
+        wired, shop, app, drain, held):
+    project_id, _key, account, cus, _sub = shop
+    client = app.test_client()
+    before = queued(app)
+    bodies = [charge_event(wired.double, account, cus["id"], 100 + i) for i in range(20)]
+    assert all(post(client, body).status_code == 200 for body in bodies)
+    assert queued(app) - before == 1  # twenty events, one waiting drain
+    assert len(inbox("pending")) == 20
+    held()
+    drain()
+    recorded = events(project_id, "Stripe Charge Failed")
+    assert [e.properties["amount"] for e in recorded] == [(100 + i) / 100 for i in range(20)]
+    assert inbox("pending") == []
+
+
+def test_a_drain_touches_only_its_own_projects_inbox(wired, shop, other_tenant,
+                                                     connect_account, app, drain, held):
+    project_id, _key, account, cus, _sub = shop
+    other_id = other_tenant[0]
+    other_account = wired.double.create_account()
+    connect_account(other_id, other_account)
+    other_cus = wired.double.create_customer(other_account, email="bo@globex.test",
+                                             emit=False)
+    client = app.test_client()
+    assert post(client, charge_event(wired.double, account, cus["id"])).status_code == 200
+    assert post(client, charge_event(wired.double, other_account,
+                                     other_cus["id"])).status_code == 200
+    handled = jobs.execute("crowdpower.plugins.stripe.webhooks.drain_inbox", project_id, [],
+                           {})
+    assert handled == 1
+    assert {(r.project_id, r.status) for r in inbox() if r.type == "charge.failed"} \
+        == {(project_id, "processed"), (other_id, "pending")}
+    assert events(other_id) == []
+    held()
+    drain()
+    assert len(events(other_id, "Stripe Charge Failed")) == 1
+
+
+def test_a_drain_yields_after_its_time_slice_and_asks_for_more(wired, shop, app, drain,
+                                                              held):
+    project_id, _key, account, cus, _sub = shop
+    app.config["STRIPE_WEBHOOK_DRAIN_SECONDS"] = 0
+    client = app.test_client()
+    for i in range(3):
+        assert post(client, charge_event(wired.double, account, cus["id"], 100 + i)
+                    ).status_code == 200
+    before = queued(app)
+    assert jobs.execute("crowdpower.plugins.stripe.webhooks.drain_inbox", project_id, [],
+                        {}) == 1
+    assert len(inbox("pending")) == 2
+    assert queued(app) >= before  # another drain is waiting behind the other work
+    held()
+    drain()
+    assert len(events(project_id, "Stripe Charge Failed")) == 3
+
+
+def test_a_failing_event_is_retried_without_holding_up_the_others(wired, shop, app, drain):
+    project_id, _key, account, cus, _sub = shop
+    app.config["STRIPE_MAX_NETWORK_RETRIES"] = 0
+    double = wired.double
+    # A customer we have not seen: applying its event needs a call to Stripe, which fails
+    # once (a 500), then works.
+    new = double.create_customer(account, email="new@example.com", emit=False)
+    client = app.test_client()
+    double.faults.fail_next(account, n=1, status=500)
+    assert post(client, charge_event(double, account, new["id"], 700)).status_code == 200
+    assert post(client, charge_event(double, account, cus["id"], 800)).status_code == 200
+    drain()
+    rows = {json.loads(r.payload)["data"]["object"]["amount"]: r for r in inbox()
+            if r.type == "charge.failed"}
+    assert rows[700].status == "processed" and rows[700].attempts == 2
+    assert rows[800].status == "processed" and rows[800].attempts == 1
+    assert customer_by_email(project_id, "new@example.com") is not None
+
+
+def test_an_event_failing_every_attempt_ends_failed_with_its_error(wired, shop, app, drain):
+    project_id, _key, account, _cus, _sub = shop
+    app.config["STRIPE_MAX_NETWORK_RETRIES"] = 0
+    double = wired.double
+    new = double.create_customer(account, email="never@example.com", emit=False)
+    double.faults.fail_next(account, n=50, status=500)
+    assert post(app.test_client(), charge_event(double, account, new["id"])
+                ).status_code == 200
+    drain()
+    double.faults.clear()
+    [row] = [r for r in inbox() if r.type == "charge.failed"]
+    assert row.status == "failed" and row.attempts == 5
+    assert "500" in (row.error or "") or "Error" in (row.error or "")
+    assert customer_by_email(project_id, "never@example.com") is None

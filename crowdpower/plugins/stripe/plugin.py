@@ -36,6 +36,8 @@ CONFIG_DEFAULTS = {
     "STRIPE_DEDUPE_WINDOW_SECONDS": 120,
     "STRIPE_SWEEP_INTERVAL": 30,
     "STRIPE_SWEEP_AFTER_SECONDS": 60,
+    # A drain job works this long, then queues behind other tenants for more.
+    "STRIPE_WEBHOOK_DRAIN_SECONDS": 2.0,
 }
 
 

@@ -1,17 +1,22 @@
 """The Connect webhook endpoint, its durable inbox, and the processing job.
 
 Receiving does the least that makes an event safe: verify the signature on the raw
-body, store the raw event (unique on its id) and commit, enqueue processing on the
-``webhooks`` queue, answer 2xx. If the queue is down the row waits in the inbox and
-``sweep_inbox`` (a periodic job) enqueues it later; if the database is down we answer
-503 so Stripe retries. Processing routes the event by its ``account`` to the project
-connected to that account, and never touches another project's data.
+body, store the raw event (unique on its id; one autocommitted statement that also
+routes it to its project), ask for that project's inbox to be drained, answer 2xx. The
+ask is ``jobs.enqueue_once``: a burst of a thousand events costs a thousand Redis
+``SET NX`` and one queued ``drain_inbox`` job, not a thousand jobs, and a tenant never
+has more than one drain waiting, so its burst cannot queue ahead of other tenants.
+If the queue is down the row waits in the inbox and ``sweep_inbox`` (a periodic job)
+asks again later; if the database is down we answer 503 so Stripe retries. Processing
+routes the event by its ``account`` to the project connected to that account, and never
+touches another project's data.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -108,14 +113,15 @@ def receive():
         return _reply(400, error="not a Stripe event")
     account = event.get("account")
     try:
-        row = db.session.connection().execute(STORE_EVENT, {
-            "event_id": event["id"], "account_id": account, "type": event["type"][:100],
-            "object_key": mapping.event_object_key(event)[:200],
-            "livemode": bool(event.get("livemode")), "created": int(event.get("created") or 0),
-            "payload": payload.decode("utf-8"), "received_at": utcnow()}).first()
-        db.session.commit()
+        # One statement, autocommitted: durable when it returns, in one round trip.
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            row = conn.execute(STORE_EVENT, {
+                "event_id": event["id"], "account_id": account, "type": event["type"][:100],
+                "object_key": mapping.event_object_key(event)[:200],
+                "livemode": bool(event.get("livemode")),
+                "created": int(event.get("created") or 0),
+                "payload": payload.decode("utf-8"), "received_at": utcnow()}).first()
     except SQLAlchemyError:
-        db.session.rollback()
         log.exception("webhook %s not stored; answering 503 so Stripe retries", event["id"])
         return _reply(503, error="temporarily unavailable")
     row_id, project_id = row if row is not None else (None, None)
@@ -126,45 +132,115 @@ def receive():
                  account)
         return _reply(200, received=True, ignored=True)
     try:
-        jobs.enqueue(process_event, row_id, queue=QUEUE, project_id=project_id,
-                     retries=MAX_ATTEMPTS - 1)
-    except Exception:  # the queue is down: the sweeper enqueues it later
-        log.exception("webhook %s stored but not enqueued", event["id"])
+        request_drain(project_id)
+    except Exception:  # the queue is down: the sweeper asks again later
+        log.exception("webhook %s stored but its drain not enqueued", event["id"])
     return _reply(200, received=True)
 
 
+def request_drain(project_id: int) -> str | None:
+    """Make sure a ``drain_inbox`` job for this project is waiting (at most one is)."""
+    return jobs.enqueue_once(drain_inbox, key=f"stripe:drain:{project_id}", queue=QUEUE,
+                             project_id=project_id, retries=2)
+
+
 def sweep_inbox() -> int:
-    """Periodic job: enqueue inbox rows that were stored but never processed."""
+    """Periodic job: drain projects whose stored events were never processed, and
+    re-schedule retries whose job was lost. Returns the number of rows concerned."""
     cfg = current_app.config
     now = utcnow()
     fresh = now - timedelta(seconds=int(cfg["STRIPE_SWEEP_AFTER_SECONDS"]))
     stale = now - timedelta(seconds=10 * int(cfg["STRIPE_SWEEP_AFTER_SECONDS"]))
-    rows = db.session.execute(select(StripeWebhookEvent.id, StripeWebhookEvent.project_id).where(
-        StripeWebhookEvent.status == "pending", StripeWebhookEvent.project_id.is_not(None),
+    rows = db.session.execute(select(
+        StripeWebhookEvent.id, StripeWebhookEvent.project_id, StripeWebhookEvent.status,
+        StripeWebhookEvent.attempts).where(
+        StripeWebhookEvent.status.in_(("pending", "retry")),
+        StripeWebhookEvent.project_id.is_not(None),
         StripeWebhookEvent.received_at < fresh,
         or_(StripeWebhookEvent.enqueued_at.is_(None), StripeWebhookEvent.enqueued_at < stale),
     ).order_by(StripeWebhookEvent.id).limit(5000)).all()
-    for row_id, project_id in rows:
-        jobs.enqueue(process_event, row_id, queue=QUEUE, project_id=project_id,
-                     retries=MAX_ATTEMPTS - 1)
+    # A plain enqueue, not ``enqueue_once``: a lost job's key may not have expired yet,
+    # and a second drain of the same inbox is harmless (rows are claimed SKIP LOCKED).
+    for project_id in sorted({p for _i, p, status, _a in rows if status == "pending"}):
+        jobs.enqueue(drain_inbox, queue=QUEUE, project_id=project_id, retries=2)
+    for row_id, project_id, status, attempts in rows:
+        if status == "retry":
+            _schedule_retry(row_id, project_id, attempts)
     if rows:
         db.session.execute(StripeWebhookEvent.__table__.update().where(
-            StripeWebhookEvent.id.in_([row_id for row_id, _p in rows])).values(enqueued_at=now))
+            StripeWebhookEvent.id.in_([row_id for row_id, *_ in rows])).values(enqueued_at=now))
     db.session.commit()
     if rows:
-        log.info("inbox sweep enqueued %d events", len(rows))
+        log.info("inbox sweep: %d events of %d projects", len(rows),
+                 len({p for _i, p, *_ in rows}))
     return len(rows)
 
 
 # -- processing ---------------------------------------------------------------------
 
+def drain_inbox() -> int:
+    """Job: apply this project's pending events, oldest first, for one time slice.
+
+    Rows are claimed ``FOR UPDATE SKIP LOCKED`` one at a time, each applied and committed
+    in its own transaction, so several workers can drain one busy project side by side
+    and a crash loses nothing (the row stays pending). After
+    ``STRIPE_WEBHOOK_DRAIN_SECONDS`` the job asks for another drain and returns: it joins
+    the back of the queue, behind other tenants' work. A failing event is marked
+    ``retry`` and re-tried by its own delayed ``process_event`` job, with backoff,
+    without holding up the events behind it. Returns the number of rows handled.
+    """
+    project_id = current_project_id()
+    assert project_id is not None
+    deadline = time.monotonic() + float(current_app.config["STRIPE_WEBHOOK_DRAIN_SECONDS"])
+    handled = 0
+    while True:
+        row_id = db.session.scalar(select(StripeWebhookEvent.id).where(
+            StripeWebhookEvent.project_id == project_id,
+            StripeWebhookEvent.status == "pending").order_by(StripeWebhookEvent.id)
+            .limit(1).with_for_update(skip_locked=True))
+        if row_id is None:
+            db.session.commit()
+            return handled
+        handled += 1
+        try:
+            _process_row(row_id, ("pending",))
+        except _Retry as retry:
+            _schedule_retry(row_id, project_id, retry.attempts)
+        if time.monotonic() >= deadline:
+            request_drain(project_id)
+            return handled
+
+
+def _schedule_retry(row_id: int, project_id: int, attempts: int) -> None:
+    intervals = list(current_app.config["JOB_RETRY_INTERVALS"]) or [0]
+    delay = intervals[min(max(attempts - 1, 0), len(intervals) - 1)]
+    jobs.enqueue(process_event, row_id, queue=QUEUE, project_id=project_id, delay=delay,
+                 retries=0)
+
+
 def process_event(inbox_id: int) -> str:
-    """Job: apply one stored event to its project (idempotent; retried on errors)."""
+    """Job: apply one stored event now (a retry); reschedules itself with backoff."""
+    try:
+        return _process_row(inbox_id, ("pending", "retry"))
+    except _Retry as retry:
+        _schedule_retry(inbox_id, current_project_id(), retry.attempts)  # type: ignore[arg-type]
+        return "retry"
+
+
+class _Retry(Exception):
+    def __init__(self, attempts: int) -> None:
+        super().__init__(attempts)
+        self.attempts = attempts
+
+
+def _process_row(inbox_id: int, statuses: tuple[str, ...]) -> str:
+    """Apply one stored event (idempotent). On error: attempts and error recorded, the
+    row marked ``retry`` (``failed`` after ``MAX_ATTEMPTS``) and ``_Retry`` raised."""
     project_id = current_project_id()
     row = db.session.scalar(select(StripeWebhookEvent).where(
         StripeWebhookEvent.id == inbox_id, StripeWebhookEvent.project_id == project_id)
         .with_for_update())
-    if row is None or row.status != "pending":
+    if row is None or row.status not in statuses:
         return row.status if row is not None else "missing"
     row.attempts = (row.attempts or 0) + 1
     attempts = row.attempts
@@ -177,12 +253,14 @@ def process_event(inbox_id: int) -> str:
         db.session.execute(StripeWebhookEvent.__table__.update().where(
             StripeWebhookEvent.id == inbox_id).values(
             attempts=attempts, error=f"{type(exc).__name__}: {exc}"[:2000],
-            status="failed" if final else "pending"))
+            status="failed" if final else "retry", enqueued_at=utcnow()))
         db.session.commit()
         if final:
             log.exception("webhook row %s failed for good", inbox_id)
             return "failed"
-        raise
+        log.warning("webhook row %s failed (attempt %d), retrying later: %s", inbox_id,
+                    attempts, exc)
+        raise _Retry(attempts) from exc
     row.status, row.error, row.processed_at = status, note, utcnow()
     db.session.commit()
     return status
