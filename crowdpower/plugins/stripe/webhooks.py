@@ -183,7 +183,8 @@ def drain_inbox() -> int:
 
     Rows are claimed ``FOR UPDATE SKIP LOCKED`` one at a time, each applied and committed
     in its own transaction, so several workers can drain one busy project side by side
-    and a crash loses nothing (the row stays pending). After
+    (a drain that starts on a backlog asks for a helper) and a crash loses nothing (the
+    row stays pending). After
     ``STRIPE_WEBHOOK_DRAIN_SECONDS`` the job asks for another drain and returns: it joins
     the back of the queue, behind other tenants' work. A failing event is marked
     ``retry`` and re-tried by its own delayed ``process_event`` job, with backoff,
@@ -201,6 +202,10 @@ def drain_inbox() -> int:
         if row_id is None:
             db.session.commit()
             return handled
+        if handled == 0 and _more_pending(project_id, row_id):
+            # A backlog: ask for a helper. It will do the same as it starts, so every
+            # free worker joins in, one queued job at a time (others' jobs interleave).
+            request_drain(project_id)
         handled += 1
         try:
             _process_row(row_id, ("pending",))
@@ -209,6 +214,12 @@ def drain_inbox() -> int:
         if time.monotonic() >= deadline:
             request_drain(project_id)
             return handled
+
+
+def _more_pending(project_id: int, claimed: int) -> bool:
+    return db.session.scalar(select(StripeWebhookEvent.id).where(
+        StripeWebhookEvent.project_id == project_id, StripeWebhookEvent.status == "pending",
+        StripeWebhookEvent.id > claimed).limit(1)) is not None
 
 
 def _schedule_retry(row_id: int, project_id: int, attempts: int) -> None:
