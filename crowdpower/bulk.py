@@ -8,6 +8,7 @@ hundreds of thousands of trait and mirror rows never make the database the bottl
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from psycopg import sql
@@ -33,17 +34,24 @@ def upsert(table: Table, rows: list[dict[str, Any]], index_elements: list[str],
     if dialect == "postgresql" and len(rows) >= COPY_THRESHOLD:
         _copy_upsert(table, rows, index_elements, update, only_if_newer)
         return
+    stmt = _statement(dialect, table, tuple(index_elements), tuple(update), only_if_newer)
+    connection = db.session.connection()
+    for start in range(0, len(rows), 5000):
+        connection.execute(stmt, rows[start:start + 5000])
+
+
+@functools.lru_cache(maxsize=256)
+def _statement(dialect: str, table: Table, index_elements: tuple[str, ...],
+               update: tuple[str, ...], only_if_newer: str | None):
+    """The upsert statement, built once: webhooks run it for a row or two at a time."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=index_elements,
+    return stmt.on_conflict_do_update(
+        index_elements=list(index_elements),
         set_={c: getattr(stmt.excluded, c) for c in update},
         where=(table.c[only_if_newer] <= getattr(stmt.excluded, only_if_newer))
         if only_if_newer else None,
     )
-    connection = db.session.connection()
-    for start in range(0, len(rows), 5000):
-        connection.execute(stmt, rows[start:start + 5000])
 
 
 def _copy_upsert(table: Table, rows: list[dict[str, Any]], index_elements: list[str],

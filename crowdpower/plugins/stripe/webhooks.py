@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import stripe
-from flask import current_app, jsonify, request
+from flask import current_app, g, jsonify, request
 from sqlalchemy import Boolean, bindparam, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -277,12 +278,30 @@ def _process_row(inbox_id: int, statuses: tuple[str, ...]) -> str:
     return status
 
 
-def _connection(project_id: int) -> StripeConnection | None:
-    return db.session.scalar(select(StripeConnection).where(
-        StripeConnection.project_id == project_id))
+@dataclass(frozen=True)
+class Connection:
+    """What applying an event needs of the project's connection (no secrets)."""
+
+    status: str
+    stripe_user_id: str | None
+    livemode: bool
+    accept_test_data: bool
 
 
-def accepts(conn: StripeConnection, livemode: bool) -> bool:
+def _connection(project_id: int) -> Connection | None:
+    """The project's connection, read once per job: a drain applies many events."""
+    cache = g.setdefault("stripe_connections", {})
+    if project_id not in cache:
+        row = db.session.execute(select(
+            StripeConnection.status, StripeConnection.stripe_user_id,
+            StripeConnection.livemode, StripeConnection.accept_test_data).where(
+            StripeConnection.project_id == project_id)).first()
+        cache[project_id] = Connection(row[0], row[1], bool(row[2]), bool(row[3])) \
+            if row is not None else None
+    return cache[project_id]
+
+
+def accepts(conn: Connection | StripeConnection, livemode: bool) -> bool:
     """Live connections take live events (and test events if the tenant opted in)."""
     if livemode == bool(conn.livemode):
         return True
@@ -305,6 +324,7 @@ def apply_event(project_id: int, row: StripeWebhookEvent,
         from crowdpower.plugins.stripe.connect import mark_disconnected
 
         mark_disconnected(project_id, "Access to the Stripe account was revoked in Stripe.")
+        g.pop("stripe_connections", None)
         return "processed", "disconnected"
     occurred = datetime.fromtimestamp(int(event.get("created") or 0), UTC)
     obj = mapping.event_object(event)
@@ -337,7 +357,7 @@ FETCH_EXPAND = {"subscription": ["items.data.price.product", "discounts.source.c
                 "charge": []}
 
 
-def _mirror(project_id: int, conn: StripeConnection, obj: dict, occurred: datetime) -> None:
+def _mirror(project_id: int, conn: Connection, obj: dict, occurred: datetime) -> None:
     """Store the event's object, unless we hold data as new: then ask Stripe for the current.
 
     Stripe does not order deliveries, and timestamps are whole seconds: an event no newer
@@ -386,7 +406,7 @@ def _is_twin(project_id: int, row: StripeWebhookEvent) -> bool:
     ).limit(1)) is not None
 
 
-def resolve_customer(project_id: int, conn: StripeConnection, stripe_customer: str) -> int | None:
+def resolve_customer(project_id: int, conn: Connection, stripe_customer: str) -> int | None:
     """The CrowdPower customer of a Stripe customer: linked, else fetched and upserted."""
     linked = db.session.scalar(select(StripeCustomerLink.customer_id).where(
         StripeCustomerLink.project_id == project_id,
@@ -408,7 +428,7 @@ def resolve_customer(project_id: int, conn: StripeConnection, stripe_customer: s
     return store.link_customers(project_id, [customer]).get(stripe_customer)
 
 
-def _ensure_products(project_id: int, conn: StripeConnection, sub: dict) -> None:
+def _ensure_products(project_id: int, conn: Connection, sub: dict) -> None:
     """Fetch (once) the products a subscription's prices name, for plan names."""
     wanted = {p for p in (mapping.price_of(i).get("product") for i in mapping.items_of(sub))
               if isinstance(p, str)}
