@@ -281,6 +281,21 @@ def main() -> None:
     lines += ["", f"Median: {median(speeds):,.0f} customers/s end to end; "
               f"{median(ours):,.0f} customers/s of our own work (the sync's time outside "
               "Stripe calls: mapping, linking and database writes)."]
+    # Write rates per phase (``counts["write_ms"]``: the time each phase spent writing
+    # what it fetched), against what Stripe can deliver at its live limit of 100 req/s
+    # (100 objects per page = 10,000 objects/s).
+    lines += ["", "Write rate per phase (median over runs; our time only, excluding waits "
+              "on Stripe):", "",
+              "| phase | objects | write time (s) | objects/s | vs Stripe's live ceiling "
+              "(10,000 objects/s) |", "|---|---:|---:|---:|---:|"]
+    for phase in ("customers", "subscriptions", "charges", "traits"):
+        objects = first["customers"] if phase == "traits" else counts.get(phase, 0)
+        secs = median([(r["counts"].get("write_ms") or {}).get(phase, 0) / 1000
+                       for r in results])
+        rate = objects / secs if secs else float("inf")
+        ceiling = "(no Stripe calls)" if phase == "traits" else f"{rate / 10_000:.2f}×"
+        lines.append(f"| {phase}{' (customers recomputed)' if phase == 'traits' else ''} | "
+                     f"{objects:,} | {secs:.2f} | {rate:,.0f} | {ceiling} |")
     if naive:
         ratio = naive["seconds"] / median([r["seconds"] for r in results])
         lines += [f"Naive (2 list calls per customer): {naive['seconds']:.1f}s, "

@@ -83,3 +83,37 @@ def _copy_upsert(table: Table, rows: list[dict[str, Any]], index_elements: list[
             target, cols, cols, temp,
             sql.SQL(", ").join(sql.Identifier(c) for c in index_elements), assignments, guard))
         cur.execute(sql.SQL("TRUNCATE {}").format(temp))
+
+
+def insert_new(table: Table, rows: list[dict[str, Any]], index_elements: list[str],
+               update: list[str]) -> None:
+    """Insert rows the caller believes are not stored yet; ``upsert`` any that are.
+
+    On PostgreSQL a large batch is COPYed straight into the table (no temporary table,
+    no conflict handling: about twice as fast, for an initial sync's trait rows), inside
+    a savepoint; if a concurrent writer stored one of the keys meanwhile, the COPY fails
+    as a whole and the batch goes through ``upsert`` instead. Elsewhere: ``upsert``.
+    """
+    if not rows:
+        return
+    if db.engine.dialect.name != "postgresql" or len(rows) < COPY_THRESHOLD:
+        upsert(table, rows, index_elements, update)
+        return
+    from psycopg.errors import UniqueViolation
+    from sqlalchemy.exc import IntegrityError
+
+    unique = {tuple(r[c] for c in index_elements): r for r in rows}
+    columns = list(rows[0])
+    json_columns = {c for c in columns if isinstance(table.c[c].type, JSON)}
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    try:
+        with db.session.begin_nested():
+            raw = db.session.connection().connection.driver_connection
+            with raw.cursor() as cur, cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
+                    sql.Identifier(table.name), cols)) as copy:
+                for row in unique.values():
+                    copy.write_row([Jsonb(row[c]) if c in json_columns and row[c] is not None
+                                    else row[c] for c in columns])
+    except (UniqueViolation, IntegrityError):
+        upsert(table, rows, index_elements, update)
+

@@ -43,7 +43,7 @@ def bulk_set_traits(
     now = utcnow()
     rows = list(rows)
     current = _current_values(project_id, [c for c, _t in rows])
-    values, deletes = [], []
+    changed, new, deletes = [], [], []
     for customer_id, traits in rows:
         have = current.get(customer_id, {})
         for key, raw in traits.items():
@@ -54,11 +54,14 @@ def bulk_set_traits(
             value, text, num = encode_trait(raw)
             if key in have and have[key] == (value, source):
                 continue  # unchanged: no write (webhooks touch a few traits of 20+)
-            values.append({"project_id": project_id, "customer_id": customer_id, "key": key,
-                           "value": value, "value_text": text, "value_num": num,
-                           "source": source, "updated_at": now})
-    bulk.upsert(TraitValue.__table__, values, ["customer_id", "key"],
-                ["value", "value_text", "value_num", "source", "updated_at"])
+            (changed if key in have else new).append({
+                "project_id": project_id, "customer_id": customer_id, "key": key,
+                "value": value, "value_text": text, "value_num": num, "source": source,
+                "updated_at": now})
+    update = ["value", "value_text", "value_num", "source", "updated_at"]
+    bulk.upsert(TraitValue.__table__, changed, ["customer_id", "key"], update)
+    # Keys not stored a moment ago (all of them, in an initial sync): a plain COPY.
+    bulk.insert_new(TraitValue.__table__, new, ["customer_id", "key"], update)
     # Customers that drop the same set of keys share one DELETE (customer_id IN … AND
     # key IN …), which the (customer_id, key) primary key serves directly.
     dropped: dict[int, list[str]] = {}
@@ -76,7 +79,7 @@ def bulk_set_traits(
                     TraitValue.__table__.c.key.in_(keys),
                 )
             )
-    return len(values)
+    return len(changed) + len(new)
 
 
 def _current_values(project_id: int, customer_ids: list[int]) -> dict[int, dict[str, tuple]]:

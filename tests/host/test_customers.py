@@ -120,6 +120,37 @@ def test_bulk_traits_for_many_customers(project, add_customer):
     assert get_traits(project, []) == {}
 
 
+def test_bulk_traits_new_keys_in_bulk_and_again(project, add_customer):
+    """Enough new keys for the COPY path on PostgreSQL, then a second pass that changes
+    half of them (the upsert path), then ``insert_new`` told a stored key is new (as when
+    a concurrent writer got there first): it falls back to the upsert, nothing is lost."""
+    from crowdpower import bulk
+
+    ids = [add_customer(project, f"b{i}@example.com") for i in range(40)]
+    with project_scope(project):
+        written = bulk_set_traits(project, [(cid, {"n": i, "k": "x"})
+                                            for i, cid in enumerate(ids)], source="import")
+        db.session.commit()
+        assert written == 80
+        written = bulk_set_traits(project, [(cid, {"n": i * (i % 2), "k": "x"})
+                                            for i, cid in enumerate(ids)], source="import")
+        db.session.commit()
+        assert written == 19  # odd i keep n == i; even i (but 0) change to 0
+        now = datetime.now(UTC)
+        rows = [{"project_id": project, "customer_id": cid, "key": key, "value": value,
+                 "value_text": value if isinstance(value, str) else None,
+                 "value_num": value if isinstance(value, int) else None,
+                 "source": "import", "updated_at": now}
+                for cid in ids for key, value in (("k", "y"), ("m", 1))]
+        bulk.insert_new(TraitValue.__table__, rows, ["customer_id", "key"],
+                        ["value", "value_text", "value_num", "source", "updated_at"])
+        db.session.commit()
+    traits = get_traits(project, ids)
+    assert [traits[cid]["n"] for cid in ids] == [i * (i % 2) for i in range(40)]
+    assert {traits[cid]["k"] for cid in ids} == {"y"} and {traits[cid]["m"] for cid in ids} \
+        == {1}
+
+
 def test_events_are_idempotent_on_external_id_per_project(project, make_project, add_customer):
     other = make_project("Globex")[0]
     mine = add_customer(project, "ann@example.com")

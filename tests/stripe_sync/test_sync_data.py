@@ -45,6 +45,11 @@ def test_seeded_account_imports_customers_traits_and_segments(
     assert run.counts["customers"] == len(objects["customer"])
     assert run.counts["subscriptions"] == len(objects["subscription"])
     assert run.counts["charges"] == len(objects["charge"])
+    # Our own time per phase, beside the time spent waiting on Stripe (the benchmarks'
+    # "write rate" comes from these).
+    assert set(run.counts["write_ms"]) == {"customers", "subscriptions", "charges", "traits"}
+    assert all(isinstance(ms, int) and ms >= 0 for ms in run.counts["write_ms"].values())
+    assert isinstance(run.counts["stripe_ms"], int)
 
     # The page minimum of account-wide list calls, and nothing else.
     assert calls == {"/v1/customers": pages(len(objects["customer"])),

@@ -304,9 +304,16 @@ class Syncer:
         self.run.state, self.run.error, self.run.finished_at = "failed", message, utcnow()
         db.session.commit()
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, phase: str | None = None, started: float | None = None) -> None:
+        """Commit progress. ``counts["write_ms"][phase]`` adds up the time spent writing
+        (mapping, linking, the database; the final commit aside) since ``started``: what
+        the sync costs us, apart from waiting on Stripe (``counts["stripe_ms"]``)."""
         counts = dict(self.run.counts or {})
         counts["stripe_ms"] = counts.get("stripe_ms", 0) + round(self.stripe_seconds * 1000)
+        if phase is not None and started is not None:
+            written = dict(counts.get("write_ms") or {})
+            written[phase] = written.get(phase, 0) + round((time.monotonic() - started) * 1000)
+            counts["write_ms"] = written
         self.stripe_seconds = 0.0
         self.run.counts = counts
         self.lease.renew(self.run)
@@ -354,6 +361,7 @@ class Syncer:
                more: bool) -> None:
         """Write buffered pages, then move the cursor and counts past them, in one commit."""
         run = self.run
+        started = time.monotonic()
         objects = [o for page, _at in pages for o in page]
         store.upsert_pages(self.project_id, kind, pages)
         if kind == "customer":
@@ -371,7 +379,7 @@ class Syncer:
             run.cursors = {**(run.cursors or {}), kind: objects[-1]["id"]}
         if not more:
             run.phase = PHASES[PHASES.index(phase) + 1]
-        self._checkpoint()
+        self._checkpoint(phase, started)
 
     def _traits(self) -> bool:
         """Recompute traits of every linked customer in id-ordered, checkpointed batches."""
@@ -396,13 +404,14 @@ class Syncer:
                 run.customers_total = max(run.customers_total or 0, run.customers_processed)
                 self._checkpoint()
                 return True
+            started = time.monotonic()
             store.recompute_traits(self.project_id, ids)
             run.customers_processed = (run.customers_processed or 0) + len(ids)
             if run.customers_processed >= next_analyze:
                 self._analyze("trait_values")
                 next_analyze = 2 * run.customers_processed
             run.cursors = {**(run.cursors or {}), "traits": ids[-1]}
-            self._checkpoint()
+            self._checkpoint("traits", started)
 
     def _analyze(self, *tables: str) -> None:
         """Refresh PostgreSQL's statistics of tables this run is bulk-loading.
