@@ -9,12 +9,15 @@ hundreds of thousands of trait and mirror rows never make the database the bottl
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from psycopg import sql
+from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
-from sqlalchemy import JSON, Table
+from sqlalchemy import JSON, Table, any_, bindparam, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from crowdpower.extensions import db
 
@@ -85,6 +88,42 @@ def _copy_upsert(table: Table, rows: list[dict[str, Any]], index_elements: list[
         cur.execute(sql.SQL("TRUNCATE {}").format(temp))
 
 
+def among(column, values: list) -> Any:
+    """``column IN values`` for long lists: on PostgreSQL one array parameter
+    (``= ANY(%s)``) instead of a thousand placeholders to render, send and parse."""
+    if db.engine.dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values),
+                                        type_=postgresql.ARRAY(column.type)))
+    return column.in_(values)
+
+
+def copies(rows: int) -> bool:
+    """Whether a batch this large is written with COPY (PostgreSQL only)."""
+    return db.engine.dialect.name == "postgresql" and rows >= COPY_THRESHOLD
+
+
+def next_ids(table: Table, n: int) -> list[int]:
+    """``n`` fresh ids from the table's ``id`` sequence (PostgreSQL), in one round trip:
+    rows COPYed with them are known by id without a ``RETURNING``."""
+    return list(db.session.execute(
+        text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) "
+             "FROM generate_series(1, :n)"), {"table": table.name, "n": n}).scalars())
+
+
+def copy_rows(table: Table, rows: list[dict[str, Any]]) -> None:
+    """COPY rows into ``table`` (PostgreSQL). Every column without a server default must
+    be given: Python-side defaults do not apply. A unique violation fails the whole COPY."""
+    columns = list(rows[0])
+    json_columns = {c for c in columns if isinstance(table.c[c].type, JSON)}
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    raw = db.session.connection().connection.driver_connection
+    with raw.cursor() as cur, cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(table.name), cols)) as copy:
+        for row in rows:
+            copy.write_row([Jsonb(row[c]) if c in json_columns and row[c] is not None
+                            else row[c] for c in columns])
+
+
 def insert_new(table: Table, rows: list[dict[str, Any]], index_elements: list[str],
                update: list[str]) -> None:
     """Insert rows the caller believes are not stored yet; ``upsert`` any that are.
@@ -96,24 +135,19 @@ def insert_new(table: Table, rows: list[dict[str, Any]], index_elements: list[st
     """
     if not rows:
         return
-    if db.engine.dialect.name != "postgresql" or len(rows) < COPY_THRESHOLD:
+    if not copies(len(rows)):
         upsert(table, rows, index_elements, update)
         return
-    from psycopg.errors import UniqueViolation
-    from sqlalchemy.exc import IntegrityError
+    unique = list({tuple(r[c] for c in index_elements): r for r in rows}.values())
+    copy_or(table, unique, lambda: upsert(table, rows, index_elements, update))
 
-    unique = {tuple(r[c] for c in index_elements): r for r in rows}
-    columns = list(rows[0])
-    json_columns = {c for c in columns if isinstance(table.c[c].type, JSON)}
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+
+def copy_or(table: Table, rows: list[dict[str, Any]], fallback: Callable[[], Any]) -> None:
+    """COPY ``rows`` inside a savepoint; if a key is taken (a concurrent writer), roll the
+    savepoint back and run ``fallback`` (the conflict-handling statement) instead."""
     try:
         with db.session.begin_nested():
-            raw = db.session.connection().connection.driver_connection
-            with raw.cursor() as cur, cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
-                    sql.Identifier(table.name), cols)) as copy:
-                for row in unique.values():
-                    copy.write_row([Jsonb(row[c]) if c in json_columns and row[c] is not None
-                                    else row[c] for c in columns])
+            copy_rows(table, rows)
     except (UniqueViolation, IntegrityError):
-        upsert(table, rows, index_elements, update)
+        fallback()
 

@@ -90,7 +90,7 @@ def _current_values(project_id: int, customer_ids: list[int]) -> dict[int, dict[
         result = db.session.connection().execute(
             select(table.c.customer_id, table.c.key, table.c.value, table.c.source).where(
                 table.c.project_id == project_id,
-                table.c.customer_id.in_(customer_ids[start:start + 1000])))
+                bulk.among(table.c.customer_id, customer_ids[start:start + 1000])))
         for customer_id, key, value, src in result:
             found.setdefault(customer_id, {})[key] = (value, src)
     return found

@@ -133,14 +133,15 @@ def link_customers(project_id: int, stripe_customers: list[dict]) -> dict[str, i
     linked = dict(db.session.execute(select(
         StripeCustomerLink.stripe_customer_id, StripeCustomerLink.customer_id).where(
         StripeCustomerLink.project_id == project_id,
-        StripeCustomerLink.stripe_customer_id.in_(ids))).all()) if ids else {}
+        bulk.among(StripeCustomerLink.stripe_customer_id, ids))).all()) if ids else {}
     todo = [c for c in live if c["id"] not in linked]
     if not todo:
         return linked
     now = datetime.now(UTC)
     keys = {Customer.normalise_email(c.get("email")) for c in todo} - {None}
     by_email = dict(db.session.execute(select(Customer.email_key, Customer.id).where(
-        Customer.project_id == project_id, Customer.email_key.in_(keys))).all()) if keys else {}
+        Customer.project_id == project_id, bulk.among(Customer.email_key, sorted(keys)))).all()) \
+        if keys else {}
     new_links, new_customers, pending = [], [], {}
     for c in todo:
         key = Customer.normalise_email(c.get("email"))
@@ -157,11 +158,18 @@ def link_customers(project_id: int, stripe_customers: list[dict]) -> dict[str, i
             pending[key or ("id:" + c["id"])] = [c["id"]]
             continue
         linked[c["id"]] = customer_id
-    if new_customers:  # one round trip for the page's new customers, ids in input order
-        table = Customer.__table__
+    table = Customer.__table__
+    if new_customers and bulk.copies(len(new_customers)):
+        # An initial sync's pages: ids drawn from the sequence, rows COPYed (a concurrent
+        # insert of the same email fails this flush, as the INSERT below would).
+        ids = bulk.next_ids(table, len(new_customers))
+        bulk.copy_rows(table, [{**row, "id": customer_id, "updated_at": now}
+                               for row, customer_id in zip(new_customers, ids, strict=True)])
+    elif new_customers:  # one round trip for the page's new customers, ids in input order
         ids = db.session.connection().execute(
             _insert()(table).returning(table.c.id, sort_by_parameter_order=True),
             new_customers).scalars().all()
+    if new_customers:
         for row, customer_id in zip(new_customers, ids, strict=True):
             for stripe_id in pending[row["email_key"] or ("id:" + row["external_id"])]:
                 linked[stripe_id] = customer_id
@@ -170,7 +178,11 @@ def link_customers(project_id: int, stripe_customers: list[dict]) -> dict[str, i
                           "customer_id": linked[c["id"]], "created_at": now})
     stmt = _insert()(StripeCustomerLink.__table__).on_conflict_do_nothing(
         index_elements=["project_id", "stripe_customer_id"])
-    db.session.connection().execute(stmt, new_links)
+    if bulk.copies(len(new_links)):  # unless a webhook linked one of them meanwhile
+        bulk.copy_or(StripeCustomerLink.__table__, new_links,
+                     lambda: db.session.connection().execute(stmt, new_links))
+    else:
+        db.session.connection().execute(stmt, new_links)
     return linked
 
 
@@ -194,7 +206,7 @@ def recompute_traits(project_id: int, customer_ids: Iterable[int]) -> int:
     links = db.session.execute(select(
         StripeCustomerLink.stripe_customer_id, StripeCustomerLink.customer_id).where(
         StripeCustomerLink.project_id == project_id,
-        StripeCustomerLink.customer_id.in_(customer_ids))).all()
+        bulk.among(StripeCustomerLink.customer_id, customer_ids))).all()
     owner = dict(links)
     grouped: dict[int, dict[str, list]] = defaultdict(
         lambda: {"customer": [], "subscription": [], "charge": []})
@@ -204,7 +216,7 @@ def recompute_traits(project_id: int, customer_ids: Iterable[int]) -> int:
         rows = db.session.execute(select(StripeObject.kind, StripeObject.customer_stripe_id,
                                          StripeObject.data).where(
             StripeObject.project_id == project_id,
-            StripeObject.customer_stripe_id.in_(chunk)))
+            bulk.among(StripeObject.customer_stripe_id, chunk)))
         for kind, cus, data in rows:
             if kind in ("customer", "subscription", "charge"):
                 grouped[owner[cus]][kind].append(data)
