@@ -277,12 +277,17 @@ def queue_names(app: Flask | None = None) -> list[str]:
     return names
 
 
+def _dotted(func: str | Callable) -> str:
+    """Jobs are referenced by dotted name (an importable function, or its name)."""
+    return func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"
+
+
 def enqueue(func: str | Callable, *args: Any, queue: str = "default",
             project_id: int | None = None, delay: float | None = None,
             job_id: str | None = None, retries: int = 3, timeout: int | None = None,
             **kwargs: Any) -> str:
     """Enqueue ``func`` (a dotted name or an importable function) with plain arguments."""
-    dotted = func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"
+    dotted = _dotted(func)
     return backend().enqueue(dotted, list(args), kwargs, queue=queue, project_id=project_id,
                              delay=delay, job_id=job_id, retries=retries, timeout=timeout)
 
@@ -301,7 +306,7 @@ def enqueue_once(func: str | Callable, *args: Any, key: str, queue: str = "defau
     backend_ = backend()
     if not backend_.claim_once(key, ttl):
         return None
-    dotted = func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"
+    dotted = _dotted(func)
     try:
         return backend_.enqueue(dotted, list(args), kwargs, queue=queue, project_id=project_id,
                                 delay=None, job_id=None, retries=retries, timeout=None,

@@ -196,20 +196,21 @@ def drain_inbox() -> int:
     deadline = time.monotonic() + float(current_app.config["STRIPE_WEBHOOK_DRAIN_SECONDS"])
     handled = 0
     while True:
-        row_id = db.session.scalar(select(StripeWebhookEvent.id).where(
+        row = db.session.scalar(select(StripeWebhookEvent).where(
             StripeWebhookEvent.project_id == project_id,
             StripeWebhookEvent.status == "pending").order_by(StripeWebhookEvent.id)
             .limit(1).with_for_update(skip_locked=True))
-        if row_id is None:
+        if row is None:
             db.session.commit()
             return handled
+        row_id = row.id
         if handled == 0 and _more_pending(project_id, row_id):
             # A backlog: ask for a helper. It will do the same as it starts, so every
             # free worker joins in, one queued job at a time (others' jobs interleave).
             request_drain(project_id)
         handled += 1
         try:
-            _process_row(row_id, ("pending",))
+            _process_row(project_id, row)
         except _Retry as retry:
             _schedule_retry(row_id, project_id, retry.attempts)
         if time.monotonic() >= deadline:
@@ -232,10 +233,17 @@ def _schedule_retry(row_id: int, project_id: int, attempts: int) -> None:
 
 def process_event(inbox_id: int) -> str:
     """Job: apply one stored event now (a retry); reschedules itself with backoff."""
+    project_id = current_project_id()
+    assert project_id is not None
+    row = db.session.scalar(select(StripeWebhookEvent).where(
+        StripeWebhookEvent.id == inbox_id, StripeWebhookEvent.project_id == project_id)
+        .with_for_update())
+    if row is None or row.status not in ("pending", "retry"):
+        return row.status if row is not None else "missing"
     try:
-        return _process_row(inbox_id, ("pending", "retry"))
+        return _process_row(project_id, row)
     except _Retry as retry:
-        _schedule_retry(inbox_id, current_project_id(), retry.attempts)  # type: ignore[arg-type]
+        _schedule_retry(inbox_id, project_id, retry.attempts)
         return "retry"
 
 
@@ -245,20 +253,16 @@ class _Retry(Exception):
         self.attempts = attempts
 
 
-def _process_row(inbox_id: int, statuses: tuple[str, ...]) -> str:
-    """Apply one stored event (idempotent). On error: attempts and error recorded, the
-    row marked ``retry`` (``failed`` after ``MAX_ATTEMPTS``) and ``_Retry`` raised."""
-    project_id = current_project_id()
-    row = db.session.scalar(select(StripeWebhookEvent).where(
-        StripeWebhookEvent.id == inbox_id, StripeWebhookEvent.project_id == project_id)
-        .with_for_update())
-    if row is None or row.status not in statuses:
-        return row.status if row is not None else "missing"
+def _process_row(project_id: int, row: StripeWebhookEvent) -> str:
+    """Apply one stored event, its row locked by the caller (idempotent). On error:
+    attempts and error recorded, the row marked ``retry`` (``failed`` after
+    ``MAX_ATTEMPTS``) and ``_Retry`` raised."""
+    inbox_id = row.id
     row.attempts = (row.attempts or 0) + 1
     attempts = row.attempts
     try:
-        with project_scope(project_id):  # type: ignore[arg-type]
-            status, note = apply_event(project_id, row, json.loads(row.payload))  # type: ignore
+        with project_scope(project_id):
+            status, note = apply_event(project_id, row, json.loads(row.payload))
     except Exception as exc:
         db.session.rollback()
         final = attempts >= MAX_ATTEMPTS
