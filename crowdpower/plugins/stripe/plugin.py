@@ -38,6 +38,19 @@ CONFIG_DEFAULTS = {
     "STRIPE_SWEEP_AFTER_SECONDS": 60,
     # A drain job works this long, then queues behind other tenants for more.
     "STRIPE_WEBHOOK_DRAIN_SECONDS": 2.0,
+    # Stripe App access tokens live one hour (Stripe sends no expiry); refresh early.
+    "STRIPE_APP_TOKEN_LIFETIME": 3600,
+    "STRIPE_APP_REFRESH_MARGIN": 300,
+}
+# Text settings (None: unset). STRIPE_CONNECT_MODE: "app" (Stripe App, the default) or
+# "connect" (legacy Connect OAuth, for existing links).
+TEXT_SETTINGS = {
+    "STRIPE_CONNECT_MODE": "app",
+    "STRIPE_APP_AUTHORIZE_URL": None,
+    "STRIPE_APP_TEST_AUTHORIZE_URL": None,
+    "STRIPE_TEST_SECRET_KEY": None,
+    "STRIPE_TEST_WEBHOOK_SECRET": None,
+    "STRIPE_APP_DASHBOARD_URL": "https://dashboard.stripe.com/settings/apps",
 }
 
 
@@ -49,6 +62,9 @@ def crowdpower_load_config(config):
         if key not in config and raw not in (None, ""):
             config[key] = type(value)(raw)
         config.setdefault(key, value)
+    for key, default in TEXT_SETTINGS.items():
+        if config.get(key) in (None, ""):
+            config[key] = os.environ.get(key) or default
 
 
 @hookimpl

@@ -32,7 +32,7 @@ from crowdpower.extensions import db
 from crowdpower.models import UTCDateTime, utcnow
 from crowdpower.plugins.stripe import mapping, store
 from crowdpower.plugins.stripe.blueprint import bp
-from crowdpower.plugins.stripe.client import stripe_client
+from crowdpower.plugins.stripe.client import AccountClient, MissingPermission, account_client
 from crowdpower.plugins.stripe.models import (
     StripeConnection,
     StripeCustomerLink,
@@ -53,10 +53,16 @@ def _reply(status: int, **body: Any):
 
 
 def webhook_secrets() -> list[str]:
-    raw = current_app.config.get("STRIPE_WEBHOOK_SECRET") or ""
-    if isinstance(raw, list | tuple):
-        return [s for s in raw if s]
-    return [s.strip() for s in raw.split(",") if s.strip()]
+    """The signing secrets of our Connect endpoints: live (``STRIPE_WEBHOOK_SECRET``) and
+    test mode (``STRIPE_TEST_WEBHOOK_SECRET``), each comma-separated during rotation."""
+    found: list[str] = []
+    for key in ("STRIPE_WEBHOOK_SECRET", "STRIPE_TEST_WEBHOOK_SECRET"):
+        raw = current_app.config.get(key) or ""
+        if isinstance(raw, list | tuple):
+            found += [s for s in raw if s]
+        else:
+            found += [s.strip() for s in raw.split(",") if s.strip()]
+    return found
 
 
 def verify(payload: bytes, header: str | None, secrets: list[str], tolerance: int) -> bool:
@@ -290,6 +296,7 @@ class Connection:
     stripe_user_id: str | None
     livemode: bool
     accept_test_data: bool
+    kind: str = "connect"
 
 
 def _connection(project_id: int) -> Connection | None:
@@ -298,10 +305,11 @@ def _connection(project_id: int) -> Connection | None:
     if project_id not in cache:
         row = db.session.execute(select(
             StripeConnection.status, StripeConnection.stripe_user_id,
-            StripeConnection.livemode, StripeConnection.accept_test_data).where(
+            StripeConnection.livemode, StripeConnection.accept_test_data,
+            StripeConnection.kind).where(
             StripeConnection.project_id == project_id)).first()
-        cache[project_id] = Connection(row[0], row[1], bool(row[2]), bool(row[3])) \
-            if row is not None else None
+        cache[project_id] = Connection(row[0], row[1], bool(row[2]), bool(row[3]),
+                                       row[4] or "connect") if row is not None else None
     return cache[project_id]
 
 
@@ -312,12 +320,45 @@ def accepts(conn: Connection | StripeConnection, livemode: bool) -> bool:
     return bool(conn.livemode) and not livemode and bool(conn.accept_test_data)
 
 
+def _client(project_id: int, conn: Connection) -> AccountClient:
+    """The look-up client of the connection (one per job: its token is reused)."""
+    cache = g.setdefault("stripe_clients", {})
+    if project_id not in cache:
+        cache[project_id] = account_client(project_id, conn=conn)
+    return cache[project_id]
+
+
 def apply_event(project_id: int, row: StripeWebhookEvent,
                 event: dict) -> tuple[str, str | None]:
-    """``(status, note)``: processed, ignored or duplicate."""
+    """``(status, note)``: processed, ignored or duplicate.
+
+    A look-up that finds Stripe access gone (refresh token refused) or a permission
+    missing leaves the event ``ignored`` with the reason: retrying cannot help, and the
+    card tells the tenant what to do.
+    """
+    from crowdpower.plugins.stripe.tokens import ReconnectNeeded
+
+    try:
+        return _apply_event(project_id, row, event)
+    except ReconnectNeeded as exc:
+        db.session.rollback()
+        g.pop("stripe_connections", None)
+        g.pop("stripe_clients", None)
+        return "ignored", f"reconnect needed: {exc}"
+    except MissingPermission as exc:
+        db.session.rollback()
+        with project_scope(project_id):
+            db.session.execute(StripeConnection.__table__.update().where(
+                StripeConnection.project_id == project_id).values(last_error=str(exc)))
+        return "ignored", str(exc)
+
+
+def _apply_event(project_id: int, row: StripeWebhookEvent,
+                 event: dict) -> tuple[str, str | None]:
     conn = _connection(project_id)
     account = event.get("account")
-    if conn is None or conn.status != "connected" or conn.stripe_user_id != account:
+    if conn is None or conn.status not in ("connected", "reconnect_needed") \
+            or conn.stripe_user_id != account:
         return "ignored", "the account is not connected to this project"
     livemode = bool(event.get("livemode"))
     if not accepts(conn, livemode):
@@ -330,6 +371,8 @@ def apply_event(project_id: int, row: StripeWebhookEvent,
         mark_disconnected(project_id, "Access to the Stripe account was revoked in Stripe.")
         g.pop("stripe_connections", None)
         return "processed", "disconnected"
+    if conn.status == "reconnect_needed":
+        return "ignored", "reconnect needed: Stripe access was refused"
     occurred = datetime.fromtimestamp(int(event.get("created") or 0), UTC)
     obj = mapping.event_object(event)
     if obj.get("object") == "customer":
@@ -373,8 +416,7 @@ def _mirror(project_id: int, conn: Connection, obj: dict, occurred: datetime) ->
         path = f"/v1/{kind}s/{obj['id']}"
         params = {"expand": FETCH_EXPAND[kind]} if FETCH_EXPAND[kind] else {}
         try:
-            fresh = stripe_client(conn.stripe_user_id).raw_request(
-                "get", path, stripe_account=conn.stripe_user_id, **params).data
+            fresh = _client(project_id, conn).get(path, **params)
         except stripe.InvalidRequestError as exc:
             if exc.http_status == 404:
                 return
@@ -417,10 +459,8 @@ def resolve_customer(project_id: int, conn: Connection, stripe_customer: str) ->
         StripeCustomerLink.stripe_customer_id == stripe_customer))
     if linked is not None:
         return linked
-    client = stripe_client(conn.stripe_user_id)
     try:
-        customer = client.raw_request("get", f"/v1/customers/{stripe_customer}",
-                                      stripe_account=conn.stripe_user_id).data
+        customer = _client(project_id, conn).get(f"/v1/customers/{stripe_customer}")
     except stripe.InvalidRequestError as exc:
         if exc.http_status == 404:
             return None
@@ -441,11 +481,10 @@ def _ensure_products(project_id: int, conn: Connection, sub: dict) -> None:
     known = set(db.session.scalars(select(StripeObject.stripe_id).where(
         StripeObject.project_id == project_id, StripeObject.kind == "product",
         StripeObject.stripe_id.in_(wanted))))
-    client = stripe_client(conn.stripe_user_id)
+    client = _client(project_id, conn)
     for product_id in sorted(wanted - known):
         try:
-            product = client.raw_request("get", f"/v1/products/{product_id}",
-                                         stripe_account=conn.stripe_user_id).data
+            product = client.get(f"/v1/products/{product_id}")
         except stripe.InvalidRequestError:
             continue
         store.upsert_objects(project_id, "product", [json.loads(json.dumps(product))],
