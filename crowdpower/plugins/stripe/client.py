@@ -33,6 +33,13 @@ def stripe_client(account: str | None = None, max_network_retries: int | None = 
     )
 
 
+def error_code(exc: stripe.StripeError) -> str | None:
+    """Stripe's ``error.code`` (the SDK sets ``.code`` only on some error classes)."""
+    body = exc.json_body if isinstance(exc.json_body, dict) else {}
+    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    return getattr(exc, "code", None) or error.get("code")
+
+
 class MissingPermission(Exception):
     """A 403 ``more_permissions_required_for_application``: the install lacks ``permission``."""
 
@@ -94,12 +101,12 @@ class AccountClient:
             try:
                 return client.raw_request("get", path, **params).data
             except stripe.AuthenticationError as exc:
-                if exc.code != "api_key_expired":
+                if error_code(exc) != "api_key_expired":
                     raise
                 return self._app_client(refresh_stale=self._token).raw_request(
                     "get", path, **params).data
         except stripe.PermissionError as exc:
-            if exc.code != "more_permissions_required_for_application":
+            if error_code(exc) != "more_permissions_required_for_application":
                 raise
             permission = needed_permission(path, params, exc.user_message or str(exc))
             raise MissingPermission(permission, (

@@ -72,7 +72,14 @@ class Apps:
     refresh: dict[str, dict] = field(default_factory=dict)   # token → {install, alive}
     installs: dict[tuple[str, bool], Install] = field(default_factory=dict)
     log: list[dict] = field(default_factory=list)  # token endpoint outcomes (assertions)
+    expired_hits: int = 0                 # requests refused with ``api_key_expired``
+    used: set[str] = field(default_factory=set)  # permissions that let a request through
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def refreshes(self, status: int = 200) -> int:
+        """Refresh-token grants answered with ``status`` (200, or 400 for errors)."""
+        return sum(1 for e in self.log if e["grant_type"] == "refresh_token"
+                   and e["status"] == status)
 
     def reset(self) -> None:
         with self.lock:
@@ -80,6 +87,8 @@ class Apps:
             self.code_ttl = CODE_TTL
             self.permissions = ALL_PERMISSIONS
             self.log.clear()
+            self.expired_hits = 0
+            self.used = set()
 
     def client_id(self, livemode: bool) -> str:
         return self.live_client_id if livemode else self.test_client_id
@@ -190,12 +199,15 @@ class Apps:
                 return None, (401, "invalid_request_error",
                               f"Invalid API Key provided: {key[:8]}****", None)
             if time.time() >= token.expires_at:
+                self.expired_hits += 1
                 return None, (401, "invalid_request_error",
                               f"Expired API Key provided: {key[:8]}****. Application access "
                               "tokens expire after one hour; use your refresh token.",
                               "api_key_expired")
             needed = required_permissions(path, expand)
             missing = sorted(needed - token.install.permissions)
+            if not missing:
+                self.used |= needed
         if missing:
             return None, (403, "invalid_request_error",
                           "The application does not have the required permissions for this "
