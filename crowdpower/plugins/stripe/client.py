@@ -40,6 +40,29 @@ def error_code(exc: stripe.StripeError) -> str | None:
     return getattr(exc, "code", None) or error.get("code")
 
 
+# Access tokens Stripe answered 401 for while the refresh had to wait (SQLite only, one
+# process): the next use refreshes them first, before its job writes anything.
+STALE_TOKENS: set[str] = set()
+
+
+class RefreshDeferred(Exception):
+    """A 401 came while this thread holds SQLite's write lock: the refresh (which commits on
+    its own connection) cannot run now; the caller rolls back and retries."""
+
+
+def _holds_sqlite_write_lock() -> bool:
+    from flask import has_app_context
+
+    from crowdpower.extensions import db
+
+    if not has_app_context() or db.engine.dialect.name != "sqlite":
+        return False
+    if not db.session().in_transaction():
+        return False
+    dbapi = db.session.connection().connection.dbapi_connection
+    return bool(getattr(dbapi, "in_transaction", False))
+
+
 class MissingPermission(Exception):
     """A 403 ``more_permissions_required_for_application``: the install lacks ``permission``."""
 
@@ -60,7 +83,7 @@ class AccountClient:
     """Reads one connected account, whichever way it is connected (the one client factory).
 
     App installs: the install's access token is the API key (no ``Stripe-Account``), refreshed
-    ahead of expiry and once on a 401 ``api_key_expired`` (then the same request is sent
+    ahead of expiry and once on a 401 (``api_key_expired``; then the same request is sent
     again); a refused refresh raises ``tokens.ReconnectNeeded``. Legacy Connect links: the
     platform key with ``Stripe-Account``. A 403 for a missing App permission raises
     ``MissingPermission``. Safe to use from a helper thread (no app context needed).
@@ -74,35 +97,53 @@ class AccountClient:
         self._token: str | None = None
         self._issued = None
         self._client: stripe.StripeClient | None = None
+        self.calls = 0  # requests sent (a 401 and its retry are two)
 
     def _app_client(self, refresh_stale: str | None = None) -> stripe.StripeClient:
         from crowdpower.plugins.stripe import tokens
 
+        if refresh_stale is None and self._token is not None and \
+                self._token not in STALE_TOKENS and not tokens._due(self._issued,
+                                                                    self.app.config):
+            return self._client  # type: ignore[return-value]
+        if refresh_stale is None:
+            token = tokens.current(self.app, self.project_id, self.account, self.livemode)
+            if token.access_token in STALE_TOKENS:
+                refresh_stale = token.access_token
         if refresh_stale is not None:
             token = tokens.refresh(self.app, self.project_id, self.account, self.livemode,
                                    stale=refresh_stale)
-        elif self._token is None or tokens._due(self._issued, self.app.config):
-            token = tokens.current(self.app, self.project_id, self.account, self.livemode)
-        else:
-            return self._client  # type: ignore[return-value]
+            STALE_TOKENS.discard(refresh_stale)
         if token.access_token != self._token or self._client is None:
             self._token, self._issued = token.access_token, token.issued_at
             self._client = stripe_client(max_network_retries=self.retries,
                                          config=self.app.config, api_key=token.access_token)
         return self._client
 
+    def prepare(self) -> None:
+        """Have a usable access token now (refreshing if due), before the caller writes."""
+        if self.kind == "app":
+            self._app_client()
+
     def get(self, path: str, **params) -> dict:
         """``GET path`` → the decoded JSON object (``StripeError`` on failure, as the SDK)."""
         try:
+            self.calls += 1
             if self.kind != "app":
                 return stripe_client(self.account, self.retries, self.app.config).raw_request(
                     "get", path, stripe_account=self.account, **params).data
             client = self._app_client()
             try:
                 return client.raw_request("get", path, **params).data
-            except stripe.AuthenticationError as exc:
-                if error_code(exc) != "api_key_expired":
-                    raise
+            except stripe.AuthenticationError:
+                # ``api_key_expired`` (the token outlived our clock), or a token Stripe no
+                # longer knows (the app was uninstalled): refresh once, then send the same
+                # request again. A refused refresh raises ``ReconnectNeeded``.
+                self.calls += 1
+                if _holds_sqlite_write_lock():
+                    STALE_TOKENS.add(self._token)  # type: ignore[arg-type]
+                    raise RefreshDeferred("Stripe access token expired mid-transaction; "
+                                          "retrying after a refresh") from None
                 return self._app_client(refresh_stale=self._token).raw_request(
                     "get", path, **params).data
         except stripe.PermissionError as exc:

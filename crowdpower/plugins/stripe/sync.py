@@ -446,9 +446,11 @@ class Syncer:
         while True:
             self.limiter.wait(self.account, self.rate)
             got.calls += 1
-            started = time.monotonic()
+            started, sent = time.monotonic(), self.client.calls
             try:
                 got.data = self.client.get(path, **params)
+                # A 401 for an expired token and the retry after refreshing: two calls.
+                got.calls += max(0, self.client.calls - sent - 1)
                 got.seconds += time.monotonic() - started
                 return got
             except ReconnectNeeded as exc:

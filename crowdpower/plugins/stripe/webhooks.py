@@ -264,6 +264,7 @@ def _process_row(project_id: int, row: StripeWebhookEvent) -> str:
     attempts and error recorded, the row marked ``retry`` (``failed`` after
     ``MAX_ATTEMPTS``) and ``_Retry`` raised."""
     inbox_id = row.id
+    _prepare_client(project_id)  # a token refresh commits: do it before this row writes
     row.attempts = (row.attempts or 0) + 1
     attempts = row.attempts
     try:
@@ -326,6 +327,24 @@ def _client(project_id: int, conn: Connection) -> AccountClient:
     if project_id not in cache:
         cache[project_id] = account_client(project_id, conn=conn)
     return cache[project_id]
+
+
+def _prepare_client(project_id: int) -> None:
+    """Refresh an App connection's access token if due, while nothing is written yet.
+
+    On SQLite the refresh (its own connection and transaction) could not commit while this
+    job's session holds the write lock; problems surface again in the look-up itself.
+    """
+    from crowdpower.plugins.stripe.tokens import ReconnectNeeded, TokenEndpointError
+
+    with db.session.no_autoflush:
+        conn = _connection(project_id)
+    if conn is None or conn.kind != "app" or conn.status != "connected":
+        return
+    try:
+        _client(project_id, conn).prepare()
+    except (ReconnectNeeded, TokenEndpointError, OSError, RuntimeError):
+        pass
 
 
 def apply_event(project_id: int, row: StripeWebhookEvent,
