@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 from sqlalchemy import func, select
 
 from crowdpower.extensions import db
-from crowdpower.models import Customer, utcnow
+from crowdpower.models import Customer
 from crowdpower.plugins.stripe import tokens
+from crowdpower.plugins.stripe.client import account_client
 from crowdpower.plugins.stripe.double.apps import ALL_PERMISSIONS
 from crowdpower.plugins.stripe.models import (
     StripeAppToken,
@@ -19,6 +21,7 @@ from crowdpower.plugins.stripe.models import (
 from crowdpower.plugins.stripe.permissions import manifest_permissions
 from crowdpower.tenancy import project_scope
 from tests.conftest import api
+from tests.stripe_plugin.test_webhooks import post
 
 
 def token_row(project_id: int) -> StripeAppToken:
@@ -105,9 +108,6 @@ def test_two_workers_refreshing_at_once_end_with_one_token(stripe_double, tenant
     row = token_row(project_id)
     assert row.access_token == results[0].access_token != stale and row.refreshes == 1
     # The stored pair works: the access token reads, the refresh token refreshes.
-    assert app.extensions is not None
-    from crowdpower.plugins.stripe.client import account_client
-
     assert account_client(project_id).get("/v1/customers")["data"]
     assert tokens.refresh(app, project_id, account, False, stale=row.access_token)
     assert stripe_double.apps.refreshes(200) == 2 and stripe_double.apps.refreshes(400) == 0
@@ -117,8 +117,6 @@ def test_tokens_are_refreshed_ahead_of_expiry(stripe_double, tenant, app, connec
     project_id, _key, _c = tenant
     account = stripe_double.create_account()
     connect_account(project_id, account, kind="app")
-    from crowdpower.plugins.stripe.client import account_client
-
     account_client(project_id).get("/v1/customers")
     assert stripe_double.apps.refreshes(200) == 0
     app.config["STRIPE_APP_TOKEN_LIFETIME"] = 200  # within the 300 s margin: due now
@@ -149,11 +147,6 @@ def test_revoked_refresh_token_shows_reconnect_needed(stripe_double, tenant, con
     # Syncs and look-ups stop cleanly: no call to Stripe, no retry.
     before = len(stripe_double.apps.log)
     assert api(browser, key).post("/api/v1/integrations/stripe/sync").status_code == 409
-    event = stripe_double.create_customer(account, email="new@x.test")
-    del event
-    from tests.stripe_plugin.test_webhooks import post
-    import json
-
     body = json.dumps({"id": "evt_reconnect_1", "object": "event", "type": "charge.failed",
                        "account": account, "livemode": False, "created": 1_800_000_000,
                        "api_version": "2025-01-01", "data": {"object": {
@@ -221,4 +214,3 @@ def test_the_manifest_asks_for_exactly_what_we_use(stripe_double, wired, tenant,
     receiving = {"event_read", "invoice_read"}  # needed to receive events, not to read
     assert stripe_double.apps.used <= manifest
     assert manifest - stripe_double.apps.used <= receiving
-    assert utcnow()
