@@ -54,8 +54,11 @@ def consent_page(double: StripeDouble, params: Any, action: str = "/oauth/author
         f'{escape(a.id)} — {escape(a.email or a.name or "account")} '
         f'({len(a.customers)} customers)</option>'
         for a in double.state.accounts.values() if a.id != "acct_platform")
+    what = (f'with <code>{escape(params.get("scope") or "read_only")}</code> access'
+            if action == "/oauth/authorize" else
+            "as a Stripe App (" + ", ".join(sorted(double.apps.permissions)) + ")")
     body = f"""<div class=card><p><b>CrowdPower</b> would like to connect to your Stripe
-account with <code>{escape(params.get("scope") or "read_only")}</code> access.</p>
+account {what}.</p>
 <form method=post action="{escape(action)}">{hidden}
 <p><label>Account <select name=account>{options}<option value="">A new, empty account
 </option></select></label></p>
