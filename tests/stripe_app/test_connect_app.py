@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+import stripe
 from sqlalchemy import select, text
 
 from crowdpower.extensions import db
@@ -147,3 +149,19 @@ def test_deauthorized_event_marks_the_connection_revoked(wired, tenant, connect_
     conn = connection(project_id)
     assert conn.status == "disconnected" and "revoked" in conn.last_error
     assert stored_tokens(project_id) == []
+
+
+def test_each_modes_webhook_endpoint_has_its_own_secret(stripe_double, tenant, app, client):
+    """Live and test-mode Connect endpoints sign with their own secrets; both are accepted,
+    a secret of neither is not."""
+    app.config["STRIPE_TEST_WEBHOOK_SECRET"] = "whsec_test_endpoint"
+    for i, (secret, expected) in enumerate([("whsec_test_endpoint", 200),
+                                            ("whsec_someone_else", 400)]):
+        body = json.dumps({"id": f"evt_secret_{i}", "object": "event", "type": "customer.created",
+                           "account": "acct_nobody", "livemode": False, "created": 1_800_000_000,
+                           "data": {"object": {"id": "cus_1", "object": "customer"}}})
+        header = stripe.WebhookSignature.generate_signature_header(body, secret)
+        response = client.post("/integrations/stripe/webhook", data=body.encode(),
+                               headers={"Stripe-Signature": header,
+                                        "Content-Type": "application/json"})
+        assert response.status_code == expected, response.get_data(as_text=True)
