@@ -127,9 +127,10 @@ def test_permissions_are_per_install_and_cover_expansions(stripe_double):
     assert refused.value.json_body["error"]["code"] == \
         "more_permissions_required_for_application"
     assert "'charge_read'" in refused.value.user_message
+    stripe_double.apps.set_permissions(account, False, {"subscription_read"})
     with pytest.raises(stripe.PermissionError) as expand:
-        client.raw_request("get", "/v1/subscriptions", expand=["data.items.data.price"])
-    assert "'plan_read'" in expand.value.user_message
-    stripe_double.apps.set_permissions(account, False, {"customer_read", "subscription_read",
-                                                        "plan_read"})
-    assert client.raw_request("get", "/v1/subscriptions", expand=["data.items.data.price"])
+        client.raw_request("get", "/v1/subscriptions", expand=["data.customer"])
+    assert "'customer_read'" in expand.value.user_message
+    stripe_double.apps.set_permissions(account, False, {"customer_read", "subscription_read"})
+    listed = client.raw_request("get", "/v1/subscriptions", expand=["data.customer"]).data
+    assert listed["data"][0]["customer"]["email"] == "a@x.test"
