@@ -220,3 +220,19 @@ def test_the_manifest_asks_for_exactly_what_we_use(stripe_double, wired, tenant,
     receiving = {"event_read", "invoice_read"}  # needed to receive events, not to read
     assert stripe_double.apps.used <= manifest
     assert manifest - stripe_double.apps.used <= receiving
+
+
+def test_a_legacy_link_keeps_working_in_app_mode(stripe_double, tenant, connect_account,
+                                                 start_sync, wait_sync):
+    """An existing Connect link (kind "connect") still reads with the platform key and
+    ``Stripe-Account`` while new connections are App installs."""
+    project_id, _key, _c = tenant
+    account = stripe_double.create_account()
+    stripe_double.seed(account, customers=15, seed=4)
+    connect_account(project_id, account, kind="connect")
+    start_sync(project_id)
+    run = wait_sync(project_id)
+    assert run.state == "succeeded", run.error
+    assert run.counts["customers"] == len(stripe_double.objects(account, "customer"))
+    assert stripe_double.apps.log == [] and stripe_double.apps.used == set()
+    assert token_row(project_id) is None

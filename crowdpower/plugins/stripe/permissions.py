@@ -15,7 +15,8 @@ MANIFEST = Path(__file__).with_name("stripe-app.json")
 
 # What each read we make needs (the list path segment → permission).
 PATHS = {"customers": "customer_read", "subscriptions": "subscription_read",
-         "charges": "charge_read", "products": "product_read", "prices": "plan_read",
+         "charges": "charge_read", "disputes": "dispute_read", "products": "product_read",
+         "prices": "plan_read",
          "invoices": "invoice_read", "events": "event_read"}
 EXPANDED = {"customer": "customer_read", "product": "product_read", "price": "plan_read",
             "coupon": "coupon_read"}

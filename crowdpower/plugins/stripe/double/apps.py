@@ -30,6 +30,7 @@ from typing import Any
 # The read permissions of the resources the double serves, by list path segment.
 PATH_PERMISSIONS = {"customers": "customer_read", "subscriptions": "subscription_read",
                     "charges": "charge_read", "refunds": "charge_read",
+                    "disputes": "dispute_read",
                     "products": "product_read", "prices": "plan_read", "plans": "plan_read",
                     "invoices": "invoice_read", "events": "event_read"}
 # An expansion reaching one of these fields needs that object's permission too.
