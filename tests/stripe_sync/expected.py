@@ -22,10 +22,11 @@ from crowdpower.tenancy import project_scope
 def account_objects(account: str) -> dict[str, list[dict]]:
     client = stripe_client(account)
     out = {}
+    # Expansions stop at Stripe's 4 levels: products are listed, not expanded in prices.
     for kind, path, extra in (("customer", "/v1/customers", {}),
+                              ("product", "/v1/products", {}),
                               ("subscription", "/v1/subscriptions",
-                               {"status": "all", "expand": ["data.items.data.price.product",
-                                                     "data.discounts.source.coupon"]}),
+                               {"status": "all", "expand": ["data.discounts.source.coupon"]}),
                               ("charge", "/v1/charges", {})):
         items, cursor = [], None
         while True:
@@ -60,7 +61,9 @@ def expected_traits(account: str) -> dict[str, dict]:
             cus = cus.get("id") if isinstance(cus, dict) else cus
             if cus in owner:
                 groups[owner[cus]][kind].append(obj)
-    return {key: encoded(mapping.customer_traits(g["customer"], g["subscription"], g["charge"]))
+    names = {p["id"]: p["name"] for p in objects["product"]}
+    return {key: encoded(mapping.customer_traits(g["customer"], g["subscription"], g["charge"],
+                                                 names))
             for key, g in groups.items()}
 
 

@@ -3,13 +3,17 @@
 The platform key is passed per client and the connected account per client
 (``stripe_account``); ``stripe.api_key`` is never set globally, so two tenants'
 calls can never mix. ``max_network_retries`` is set because StripeClient does not
-retry by default.
+retry by default. Every request names its API version (``Stripe-Version``: the one the
+pinned SDK major is generated for, ``API_VERSION``), so objects keep the shapes our
+mapping reads even if the account's default version moves.
 """
 
 from __future__ import annotations
 
 import stripe
 from flask import current_app
+
+API_VERSION: str = stripe.api_version  # e.g. "2026-10-28.endive" for stripe 16.x
 
 
 def stripe_client(account: str | None = None, max_network_retries: int | None = None,
@@ -26,4 +30,5 @@ def stripe_client(account: str | None = None, max_network_retries: int | None = 
         base_addresses={"api": cfg["STRIPE_API_BASE"], "connect": cfg["STRIPE_CONNECT_BASE"],
                         "files": cfg["STRIPE_API_BASE"]},
         max_network_retries=retries,
+        stripe_version=API_VERSION,
     )

@@ -1,7 +1,7 @@
 """Initial and on-demand sync of a connected account into the mirror and traits.
 
 A run (``StripeSyncRun``) goes pending → running → succeeded/failed through the
-phases customers → subscriptions → charges → traits. Each list phase pages through
+phases customers → products → subscriptions → charges → traits. Each list phase pages through
 the account-wide list endpoint (100 per page; the next page is fetched while the
 current one is written), writes every ``STRIPE_SYNC_FLUSH_OBJECTS`` objects to the
 mirror and commits them together with the cursor, so memory stays bounded and a killed
@@ -50,13 +50,15 @@ log = logging.getLogger(__name__)
 
 QUEUE = "sync"
 ACTIVE = ("pending", "running")
-PHASES = ("customers", "subscriptions", "charges", "traits")
-# phase → (mirror kind, list path, extra list params)
+PHASES = ("customers", "products", "subscriptions", "charges", "traits")
+# phase → (mirror kind, list path, extra list params). Stripe expands at most 4 levels, so
+# products (``data.items.data.price.product`` would be 5) are listed in their own phase
+# (ceil(products/100) calls) and plan names read from the mirror.
 LISTS = {
     "customers": ("customer", "/v1/customers", {}),
+    "products": ("product", "/v1/products", {}),
     "subscriptions": ("subscription", "/v1/subscriptions",
-                      {"status": "all", "expand": ["data.items.data.price.product",
-                                                    "data.discounts.source.coupon"]}),
+                      {"status": "all", "expand": ["data.discounts.source.coupon"]}),
     "charges": ("charge", "/v1/charges", {}),
 }
 TRAITS_BATCH = 1000

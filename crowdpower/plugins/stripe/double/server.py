@@ -21,7 +21,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from crowdpower.plugins.stripe.double import control
+from crowdpower.plugins.stripe.double import control, validation
 from crowdpower.plugins.stripe.double import objects as O  # noqa: N812
 from crowdpower.plugins.stripe.double.faults import Faults
 from crowdpower.plugins.stripe.double.seed import seed_account
@@ -84,6 +84,7 @@ class StripeDouble:
         self.tokens: dict[str, str] = {}   # access token → account
         self.token_requests: list[dict] = []
         self._counts: Counter[tuple[str | None, str, str]] = Counter()
+        self.versions: Counter[str | None] = Counter()  # Stripe-Version of API requests
         self._count_lock = threading.Lock()
         self._oauth_lock = threading.Lock()  # a code is redeemed once, even when raced
         self.url_map = Map([
@@ -139,6 +140,7 @@ class StripeDouble:
     def reset_request_log(self) -> None:
         with self._count_lock:
             self._counts.clear()
+            self.versions.clear()
 
     def request_count(self, account: str | None = None, path: str | None = None,
                       method: str | None = None) -> int:
@@ -174,6 +176,7 @@ class StripeDouble:
         account = request.headers.get("Stripe-Account")
         with self._count_lock:
             self._counts[(account, request.method, request.path)] += 1
+            self.versions[request.headers.get("Stripe-Version")] += 1
         verdict = self.faults.check(account)
         if verdict.delay:
             time.sleep(verdict.delay)
@@ -234,6 +237,10 @@ class StripeDouble:
         params = parse_params(list(request.args.items(multi=True)) +
                               list(request.form.items(multi=True)))
         try:
+            validation.validate(request.method, request.path, params)
+        except validation.StripeError as exc:
+            return self._refusal(exc)
+        try:
             with self.state.lock:
                 acct = self.state.account(target)  # type: ignore[arg-type]
                 if endpoint == "account":
@@ -256,6 +263,10 @@ class StripeDouble:
         except (ValueError, TypeError) as exc:
             return self._json(*O.error(400, "invalid_request_error", str(exc)))
 
+    def _refusal(self, exc: validation.StripeError) -> Response:
+        return self._json(*O.error(exc.status, "invalid_request_error", exc.message,
+                                   code=exc.code, param=exc.param))
+
     def _refund(self, target: str, acct: Any, params: dict) -> dict:
         """``POST /v1/refunds`` answers with the new refund (as Stripe does), not the charge."""
         charge_id = _required(params, "charge")
@@ -266,14 +277,7 @@ class StripeDouble:
         return [r for r in charge["refunds"]["data"] if r["id"] not in known][-1]
 
     def _list(self, acct: Any, kind: str, params: dict, path: str) -> Response:
-        try:
-            limit = int(params.get("limit", 10))
-        except ValueError:
-            limit = -1
-        if not 1 <= limit <= 100:
-            return self._json(*O.error(400, "invalid_request_error",
-                                       "Invalid integer: limit must be between 1 and 100",
-                                       code="parameter_invalid_integer", param="limit"))
+        limit = int(params.get("limit", 10))  # validated: an integer in 1..100
         keep = _filter(kind, params)
         expand = frozenset(params.get("expand") or [])
         with self.state.lock:
@@ -283,7 +287,9 @@ class StripeDouble:
                     customer=params.get("customer") if kind in ("subscription", "charge")
                     else None)
             except KeyError as exc:
-                return self._json(*O.missing(kind, str(exc.args[0])))
+                cursor = "starting_after" if params.get("starting_after") == exc.args[0] \
+                    else "ending_before"
+                return self._refusal(validation.cursor_error(cursor, kind, str(exc.args[0])))
             data = [acct.render(kind, c, expand) for c in cores]
         return self._json(200, {"object": "list", "data": data, "has_more": has_more,
                                 "url": path})
