@@ -27,7 +27,8 @@ def price(unit_amount: int = 2900, currency: str = "usd", interval: str = "month
           count: int = 1, nickname: str | None = None, product: str | dict = "prod_pro"
           ) -> dict:
     base = fixture("price", unit_amount=unit_amount, unit_amount_decimal=str(unit_amount),
-                   currency=currency, nickname=nickname, product=product)
+                   currency=currency, nickname=nickname, product=product,
+                   transform_quantity=None)  # the example's divide_by is a placeholder
     base["recurring"] = {**base["recurring"], "interval": interval, "interval_count": count}
     return base
 
@@ -58,9 +59,12 @@ def sub(status: str = "active", created: int = T0, items: list[dict] | None = No
 
 def charge(amount: int = 1000, currency: str = "usd", status: str = "succeeded",
            created: int = T0, refunded: int = 0, customer: str = "cus_a", **over: Any) -> dict:
+    # Stripe's example charge is an uncaptured authorisation; these are captured unless told.
+    captured = status == "succeeded"
+    fields = {"captured": captured, "amount_captured": amount if captured else 0, **over}
     return fixture("charge", id=f"ch_{status}_{created}_{amount}", amount=amount,
                    currency=currency, status=status, created=created, amount_refunded=refunded,
-                   refunded=refunded == amount, customer=customer, **over)
+                   refunded=refunded == amount, customer=customer, **fields)
 
 
 def customer(cid: str = "cus_a", created: int = T0, email: str | None = "ann@shop.test",
@@ -375,9 +379,14 @@ def test_subscription_updated_properties_say_what_changed() -> None:
 
 
 def test_invoice_upcoming_properties() -> None:
+    # As Stripe sends it: the invoice's own period is the one ending (T0 - 30 days … T0);
+    # the billed period is on the line items (T0 … T0 + 30 days).
     invoice = fixture("invoice", id=None, amount_due=8700, currency="gbp", customer="cus_a",
-                      period_start=T0, period_end=T0 + 30 * DAY,
+                      period_start=T0 - 30 * DAY, period_end=T0,
                       next_payment_attempt=T0 + 30 * DAY)
+    line = dict(invoice["lines"]["data"][0]) if invoice["lines"]["data"] else {}
+    invoice["lines"] = {**invoice["lines"], "data": [
+        {**line, "period": {"start": T0, "end": T0 + 30 * DAY}}]}
     invoice["parent"] = {"type": "subscription_details", "quote_details": None,
                          "subscription_details": {"metadata": {}, "subscription": "sub_9"}}
     ev = event("invoice.upcoming", invoice)

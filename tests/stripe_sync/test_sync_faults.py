@@ -73,8 +73,8 @@ def test_rate_limit_storm_is_survived(stripe_double, tenant, connect_account, st
     assert run.counts.get("rate_limited", 0) > 0
     calls = sum(list_calls(stripe_double, account).values())
     objects = account_objects(account)
-    minimum = sum(pages(len(objects[k])) for k in ("customer", "product", "subscription",
-                                                             "charge"))
+    minimum = sum(pages(len(objects[k])) for k in ("customer", "product", "price", "subscription",
+                                                             "charge", "dispute"))
     assert calls == run.api_calls == minimum + run.counts["retries"]
     assert actual_traits(project_id) == expected_traits(account)
 
@@ -109,8 +109,8 @@ def test_server_errors_are_retried(stripe_double, tenant, connect_account, start
     assert run.state == "succeeded", run.error
     calls = sum(list_calls(stripe_double, account).values())
     objects = account_objects(account)
-    minimum = sum(pages(len(objects[k])) for k in ("customer", "product", "subscription",
-                                                             "charge"))
+    minimum = sum(pages(len(objects[k])) for k in ("customer", "product", "price", "subscription",
+                                                             "charge", "dispute"))
     assert run.counts["retries"] == 3
     assert run.api_calls == calls == minimum + 3
     assert actual_traits(project_id) == expected_traits(account)

@@ -29,7 +29,7 @@ from crowdpower.plugins.stripe.double.state import State
 from crowdpower.plugins.stripe.double.webhooks import Webhooks
 
 LISTS = {"customers": "customer", "subscriptions": "subscription", "charges": "charge",
-         "prices": "price", "products": "product", "events": "event"}
+         "prices": "price", "products": "product", "events": "event", "disputes": "dispute"}
 PLATFORM = "acct_platform"
 
 
@@ -88,9 +88,10 @@ class StripeDouble:
         self._count_lock = threading.Lock()
         self._oauth_lock = threading.Lock()  # a code is redeemed once, even when raced
         self.url_map = Map([
-            Rule("/v1/<any(customers,subscriptions,charges,prices,products,events):kind>",
+            Rule("/v1/<any(customers,subscriptions,charges,prices,products,events,disputes):kind>",
                  endpoint="list_or_create", methods=["GET", "POST"]),
-            Rule("/v1/<any(customers,subscriptions,charges,prices,products,events):kind>/<oid>",
+            Rule("/v1/<any(customers,subscriptions,charges,prices,products,events,disputes)"
+                 ":kind>/<oid>",
                  endpoint="one", methods=["GET", "POST", "DELETE"]),
             Rule("/v1/refunds", endpoint="refunds", methods=["POST"]),
             Rule("/v1/account", endpoint="account", methods=["GET"]),
@@ -464,7 +465,8 @@ class StripeDouble:
 _STATE_METHODS = {"create_customer", "update_customer", "delete_customer", "create_product",
                   "create_price", "create_subscription", "update_subscription",
                   "cancel_subscription", "trial_will_end", "invoice_upcoming", "create_charge",
-                  "refund_charge", "deauthorize", "emit"}
+                  "refund_charge", "deauthorize", "emit", "capture_charge", "dispute_charge",
+                  "create_coupon"}
 
 
 class MissingParam(ValueError):

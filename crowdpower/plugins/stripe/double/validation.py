@@ -41,7 +41,12 @@ LIMIT_RANGE = (1, 100)  # "Limit can range between 1 and 100" (every list's ``li
 SERVICES = ("_customer_service.CustomerService", "_subscription_service.SubscriptionService",
             "_charge_service.ChargeService", "_price_service.PriceService",
             "_product_service.ProductService", "_event_service.EventService",
-            "_refund_service.RefundService", "_account_service.AccountService")
+            "_refund_service.RefundService", "_account_service.AccountService",
+            "_dispute_service.DisputeService")
+# Fields Stripe leaves out of an object unless asked with ``expand`` ("This field is not
+# included by default. To include it in the response, expand the … field." in Stripe's API
+# reference). The SDK types them as plain fields, so they are listed here.
+INCLUDABLE = {("Price", "tiers"), ("Price", "currency_options")}
 _REQUEST = re.compile(r'self\._request\(\s*"(get|post|delete)",\s*"(/v1/[^"]+)"')
 _OPTIONS = set(RequestOptions.__annotations__)
 
@@ -401,6 +406,8 @@ def check_expansion(ep: Endpoint, path: str) -> None:
         if isinstance(t, typing.ForwardRef | str):  # a nested resource (``price: "Price"``)
             t = _resource(t)
         expandable, target = _expandable(t)
+        if last and (getattr(current, "__name__", ""), part) in INCLUDABLE:
+            return
         if last:
             if not expandable:
                 raise StripeError(f"This property cannot be expanded ({part}).", "expand",
