@@ -116,6 +116,20 @@ def test_server_errors_are_retried(stripe_double, tenant, connect_account, start
     assert actual_traits(project_id) == expected_traits(account)
 
 
+def test_server_errors_are_retried_whatever_stripe_should_retry_says(
+        stripe_double, tenant, connect_account, start_sync, wait_sync):
+    """A list call is a GET: retrying it is safe even when a 5xx says ``false``."""
+    project_id, _key, _c = tenant
+    account = seeded(stripe_double, connect_account, project_id, 60, 12)
+    stripe_double.reset_request_log()
+    stripe_double.faults.fail_next(account, 2, status=503, should_retry=False)
+    start_sync(project_id)
+    run = wait_sync(project_id)
+    assert run.state == "succeeded", run.error
+    assert run.counts["retries"] == 2
+    assert actual_traits(project_id) == expected_traits(account)
+
+
 def test_failure_then_resync_continues_from_checkpoint(
         slow_sync, app, stripe_double, tenant, connect_account, start_sync, wait_sync):
     project_id, _key, _c = tenant

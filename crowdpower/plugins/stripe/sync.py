@@ -17,7 +17,8 @@ slot re-enqueues itself with a delay instead of occupying a worker.
 Faults: every request, retries included, goes through the per-account rate cap and
 is counted in ``api_calls``, so the SDK's own retries are off (``max_network_retries=0``)
 and this module retries instead: 429 → back off with jitter (honouring ``Retry-After``),
-5xx/409/connection errors → back off, ``Stripe-Should-Retry`` honoured. After
+5xx/409/connection errors → back off (5xx always, the reads are idempotent; otherwise
+``Stripe-Should-Retry`` honoured). After
 ``STRIPE_SYNC_MAX_ATTEMPTS`` consecutive failures the run fails with a readable error;
 a Resync then starts a new run from the failed run's checkpoint (``resumed_from_id``).
 """
@@ -509,6 +510,8 @@ class Syncer:
                 wait = None
         if status == 429:  # a rate limit always passes; Stripe-Should-Retry aside
             return True, wait
+        if status >= 500:  # a GET changes nothing: a server error is retried whatever the
+            return True, wait  # advice (Stripe sends "false" for non-idempotent requests)
         if advice in ("true", "false"):
             return advice == "true", wait
         return status == 409 or status >= 500, wait

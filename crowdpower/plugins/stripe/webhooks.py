@@ -344,12 +344,19 @@ def apply_event(project_id: int, row: StripeWebhookEvent,
     if customer_id is None:
         return "ignored", f"customer {stripe_customer} not found in Stripe"
     if obj.get("object") in ("subscription", "charge"):
-        _mirror(project_id, conn, obj, occurred)
+        completed = _mirror(project_id, conn, obj, occurred)
+        if completed is not None:  # the event carried discount ids: props from the objects
+            event = {**event, "data": {**(event.get("data") or {}), "object": completed}}
+            obj = completed
     status: tuple[str, str | None] = ("processed", None)
     if name is not None:
         if _is_twin(project_id, row):
             status = ("duplicate", "same change as an event processed moments ago")
         else:
+            if obj.get("object") == "subscription":
+                event = {**event, "data": {**(event.get("data") or {}), "object":
+                                           mapping.with_prices(obj, store.tiered_prices(
+                                               project_id, [obj]))}}
             record_event(project_id, customer_id, name,
                          mapping.event_properties(event, _product_names(project_id, obj)),
                          occurred_at=occurred, source="stripe", external_id=event["id"])
@@ -361,15 +368,19 @@ FETCH_EXPAND = {"subscription": ["items.data.price.product", "discounts.source.c
                 "charge": []}
 
 
-def _mirror(project_id: int, conn: Connection, obj: dict, occurred: datetime) -> None:
+def _mirror(project_id: int, conn: Connection, obj: dict, occurred: datetime) -> dict | None:
     """Store the event's object, unless we hold data as new: then ask Stripe for the current.
 
     Stripe does not order deliveries, and timestamps are whole seconds: an event no newer
-    than the stored copy may describe an older state, so the object is re-fetched.
+    than the stored copy may describe an older state, so the object is re-fetched. A
+    subscription whose ``discounts`` are ids (as webhook payloads carry them) is fetched
+    with its discounts expanded, since MRR needs the coupons; that object is returned.
     """
     kind = obj["object"]
     stored = store.stored_synced_at(project_id, kind, obj["id"])
-    if stored is not None and stored >= occurred:
+    ids_only = kind == "subscription" and any(isinstance(d, str)
+                                              for d in obj.get("discounts") or [])
+    if ids_only or (stored is not None and stored >= occurred):
         path = f"/v1/{kind}s/{obj['id']}"
         params = {"expand": FETCH_EXPAND[kind]} if FETCH_EXPAND[kind] else {}
         try:
@@ -377,12 +388,14 @@ def _mirror(project_id: int, conn: Connection, obj: dict, occurred: datetime) ->
                 "get", path, stripe_account=conn.stripe_user_id, **params).data
         except stripe.InvalidRequestError as exc:
             if exc.http_status == 404:
-                return
+                return None
             raise
         obj, occurred = json.loads(json.dumps(fresh)), utcnow()
     if kind == "subscription":
         _ensure_products(project_id, conn, obj)
+        _ensure_tiers(project_id, conn, obj)
     store.upsert_objects(project_id, kind, [obj], occurred)
+    return obj if ids_only else None
 
 
 def _customer_event(project_id: int, type_: str, obj: dict,
@@ -450,6 +463,25 @@ def _ensure_products(project_id: int, conn: Connection, sub: dict) -> None:
             continue
         store.upsert_objects(project_id, "product", [json.loads(json.dumps(product))],
                              utcnow())
+
+
+def _ensure_tiers(project_id: int, conn: Connection, sub: dict) -> None:
+    """Fetch (once) the tiered prices a subscription uses, with their ``tiers`` (Stripe
+    leaves them out of embedded prices), into the mirror."""
+    wanted = {p["id"] for p in map(mapping.price_of, mapping.items_of(sub))
+              if p.get("billing_scheme") == "tiered" and not p.get("tiers") and p.get("id")}
+    if not wanted:
+        return
+    known = set(store.tiered_prices(project_id, [sub]))
+    client = stripe_client(conn.stripe_user_id)
+    for price_id in sorted(wanted - known):
+        try:
+            price = client.raw_request("get", f"/v1/prices/{price_id}",
+                                       stripe_account=conn.stripe_user_id,
+                                       expand=["tiers"]).data
+        except stripe.InvalidRequestError:
+            continue
+        store.upsert_objects(project_id, "price", [json.loads(json.dumps(price))], utcnow())
 
 
 def _product_names(project_id: int, obj: dict) -> dict[str, str]:

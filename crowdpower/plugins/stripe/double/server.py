@@ -196,6 +196,8 @@ class StripeDouble:
         elif verdict.status:
             response = self._json(*O.error(verdict.status, "api_error",
                                            "An unknown error occurred (the double's fault)."))
+            if verdict.should_retry is not None:
+                response.headers["Stripe-Should-Retry"] = str(verdict.should_retry).lower()
         else:
             response = self._api(request, endpoint, args, account)
         response.headers["Request-Id"] = O.new_id("req", 14)
