@@ -475,3 +475,46 @@ def test_an_event_failing_every_attempt_ends_failed_with_its_error(wired, shop, 
     assert row.status == "failed" and row.attempts == 5
     assert "500" in (row.error or "") or "Error" in (row.error or "")
     assert customer_by_email(project_id, "never@example.com") is None
+
+
+def test_real_shapes_through_webhooks(wired, tenant, connect_account):
+    """Discount ids in the payload, tiered prices without tiers, the upcoming invoice's
+    line periods: the event properties and traits are right all the same."""
+    project_id, _key, _browser = tenant
+    double = wired.double
+    account = double.create_account()
+    connect_account(project_id, account)
+    pro = double.create_price(account, 2900, "usd", nickname="Pro monthly")
+    coupon = double.create_coupon(account, percent_off=25, duration="forever")
+    ann = double.create_customer(account, email="ann@shapes.test")
+    sub = double.create_subscription(account, ann["id"], pro["id"], 2, coupons=[coupon["id"]])
+    assert all(isinstance(d, str) for d in sub["discounts"])  # ids, as Stripe sends them
+    seats = double.create_price(account, None, "usd", product_name="Seats", tiers_mode="volume",
+                                tiers=[{"up_to": 5, "unit_amount": 1000},
+                                       {"up_to": None, "unit_amount": 800}])
+    assert "tiers" not in seats
+    bo = double.create_customer(account, email="bo@shapes.test")
+    tiered = double.create_subscription(account, bo["id"], seats["id"], 10)
+    wired.settle()
+    created = {e.properties["subscription_id"]: e.properties
+               for e in events(project_id, "Stripe Subscription Created")}
+    assert created[sub["id"]]["mrr"] == 43.5  # 2 × 29.00 less 25%
+    assert created[tiered["id"]]["mrr"] == 80.0 and created[tiered["id"]]["amount"] == 80.0
+    ann_id = customer_by_email(project_id, "ann@shapes.test").id
+    bo_id = customer_by_email(project_id, "bo@shapes.test").id
+    traits = get_traits(project_id, [ann_id, bo_id])
+    assert traits[ann_id]["stripe_mrr"] == 43.5 and traits[bo_id]["stripe_mrr"] == 80.0
+
+    invoice = double.invoice_upcoming(account, tiered["id"])["data"]["object"]
+    wired.settle()
+    [upcoming] = events(project_id, "Stripe Invoice Upcoming")
+    line = invoice["lines"]["data"][0]["period"]
+    assert invoice["period_end"] == line["start"]  # the invoice's own period is the past one
+    assert upcoming.properties["period_start_at"] == mapping_iso(line["start"])
+    assert upcoming.properties["period_end_at"] == mapping_iso(line["end"])
+
+
+def mapping_iso(ts: int) -> str:
+    from crowdpower.plugins.stripe.mapping import iso
+
+    return iso(ts)  # type: ignore[return-value]

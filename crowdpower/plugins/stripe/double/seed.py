@@ -170,3 +170,79 @@ def _seed(acct: Account, rng: random.Random, ids: random.Random, n: int,
     acct.refunds.extend(refunds)
     return {"customers": n, "subscriptions": len(subs), "charges": len(charges),
             "refunds": len(refunds)}
+
+
+def seed_cases(state: State, account_id: str, now: int | None = None) -> dict[str, str]:
+    """One customer per awkward shape real accounts hold (issue 12), through the public
+    state methods (so events, indexes and shapes are the double's ordinary ones).
+
+    Returns ``{case: email}``. No webhook events are sent for history (``emit=False``)
+    except where a state method has no such switch (discount coupons, captures).
+    """
+    now = int(now or time.time())
+    day = 86400
+    s = state
+    pro = s.create_price(account_id, 2900, "usd", nickname="Pro monthly", created=now - 400 * day)
+    metered = s.create_price(account_id, 5, "usd", product_name="API calls",
+                             usage_type="metered", created=now - 400 * day)
+    volume = s.create_price(account_id, None, "usd", product_name="Seats (volume)",
+                            tiers_mode="volume", created=now - 400 * day,
+                            tiers=[{"up_to": 5, "unit_amount": 1000},
+                                   {"up_to": None, "unit_amount": 800}])
+    graduated = s.create_price(account_id, None, "usd", product_name="Seats (graduated)",
+                               tiers_mode="graduated", created=now - 400 * day,
+                               tiers=[{"up_to": 5, "unit_amount": 1000, "flat_amount": 500},
+                                      {"up_to": None, "unit_amount": 800}])
+    decimal = s.create_price(account_id, None, "usd", product_name="Storage",
+                             unit_amount_decimal="1234.5", created=now - 400 * day)
+    packs = s.create_price(account_id, 1000, "usd", product_name="Packs of 10",
+                           transform_quantity={"divide_by": 10, "round": "up"},
+                           created=now - 400 * day)
+    yen = s.create_price(account_id, 5000, "jpy", interval="year", product_name="Yen annual",
+                         created=now - 400 * day)
+    dinar = s.create_price(account_id, 12345, "bhd", interval="month", interval_count=3,
+                           product_name="Dinar quarterly", created=now - 400 * day)
+    quarter = s.create_coupon(account_id, percent_off=25, duration="forever", name="25% off")
+    cases: dict[str, str] = {}
+
+    def customer(case: str) -> str:
+        email = f"{case}@cases.test"
+        cases[case] = email
+        return s.create_customer(account_id, email=email, name=case.title(),
+                                 created=now - 300 * day, emit=False)["id"]
+
+    def sub(cus: str, price: dict, quantity: int = 1, **kw) -> dict:
+        return s.create_subscription(account_id, cus, price["id"], quantity,
+                                     created=now - 200 * day, emit=False,
+                                     period_start=now - 10 * day, **kw)
+
+    sub(customer("multi"), pro, more_items=[(metered["id"], 1)])
+    sub(customer("volume"), volume, 10)
+    sub(customer("graduated"), graduated, 7)
+    sub(customer("decimal"), decimal, 2)
+    sub(customer("packs"), packs, 25)
+    yen_cus = customer("yen")
+    sub(yen_cus, yen)
+    s.create_charge(account_id, yen_cus, 5000, "jpy", created=now - 100 * day, emit=False)
+    sub(customer("dinar"), dinar)
+    sub(customer("discount"), pro, 2, coupons=[quarter["id"]])
+
+    payer = customer("charges")
+    kept = s.create_charge(account_id, payer, 10000, created=now - 90 * day, emit=False)
+    s.refund_charge(account_id, kept["id"], 1000, emit=False, created=now - 89 * day)
+    s.create_charge(account_id, payer, 5000, created=now - 80 * day, emit=False,
+                    captured=False)  # authorised only
+    partial = s.create_charge(account_id, payer, 8000, created=now - 70 * day, emit=False,
+                              captured=False)
+    s.capture_charge(account_id, partial["id"], 6000, emit=False)
+    lost = s.create_charge(account_id, payer, 3000, created=now - 60 * day, emit=False)
+    s.dispute_charge(account_id, lost["id"], "lost", emit=False, created=now - 50 * day)
+    won = s.create_charge(account_id, payer, 2000, created=now - 40 * day, emit=False)
+    s.dispute_charge(account_id, won["id"], "won", emit=False, created=now - 30 * day)
+
+    gone = customer("deleted")
+    sub(gone, pro)
+    s.delete_customer(account_id, gone)
+    s.create_charge(account_id, None, 4200, created=now - 20 * day, emit=False,
+                    billing_email="guest@cases.test")  # a guest checkout: no customer
+    return cases

@@ -24,7 +24,7 @@ from werkzeug.wrappers import Request, Response
 from crowdpower.plugins.stripe.double import control, validation
 from crowdpower.plugins.stripe.double import objects as O  # noqa: N812
 from crowdpower.plugins.stripe.double.faults import Faults
-from crowdpower.plugins.stripe.double.seed import seed_account
+from crowdpower.plugins.stripe.double.seed import seed_account, seed_cases
 from crowdpower.plugins.stripe.double.state import State
 from crowdpower.plugins.stripe.double.webhooks import Webhooks
 
@@ -131,6 +131,10 @@ class StripeDouble:
     def seed(self, account: str, customers: int = 100, seed: int = 0,
              now: int | None = None) -> dict[str, int]:
         return seed_account(self.state, account, customers, seed, now)
+
+    def seed_cases(self, account: str, now: int | None = None) -> dict[str, str]:
+        """One customer per awkward real-world shape (``seed.seed_cases``): ``{case: email}``."""
+        return seed_cases(self.state, account, now)
 
     def __getattr__(self, name: str) -> Any:
         # create_customer, update_subscription, create_charge, refund_charge, emit, …
