@@ -518,3 +518,70 @@ def mapping_iso(ts: int) -> str:
     from crowdpower.plugins.stripe.mapping import iso
 
     return iso(ts)  # type: ignore[return-value]
+
+
+@pytest.fixture
+def live_with_test_data(wired, tenant, connect_account):
+    """A live account connected with test data accepted, holding a test-mode customer that
+    we have not seen (applying its events needs a look-up in Stripe)."""
+    project_id = tenant[0]
+    double = wired.double
+    account = double.create_account(livemode=True)
+    connect_account(project_id, account, livemode=True, accept_test_data=True)
+    cus = double.create_customer(account, email="tester@example.com", emit=False,
+                                 livemode=False)
+    yield project_id, account, cus
+    double.test_secret_key = None
+
+
+def test_test_mode_data_on_a_live_connection_needs_the_test_key(
+        wired, live_with_test_data, app):
+    from crowdpower.plugins.stripe.client import stripe_client
+
+    project_id, account, cus = live_with_test_data
+    double = wired.double
+    # What Stripe answers a live key asking for a test-mode object:
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        stripe_client(account, max_network_retries=0).v1.customers.retrieve(cus["id"])
+    assert caught.value.http_status == 404
+    assert "a similar object exists in test mode, but a live mode key" in str(caught.value)
+    # Without STRIPE_TEST_SECRET_KEY the look-up is skipped, and the note says why (not
+    # "customer not found": that 404 would be of our own making).
+    app.config["STRIPE_TEST_SECRET_KEY"] = None
+    double.create_charge(account, cus["id"], 900, "usd", status="failed", livemode=False)
+    wired.settle()
+    [row] = [r for r in inbox() if r.type == "charge.failed"]
+    assert row.status == "ignored" and "STRIPE_TEST_SECRET_KEY" in (row.error or "")
+    # With the platform's test key, the test-mode customer is read and the event applied.
+    double.test_secret_key = app.config["STRIPE_TEST_SECRET_KEY"] = "sk_test_platform_tests"
+    double.create_charge(account, cus["id"], 700, "usd", status="failed", livemode=False)
+    wired.settle()
+    [event] = events(project_id, "Stripe Charge Failed")
+    assert event.properties["amount"] == 7.0 and event.properties["livemode"] is False
+    assert customer_by_email(project_id, "tester@example.com") is not None
+
+
+def test_a_rate_limited_look_up_is_not_a_failed_attempt(wired, shop, app, drain):
+    project_id, _key, account, _cus, _sub = shop
+    app.config["STRIPE_MAX_NETWORK_RETRIES"] = 0
+    app.config["STRIPE_TEST_REQUESTS_PER_SECOND"] = 1000  # a cap, so the limiter is used
+    double = wired.double
+    new = double.create_customer(account, email="patient@example.com", emit=False)
+    double.faults.fail_next(account, n=7, status=429)  # more than MAX_ATTEMPTS (5)
+    assert post(app.test_client(), charge_event(double, account, new["id"])).status_code == 200
+    for _ in range(12):
+        drain()
+        rows = [r for r in inbox() if r.type == "charge.failed"]
+        if rows and rows[0].status not in ("pending", "retry"):
+            break
+    [row] = [r for r in inbox() if r.type == "charge.failed"]
+    assert row.status == "processed" and row.attempts == 1
+    assert customer_by_email(project_id, "patient@example.com") is not None
+    # The look-ups went through the account's rate limiter (shared with syncs).
+    from crowdpower.plugins.stripe.ratelimit import LocalBucket, limiter
+
+    bucket = limiter(app).bucket
+    if isinstance(bucket, LocalBucket):
+        assert account in bucket._buckets
+    else:
+        assert bucket.redis.exists(f"{bucket.prefix}crowdpower:stripe-rate:{account}")

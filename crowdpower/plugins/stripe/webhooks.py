@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,6 +39,7 @@ from crowdpower.plugins.stripe.models import (
     StripeObject,
     StripeWebhookEvent,
 )
+from crowdpower.plugins.stripe.ratelimit import limiter, rate_for
 from crowdpower.tenancy import current_project_id, project_scope
 
 log = logging.getLogger(__name__)
@@ -265,6 +266,8 @@ def _process_row(project_id: int, row: StripeWebhookEvent) -> str:
             status, note = apply_event(project_id, row, json.loads(row.payload))
     except Exception as exc:
         db.session.rollback()
+        if getattr(exc, "http_status", None) == 429:  # "slow down" is not a failure
+            attempts -= 1
         final = attempts >= MAX_ATTEMPTS
         db.session.execute(StripeWebhookEvent.__table__.update().where(
             StripeWebhookEvent.id == inbox_id).values(
@@ -276,7 +279,7 @@ def _process_row(project_id: int, row: StripeWebhookEvent) -> str:
             return "failed"
         log.warning("webhook row %s failed (attempt %d), retrying later: %s", inbox_id,
                     attempts, exc)
-        raise _Retry(attempts) from exc
+        raise _Retry(max(attempts, 1)) from exc
     row.status, row.error, row.processed_at = status, note, utcnow()
     db.session.commit()
     return status
@@ -290,6 +293,7 @@ class Connection:
     stripe_user_id: str | None
     livemode: bool
     accept_test_data: bool
+    test_data: bool = False  # this event's objects are test-mode ones of a live account
 
 
 def _connection(project_id: int) -> Connection | None:
@@ -330,6 +334,8 @@ def apply_event(project_id: int, row: StripeWebhookEvent,
         mark_disconnected(project_id, "Access to the Stripe account was revoked in Stripe.")
         g.pop("stripe_connections", None)
         return "processed", "disconnected"
+    if conn.livemode and not livemode:
+        conn = replace(conn, test_data=True)  # reads need the platform's test key
     occurred = datetime.fromtimestamp(int(event.get("created") or 0), UTC)
     obj = mapping.event_object(event)
     if obj.get("object") == "customer":
@@ -340,7 +346,10 @@ def apply_event(project_id: int, row: StripeWebhookEvent,
     stripe_customer = mapping.event_customer_id(event)
     if not stripe_customer:
         return "ignored", "the event names no customer"
-    customer_id = resolve_customer(project_id, conn, stripe_customer)
+    try:
+        customer_id = resolve_customer(project_id, conn, stripe_customer)
+    except CannotRead as exc:
+        return "ignored", str(exc)
     if customer_id is None:
         return "ignored", f"customer {stripe_customer} not found in Stripe"
     if obj.get("object") in ("subscription", "charge"):
@@ -384,13 +393,17 @@ def _mirror(project_id: int, conn: Connection, obj: dict, occurred: datetime) ->
         path = f"/v1/{kind}s/{obj['id']}"
         params = {"expand": FETCH_EXPAND[kind]} if FETCH_EXPAND[kind] else {}
         try:
-            fresh = stripe_client(conn.stripe_user_id).raw_request(
-                "get", path, stripe_account=conn.stripe_user_id, **params).data
+            fresh = read(conn, path, **params)
+        except CannotRead:
+            fresh = None  # test data without a test key: the event's copy is all we have
         except stripe.InvalidRequestError as exc:
             if exc.http_status == 404:
                 return None
             raise
-        obj, occurred = json.loads(json.dumps(fresh)), utcnow()
+        if fresh is not None:
+            obj, occurred = fresh, utcnow()
+        else:
+            ids_only = False
     if kind == "subscription":
         _ensure_products(project_id, conn, obj)
         _ensure_tiers(project_id, conn, obj)
@@ -430,19 +443,34 @@ def resolve_customer(project_id: int, conn: Connection, stripe_customer: str) ->
         StripeCustomerLink.stripe_customer_id == stripe_customer))
     if linked is not None:
         return linked
-    client = stripe_client(conn.stripe_user_id)
     try:
-        customer = client.raw_request("get", f"/v1/customers/{stripe_customer}",
-                                      stripe_account=conn.stripe_user_id).data
+        customer = read(conn, f"/v1/customers/{stripe_customer}")
     except stripe.InvalidRequestError as exc:
         if exc.http_status == 404:
             return None
         raise
-    customer = json.loads(json.dumps(customer))
     if customer.get("deleted"):
         return None
     store.upsert_objects(project_id, "customer", [customer], utcnow())
     return store.link_customers(project_id, [customer]).get(stripe_customer)
+
+
+class CannotRead(Exception):
+    """A look-up we cannot make: said in the event's note, never taken for a 404."""
+
+
+def read(conn: Connection, path: str, **params: Any) -> dict:
+    """GET one object for a webhook: through the account's rate limiter (shared with syncs),
+    with the platform's test key for test-mode objects of a live account."""
+    if conn.test_data and not current_app.config.get("STRIPE_TEST_SECRET_KEY"):
+        raise CannotRead("test-mode data on a live connection: not looked up in Stripe "
+                         "(set STRIPE_TEST_SECRET_KEY to read it)")
+    limiter(current_app._get_current_object()).wait(  # type: ignore[attr-defined]
+        conn.stripe_user_id or "", rate_for(current_app.config, conn.livemode
+                                            and not conn.test_data))
+    client = stripe_client(conn.stripe_user_id, test_data=conn.test_data)
+    found = client.raw_request("get", path, stripe_account=conn.stripe_user_id, **params).data
+    return json.loads(json.dumps(found))
 
 
 def _ensure_products(project_id: int, conn: Connection, sub: dict) -> None:
@@ -454,15 +482,12 @@ def _ensure_products(project_id: int, conn: Connection, sub: dict) -> None:
     known = set(db.session.scalars(select(StripeObject.stripe_id).where(
         StripeObject.project_id == project_id, StripeObject.kind == "product",
         StripeObject.stripe_id.in_(wanted))))
-    client = stripe_client(conn.stripe_user_id)
     for product_id in sorted(wanted - known):
         try:
-            product = client.raw_request("get", f"/v1/products/{product_id}",
-                                         stripe_account=conn.stripe_user_id).data
-        except stripe.InvalidRequestError:
+            product = read(conn, f"/v1/products/{product_id}")
+        except (stripe.InvalidRequestError, CannotRead):
             continue
-        store.upsert_objects(project_id, "product", [json.loads(json.dumps(product))],
-                             utcnow())
+        store.upsert_objects(project_id, "product", [product], utcnow())
 
 
 def _ensure_tiers(project_id: int, conn: Connection, sub: dict) -> None:
@@ -473,15 +498,12 @@ def _ensure_tiers(project_id: int, conn: Connection, sub: dict) -> None:
     if not wanted:
         return
     known = set(store.tiered_prices(project_id, [sub]))
-    client = stripe_client(conn.stripe_user_id)
     for price_id in sorted(wanted - known):
         try:
-            price = client.raw_request("get", f"/v1/prices/{price_id}",
-                                       stripe_account=conn.stripe_user_id,
-                                       expand=["tiers"]).data
-        except stripe.InvalidRequestError:
+            price = read(conn, f"/v1/prices/{price_id}", expand=["tiers"])
+        except (stripe.InvalidRequestError, CannotRead):
             continue
-        store.upsert_objects(project_id, "price", [json.loads(json.dumps(price))], utcnow())
+        store.upsert_objects(project_id, "price", [price], utcnow())
 
 
 def _product_names(project_id: int, obj: dict) -> dict[str, str]:

@@ -82,6 +82,9 @@ class StripeDouble:
         self.oauth_next_account: str | None = None
         self.codes: dict[str, dict] = {}
         self.tokens: dict[str, str] = {}   # access token → account
+        # The platform's test-mode key: the only key that reads test-mode objects of a live
+        # account (any other key gets Stripe's "a similar object exists in test mode" 404).
+        self.test_secret_key: str | None = None
         self.token_requests: list[dict] = []
         self._counts: Counter[tuple[str | None, str, str]] = Counter()
         self.versions: Counter[str | None] = Counter()  # Stripe-Version of API requests
@@ -221,7 +224,7 @@ class StripeDouble:
             return None, self._json(*O.error(
                 401, "invalid_request_error", "You did not provide an API key. You need to "
                 "provide your API key in the Authorization header, using Bearer auth."))
-        if key == self.secret_key:
+        if key == self.secret_key or (key and key == self.test_secret_key):
             target = account or PLATFORM
         elif key in self.tokens and (account in (None, self.tokens[key])):
             target = self.tokens[key]
@@ -243,6 +246,7 @@ class StripeDouble:
             return denied
         params = parse_params(list(request.args.items(multi=True)) +
                               list(request.form.items(multi=True)))
+        test_key = bool(self.test_secret_key) and _bearer(request) == self.test_secret_key
         try:
             validation.validate(request.method, request.path, params)
         except validation.StripeError as exc:
@@ -259,7 +263,7 @@ class StripeDouble:
             if endpoint == "refunds":
                 return self._json(200, self._refund(target, acct, params))
             return self._one(target, acct, LISTS[args["kind"]], args["oid"], request.method,
-                             params)
+                             params, test_key)
         except MissingParam as exc:
             return self._json(*O.error(400, "invalid_request_error",
                                        f"Missing required param: {exc.args[0]}.",
@@ -302,12 +306,20 @@ class StripeDouble:
                                 "url": path})
 
     def _one(self, target: str, acct: Any, kind: str, oid: str, method: str,
-             params: dict) -> Response:
+             params: dict, test_key: bool = False) -> Response:
         if method == "GET":
             with self.state.lock:
                 core = acct.collection(kind).get(oid)
                 if core is None:
                     raise LookupError(kind, oid)
+                key_live = False if test_key else acct.livemode
+                if core.get("livemode", key_live) != key_live:  # another mode's data set
+                    there, used = ("test", "live") if key_live else ("live", "test")
+                    return self._json(*O.error(
+                        404, "invalid_request_error",
+                        f"No such {kind}: '{oid}'; a similar object exists in {there} mode, "
+                        f"but a {used} mode key was used to make this request.",
+                        code="resource_missing", param="id"))
                 return self._json(200, acct.render(kind, core,
                                                    frozenset(params.get("expand") or [])))
         if method == "DELETE":
@@ -477,6 +489,13 @@ _STATE_METHODS = {"create_customer", "update_customer", "delete_customer", "crea
 
 class MissingParam(ValueError):
     """A required parameter is absent (Stripe answers 400 ``parameter_missing``)."""
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return header[7:]
+    return request.authorization.username if request.authorization else None
 
 
 def _required(params: dict, name: str) -> Any:

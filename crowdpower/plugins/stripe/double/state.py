@@ -259,18 +259,21 @@ class State:
     def create_customer(self, account_id: str, email: str | None = None,
                         name: str | None = None, created: int | None = None,
                         metadata: dict | None = None, currency: str | None = None,
-                        emit: bool = True, customer_id: str | None = None) -> dict:
+                        emit: bool = True, customer_id: str | None = None,
+                        livemode: bool | None = None) -> dict:
+        """``livemode=False`` on a live account: a test-mode customer (its own data set,
+        which a live key cannot read)."""
         with self.lock:
             acct = self.account(account_id)
             core = {"id": customer_id or O.new_id("cus", 14), "object": "customer",
                     "email": email, "name": name, "created": self._now(created),
-                    "livemode": acct.livemode, "metadata": dict(metadata or {}),
+                    "livemode": acct.livemode if livemode is None else livemode, "metadata": dict(metadata or {}),
                     "currency": currency, "delinquent": False,
                     "invoice_prefix": O.new_id("x", 8)[2:].upper()}
             acct.customers.add(core)
             obj = acct.render("customer", core)
         if emit:
-            self.emit(account_id, "customer.created", obj)
+            self.emit(account_id, "customer.created", obj, livemode=core["livemode"])
         return obj
 
     def update_customer(self, account_id: str, customer_id: str, **changes: Any) -> dict:
@@ -515,7 +518,7 @@ class State:
                       failure_code: str | None = None, failure_message: str | None = None,
                       created: int | None = None, description: str | None = None,
                       emit: bool = True, captured: bool = True,
-                      billing_email: str | None = None) -> dict:
+                      billing_email: str | None = None, livemode: bool | None = None) -> dict:
         """A charge; ``captured=False`` authorises only (capture later with
         ``capture_charge``); without ``customer`` it is a guest's (``billing_email``)."""
         if status not in ("succeeded", "failed", "pending"):
@@ -536,12 +539,14 @@ class State:
                     "balance_transaction": None if status == "failed" else O.new_id("txn", 24)}
             if not captured:
                 core.update(captured=False, amount_captured=0)
+            if livemode is not None:
+                core["livemode"] = livemode
             if billing_email:
                 core["billing_email"] = billing_email
             acct.charges.add(core)
             obj = acct.render("charge", core)
         if emit and status != "pending":
-            self.emit(account_id, f"charge.{status}", obj)
+            self.emit(account_id, f"charge.{status}", obj, livemode=core["livemode"])
         return obj
 
     def refund_charge(self, account_id: str, charge_id: str, amount: int | None = None,
