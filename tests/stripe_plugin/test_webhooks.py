@@ -585,3 +585,34 @@ def test_a_rate_limited_look_up_is_not_a_failed_attempt(wired, shop, app, drain)
         assert account in bucket._buckets
     else:
         assert bucket.redis.exists(f"{bucket.prefix}crowdpower:stripe-rate:{account}")
+
+
+def test_simulated_captures_disputes_and_guests_reach_the_traits(wired, shop):
+    """The double's ``simulate`` actions for issue 12's shapes, end to end over webhooks."""
+    from crowdpower.plugins.stripe.double.control import simulate
+
+    project_id, _key, account, cus, _sub = shop
+    double = wired.double
+    ann = customer_by_email(project_id, "ann@example.com").id
+
+    def spent() -> float:
+        wired.settle()
+        return get_traits(project_id, [ann])[ann].get("stripe_total_spent")
+
+    simulate(double, account, "charge_succeeded", customer=cus["id"], amount=5000)
+    assert spent() == 50.0
+    simulate(double, account, "charge_authorized", customer=cus["id"], amount=3000)
+    assert spent() == 50.0  # an authorisation is no money received
+    simulate(double, account, "charge_captured_partially", customer=cus["id"])
+    assert spent() == 65.0  # half of 30.00 captured, the rest released
+    simulate(double, account, "dispute_lost", customer=cus["id"])  # the 15.00 capture
+    assert spent() == 50.0
+    simulate(double, account, "guest_charge", email="ann@example.com", amount=999)
+    assert spent() == 50.0  # a guest's charge is nobody's, whatever email was typed
+    rows = {r.type: r for r in inbox()}
+    assert rows["charge.dispute.closed"].status == "processed"
+    guest = [r for r in inbox() if r.type == "charge.succeeded"][-1]
+    assert guest.status == "ignored" and guest.error == "the event names no customer"
+    simulate(double, account, "customer_deleted", customer=cus["id"])
+    wired.settle()
+    assert [r for r in inbox() if r.type == "customer.deleted"][-1].status == "processed"

@@ -340,6 +340,8 @@ def apply_event(project_id: int, row: StripeWebhookEvent,
     obj = mapping.event_object(event)
     if obj.get("object") == "customer":
         return _customer_event(project_id, type_, obj, occurred)
+    if obj.get("object") == "dispute":
+        return _dispute_event(project_id, conn, obj, occurred)
     name = mapping.event_name(event)
     if name is None and obj.get("object") not in ("subscription", "charge"):
         return "ignored", f"{type_} is not used"
@@ -409,6 +411,30 @@ def _mirror(project_id: int, conn: Connection, obj: dict, occurred: datetime) ->
         _ensure_tiers(project_id, conn, obj)
     store.upsert_objects(project_id, kind, [obj], occurred)
     return obj if ids_only else None
+
+
+def _dispute_event(project_id: int, conn: Connection, obj: dict,
+                   occurred: datetime) -> tuple[str, str | None]:
+    """``charge.dispute.*``: mirror the dispute (a lost one reduces lifetime spend). Its
+    payload names the charge by id; the dispute is read with the charge expanded, for the
+    customer."""
+    try:
+        dispute = read(conn, f"/v1/disputes/{obj['id']}", expand=["charge"])
+    except CannotRead as exc:
+        return "ignored", str(exc)
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status == 404:
+            return "ignored", f"dispute {obj['id']} not found in Stripe"
+        raise
+    stripe_customer = store.customer_id_of(dispute)
+    if not stripe_customer:
+        return "ignored", "the disputed charge names no customer (a guest charge)"
+    customer_id = resolve_customer(project_id, conn, stripe_customer)
+    if customer_id is None:
+        return "ignored", f"customer {stripe_customer} not found in Stripe"
+    store.upsert_objects(project_id, "dispute", [dispute], utcnow())
+    store.recompute_traits(project_id, [customer_id])
+    return "processed", None
 
 
 def _customer_event(project_id: int, type_: str, obj: dict,

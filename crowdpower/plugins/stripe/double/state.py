@@ -610,7 +610,7 @@ class State:
                 dispute = found[0]
             else:
                 dispute = {"id": O.new_id("dp", 24), "object": "dispute", "charge": charge_id,
-                           "amount": core["amount"], "currency": core["currency"],
+                           "amount": core.get("amount_captured", core["amount"]), "currency": core["currency"],
                            "status": status, "created": self._now(created),
                            "livemode": acct.livemode}
                 acct.disputes.add(dispute)
