@@ -31,6 +31,10 @@ def test_unknown_parameter(client: stripe.StripeClient) -> None:
     assert err.user_message == "Received unknown parameter: colour"
     nested = refused(lambda: client.v1.customers.list(params={"created": {"after": 1}}))  # type: ignore[typeddict-item]
     assert nested.param == "created[after]" and nested.code == "parameter_unknown"
+    # The SDK's request options are client settings, not parameters (stripe-python#853).
+    with pytest.raises(validation.StripeError) as caught:
+        validation.validate("GET", "/v1/customers", {"api_key": "sk_test_x"})
+    assert caught.value.code == "parameter_unknown" and caught.value.param == "api_key"
 
 
 def test_bad_enum_value(client: stripe.StripeClient) -> None:

@@ -158,15 +158,11 @@ def _resolve(annotation: Any, module: str) -> Any:
 
 @functools.cache
 def fields_of(params_cls: type) -> dict[str, Any]:
-    """``{name: resolved type}`` of a params TypedDict (request options left out)."""
-    out = {}
-    for klass in reversed(params_cls.__mro__):
-        for name, annotation in getattr(klass, "__annotations__", {}).items():
-            if klass is RequestOptions or (name in _OPTIONS and klass is not params_cls):
-                continue
-            out[name] = annotation
-    return {k: _resolve(v, params_cls.__module__) for k, v in out.items()
-            if k not in _OPTIONS or k in params_cls.__dict__.get("__annotations__", {})}
+    """``{name: resolved type}`` of a params TypedDict. The SDK's request options
+    (``api_key``, ``stripe_account``…, inherited from ``RequestOptions``) are client-side
+    settings, never request parameters: sent as parameters, Stripe calls them unknown."""
+    return {k: _resolve(v, params_cls.__module__)
+            for k, v in params_cls.__annotations__.items() if k not in _OPTIONS}
 
 
 def required_of(params_cls: type) -> frozenset[str]:
