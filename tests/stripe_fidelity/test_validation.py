@@ -206,3 +206,27 @@ def test_our_client_pins_the_sdk_api_version(app, double: StripeDouble) -> None:
     response = client.raw_request("get", "/v1/customers", stripe_account=account, limit=1)
     assert double.versions == {API_VERSION: 1}
     assert response.headers["Stripe-Version"] == API_VERSION
+
+
+def test_real_catalogue_shapes_can_be_created_through_the_sdk(client: stripe.StripeClient,
+                                                              double: StripeDouble,
+                                                              acct: str) -> None:
+    tiered = client.v1.prices.create(params={
+        "currency": "usd", "product_data": {"name": "Seats"}, "billing_scheme": "tiered",
+        "tiers_mode": "graduated", "recurring": {"interval": "month"},
+        "tiers": [{"up_to": 5, "unit_amount": 1000}, {"up_to": "inf", "unit_amount": 800}]})
+    assert tiered.unit_amount is None and tiered.billing_scheme == "tiered"
+    got = client.v1.prices.retrieve(tiered.id, params={"expand": ["tiers"]})
+    assert [t.up_to for t in got.tiers] == [5, None]  # type: ignore[union-attr]
+    metered = client.v1.prices.create(params={
+        "currency": "usd", "unit_amount_decimal": "0.5", "product_data": {"name": "Calls"},
+        "recurring": {"interval": "month", "usage_type": "metered"}})
+    assert metered.recurring.usage_type == "metered"  # type: ignore[union-attr]
+    coupon = double.create_coupon(acct, percent_off=10)
+    cus = client.v1.customers.create(params={"email": "cat@shop.test"})
+    sub = client.v1.subscriptions.create(params={
+        "customer": cus.id, "items": [{"price": tiered.id, "quantity": 7},
+                                      {"price": metered.id}],
+        "discounts": [{"coupon": coupon["id"]}]})
+    assert len(sub["items"].data) == 2 and len(sub.discounts) == 1
+    assert isinstance(sub.discounts[0], str)

@@ -363,11 +363,26 @@ class StripeDouble:
         if kind == "prices":
             recurring = params.get("recurring") or {}
             product_data = params.get("product_data") or {}
+            tiers = [{k: int(v) if k in ("up_to", "unit_amount", "flat_amount") and v != "inf"
+                      else (None if v == "inf" else v) for k, v in t.items()}
+                     for t in params.get("tiers") or []]
+            if params.get("billing_scheme") == "tiered" and not tiers:
+                raise MissingParam("tiers")
+            unit = params.get("unit_amount")
+            if not tiers and unit is None and params.get("unit_amount_decimal") is None:
+                raise MissingParam("unit_amount")
+            transform = params.get("transform_quantity")
             return self.state.create_price(
-                target, int(_required(params, "unit_amount")), params.get("currency", "usd"),
-                recurring.get("interval", "month"), int(recurring.get("interval_count", 1)),
+                target, int(unit) if unit is not None else None,
+                _required(params, "currency"), recurring.get("interval", "month"),
+                int(recurring.get("interval_count", 1)),
                 product=params.get("product"), product_name=product_data.get("name"),
-                nickname=params.get("nickname"))
+                nickname=params.get("nickname"),
+                unit_amount_decimal=params.get("unit_amount_decimal"),
+                usage_type=recurring.get("usage_type", "licensed"), tiers=tiers or None,
+                tiers_mode=params.get("tiers_mode"),
+                transform_quantity={"divide_by": int(transform["divide_by"]),
+                                    "round": transform["round"]} if transform else None)
         if kind == "subscriptions":
             items = params.get("items") or []
             if not items or not items[0].get("price"):
@@ -375,7 +390,9 @@ class StripeDouble:
             trial = params.get("trial_period_days")
             return self.state.create_subscription(
                 target, _required(params, "customer"), items[0]["price"],
-                int(items[0].get("quantity", 1)), trial_days=int(trial) if trial else None)
+                int(items[0].get("quantity", 1)), trial_days=int(trial) if trial else None,
+                more_items=[(i["price"], int(i.get("quantity", 1))) for i in items[1:]],
+                coupons=[d["coupon"] for d in params.get("discounts") or [] if d.get("coupon")])
         if kind == "charges":
             return self.state.create_charge(target, params.get("customer"),
                                             int(_required(params, "amount")),
