@@ -282,6 +282,7 @@ def stripe_double(stripe_double_server, app_config):
     double.oauth_next_account = None
     double.reset_request_log()
     double.apps.reset()
+    double.test_secret_key = STRIPE_TEST_SECRET
     base = double.test_base_url
     # A test module may pick the mode first (``app_config["STRIPE_CONNECT_MODE"]``).
     app_config.setdefault("STRIPE_CONNECT_MODE", "app" if STRIPE_KIND == "app" else "connect")

@@ -236,3 +236,20 @@ def test_a_legacy_link_keeps_working_in_app_mode(stripe_double, tenant, connect_
     assert run.counts["customers"] == len(stripe_double.objects(account, "customer"))
     assert stripe_double.apps.log == [] and stripe_double.apps.used == set()
     assert token_row(project_id) is None
+
+
+def test_test_data_on_a_live_install_is_not_looked_up(wired, tenant, connect_account):
+    """A live App install's token reads live objects only: test-mode events of an unknown
+    customer are ignored with a note saying how to get them (no 404 of our own making)."""
+    project_id, _key, _c = tenant
+    double = wired.double
+    account = double.create_account(livemode=True)
+    connect_account(project_id, account, livemode=True, accept_test_data=True, kind="app")
+    cus = double.create_customer(account, email="tester@x.test", emit=False, livemode=False)
+    double.create_charge(account, cus["id"], 900, "usd", status="failed", livemode=False)
+    wired.settle()
+    db.session.expire_all()
+    [row] = list(db.session.scalars(select(StripeWebhookEvent).where(
+        StripeWebhookEvent.type == "charge.failed")))
+    assert row.status == "ignored" and "install the App in test mode" in row.error
+    assert double.request_count(account=account) == 0

@@ -38,6 +38,10 @@ CONFIG_DEFAULTS = {
     "STRIPE_SWEEP_AFTER_SECONDS": 60,
     # A drain job works this long, then queues behind other tenants for more.
     "STRIPE_WEBHOOK_DRAIN_SECONDS": 2.0,
+    # The platform's test-mode key: reads test-mode objects of live accounts (opt-in test
+    # data); unset, such look-ups are skipped and the event's note says so. It also
+    # exchanges and refreshes the Stripe App's test-mode tokens.
+    "STRIPE_TEST_SECRET_KEY": None,
     # Stripe App access tokens live one hour (Stripe sends no expiry); refresh early.
     "STRIPE_APP_TOKEN_LIFETIME": 3600,
     "STRIPE_APP_REFRESH_MARGIN": 300,
@@ -48,7 +52,6 @@ TEXT_SETTINGS = {
     "STRIPE_CONNECT_MODE": "app",
     "STRIPE_APP_AUTHORIZE_URL": None,
     "STRIPE_APP_TEST_AUTHORIZE_URL": None,
-    "STRIPE_TEST_SECRET_KEY": None,
     "STRIPE_TEST_WEBHOOK_SECRET": None,
     "STRIPE_APP_DASHBOARD_URL": "https://dashboard.stripe.com/settings/apps",
 }
@@ -60,7 +63,7 @@ def crowdpower_load_config(config):
     for key, value in CONFIG_DEFAULTS.items():
         raw = os.environ.get(key)
         if key not in config and raw not in (None, ""):
-            config[key] = type(value)(raw)
+            config[key] = raw if value is None else type(value)(raw)
         config.setdefault(key, value)
     for key, default in TEXT_SETTINGS.items():
         if config.get(key) in (None, ""):
