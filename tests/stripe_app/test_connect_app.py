@@ -165,3 +165,17 @@ def test_each_modes_webhook_endpoint_has_its_own_secret(stripe_double, tenant, a
                                headers={"Stripe-Signature": header,
                                         "Content-Type": "application/json"})
         assert response.status_code == expected, response.get_data(as_text=True)
+
+
+def test_declined_or_refused_installs_change_nothing(member, stripe_double, live_server):
+    project_id, _key, browser = member
+    stripe_double.oauth_auto_approve = "deny"
+    page = browser.get(connect_url(live_server, project_id, "test"))
+    assert page.status_code == 200 and any("declined" in f for f in flashes(page.text))
+    stripe_double.oauth_auto_approve = True
+    stripe_double.apps.code_ttl = -1  # Stripe refuses the code (expired): a message, no 500
+    page = browser.get(connect_url(live_server, project_id, "test"))
+    assert page.status_code == 200
+    assert any("Stripe refused the connection" in f and "expired" in f
+               for f in flashes(page.text)), flashes(page.text)
+    assert connection(project_id) is None and stored_tokens(project_id) == []
