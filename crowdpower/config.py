@@ -26,6 +26,10 @@ def from_environment(instance_path: str) -> dict:
         "STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET"),
         "STRIPE_API_BASE": os.environ.get("STRIPE_API_BASE", "https://api.stripe.com"),
         "STRIPE_CONNECT_BASE": os.environ.get("STRIPE_CONNECT_BASE", "https://connect.stripe.com"),
+        "OUTBOUND_ALLOWLIST": os.environ.get("OUTBOUND_ALLOWLIST", ""),
+        **({"OUTBOUND_ALLOWED_PORTS": [int(p) for p in os.environ["OUTBOUND_ALLOWED_PORTS"]
+                                       .split(",") if p.strip()]}
+           if os.environ.get("OUTBOUND_ALLOWED_PORTS") else {}),
         "JOB_RETRY_INTERVALS": [10, 60, 300],
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     }
