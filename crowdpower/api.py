@@ -11,13 +11,14 @@ from flask import Blueprint, Flask, g, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from crowdpower import inputs
 from crowdpower import segments as segment_service
 from crowdpower.auth import api_error, api_key_required
 from crowdpower.customers import customer_json, get_traits, record_event, upsert_customer
 from crowdpower.extensions import csrf, db
 from crowdpower.models import Customer, Event, EventDefinition, Segment, TraitDefinition
 from crowdpower.rules import RuleError
-from crowdpower.tenancy import get_or_404
+from crowdpower.tenancy import MAX_ID, get_or_404
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_LIMIT = 100
@@ -56,9 +57,12 @@ def page_args() -> tuple[int, int | None]:
     if after is None or after == "":
         return limit, None
     try:
-        return limit, int(after)
+        cursor = int(after)
     except ValueError:
         raise ApiError(400, "invalid_cursor", "starting_after must be an id.") from None
+    if not 0 < cursor < MAX_ID:
+        raise ApiError(400, "invalid_cursor", "starting_after must be an id.")
+    return limit, cursor
 
 
 def paginate(stmt, id_column, limit: int, after: int | None) -> tuple[list, bool]:
@@ -70,7 +74,12 @@ def paginate(stmt, id_column, limit: int, after: int | None) -> tuple[list, bool
 
 
 def json_body() -> dict:
-    data = request.get_json(silent=True)
+    """The request's JSON object, through the strict parser (``crowdpower.inputs``)."""
+    try:
+        data = inputs.parse_json(request.get_data(cache=True))
+    except inputs.BadInput as exc:
+        code = f"invalid_{exc.field}" if exc.field else "invalid_json"
+        raise ApiError(400, code, str(exc)) from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object.")
     return data

@@ -129,7 +129,7 @@ def parse_cap(value) -> int | None:
         return None
     try:
         hours = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         hours = -1
     if isinstance(value, bool) or isinstance(value, float) or not 1 <= hours <= 720:
         raise ValueError("frequency_cap_hours must be empty/null (off) or 1–720 hours")
