@@ -7,7 +7,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from crowdpower import auth, inputs, jobs, plugins, tenancy
+from crowdpower import auth, inputs, jobs, plugins, security, tenancy
 from crowdpower.config import ensure_secret_key, from_environment
 from crowdpower.extensions import csrf, db, migrate, oauth
 
@@ -55,6 +55,7 @@ def create_app(config: dict | None = None) -> Flask:
     jobs.init_app(app)
     auth.init_app(app)
     inputs.init_app(app)
+    security.init_app(app)
 
     from crowdpower import api, web
 

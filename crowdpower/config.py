@@ -21,6 +21,10 @@ def from_environment(instance_path: str) -> dict:
         "SMTP_URL": os.environ.get("SMTP_URL") or None,
         "MAIL_FROM": os.environ.get("MAIL_FROM", "CrowdPower <noreply@crowdpower.local>"),
         "BASE_URL": os.environ.get("BASE_URL") or None,
+        # Secure cookies: on when asked, or when the public URL is https
+        "SESSION_COOKIE_SECURE": _flag(os.environ.get("SESSION_COOKIE_SECURE"),
+                                       (os.environ.get("BASE_URL") or "").startswith("https:")),
+        "SESSION_COOKIE_SAMESITE": os.environ.get("SESSION_COOKIE_SAMESITE") or "Lax",
         "STRIPE_CLIENT_ID": os.environ.get("STRIPE_CLIENT_ID"),
         "STRIPE_SECRET_KEY": os.environ.get("STRIPE_SECRET_KEY"),
         "STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET"),
@@ -33,6 +37,12 @@ def from_environment(instance_path: str) -> dict:
         "JOB_RETRY_INTERVALS": [10, 60, 300],
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     }
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def normalise_database_url(url: str) -> str:
