@@ -12,6 +12,10 @@ def from_environment(instance_path: str) -> dict:
     """Read every setting CrowdPower understands; sensible embedded defaults."""
     return {
         "SECRET_KEY": os.environ.get("SECRET_KEY") or None,
+        # Keys of stored secrets, newest first (older ones only decrypt); unset: derived
+        # from SECRET_KEY. `crowdpower rotate-encryption` re-encrypts with the first.
+        "ENCRYPTION_KEYS": [k.strip() for k in os.environ.get("ENCRYPTION_KEYS", "").split(",")
+                            if k.strip()],
         "SQLALCHEMY_DATABASE_URI": normalise_database_url(
             os.environ.get("DATABASE_URL")
             or f"sqlite:///{os.path.join(instance_path, 'crowdpower.sqlite3')}"
@@ -54,8 +58,26 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+class InsecureConfiguration(RuntimeError):
+    """Refusing to start: a production install without its own keys."""
+
+
+def development_mode(config: dict) -> bool:
+    """Explicit development mode: ``CROWDPOWER_DEV=1``, the demo, tests, or debug."""
+    return bool(config.get("CROWDPOWER_DEV") or config.get("TESTING") or config.get("DEBUG")
+                or _flag(os.environ.get("CROWDPOWER_DEV"), False))
+
+
 def ensure_secret_key(config: dict) -> None:
-    """Fall back to the development key (loudly) when no SECRET_KEY was given at all."""
-    if not config.get("SECRET_KEY"):
+    """Production refuses to start without its own ``SECRET_KEY``: a public dev key would
+    let anyone forge session cookies. Development mode falls back to it, loudly."""
+    key = config.get("SECRET_KEY")
+    if key and key != DEV_SECRET_KEY:
+        return
+    if not development_mode(config):
+        raise InsecureConfiguration(
+            "SECRET_KEY is not set (or is the public development key): set a long random "
+            "SECRET_KEY, or CROWDPOWER_DEV=1 for a development install")
+    if not key:
         warnings.warn("SECRET_KEY is not set: using the development key", stacklevel=3)
         config["SECRET_KEY"] = DEV_SECRET_KEY
