@@ -5,7 +5,8 @@ reads, are refused with a 400 when they carry what no handler means to accept an
 databases refuse: NUL characters, lone UTF-16 surrogates, non-finite numbers
 (``NaN``, ``Infinity``, ``1e400``), integers beyond 64 bits, nesting deeper than
 ``MAX_DEPTH``. Values the database still refuses (``DataError``) are a 400, and a unique
-constraint lost to a concurrent request (``IntegrityError``) a 409 — never a 500.
+constraint lost to a concurrent request (``IntegrityError``) a 409, and a database that
+is down a 503 — never a 500.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 from typing import Any
 
 from flask import Flask, jsonify, request
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from werkzeug.exceptions import BadRequest, Conflict, HTTPException
 
 from crowdpower.extensions import db
@@ -132,6 +133,15 @@ def init_app(app: Flask) -> None:
     def _integrity_error(_exc: IntegrityError):
         db.session.rollback()
         return _error(409, "conflict", "A concurrent request changed this; try again.")
+
+    @app.errorhandler(OperationalError)
+    def _database_down(_exc: OperationalError):
+        try:
+            db.session.rollback()
+        except Exception:  # the connection is gone; the pool replaces it
+            pass
+        response = _error(503, "unavailable", "The database is unavailable; try again.")
+        return response
 
     @app.errorhandler(Conflict)
     def _conflict(exc: HTTPException):

@@ -71,4 +71,5 @@ def crowdpower_queues():
 
 @hookimpl
 def crowdpower_periodic_jobs():
-    return [("crowdpower.automations.delivery.sweep", 60, "messages")]
+    return [("crowdpower.automations.delivery.sweep", 60, "messages"),
+            ("crowdpower.automations.engine.sweep_dispatches", 30, "webhooks")]
