@@ -57,10 +57,11 @@ def create_app(config: dict | None = None) -> Flask:
     inputs.init_app(app)
     security.init_app(app)
 
-    from crowdpower import api, web
+    from crowdpower import api, openapi, web
 
     web.init_app(app)
     api.init_app(app)
+    openapi.init_app(app)
     pm = plugins.get_pm_for(app)
     pm.hook.crowdpower_register_oauth_clients(oauth=oauth, app=app)
     pm.hook.crowdpower_register_blueprints(app=app)

@@ -79,6 +79,7 @@ def clean(data: dict[str, Any], project_id: int,
             values[field] = ""
         elif not isinstance(values[field], str):
             fail(field, "must be a string")
+            values[field] = ""  # reported; the checks below see an empty string
     conditions = values.get("conditions") or {}
     if not isinstance(conditions, dict) or set(conditions) - {"event", "traits"}:
         fail("conditions", 'must be {"event": rule, "traits": rule} (both optional)')
