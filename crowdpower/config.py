@@ -38,6 +38,8 @@ def from_environment(instance_path: str) -> dict:
         **({"OUTBOUND_ALLOWED_PORTS": [int(p) for p in os.environ["OUTBOUND_ALLOWED_PORTS"]
                                        .split(",") if p.strip()]}
            if os.environ.get("OUTBOUND_ALLOWED_PORTS") else {}),
+        **{k: os.environ[k] for k in ("LOGIN_LIMIT_PER_ADDRESS", "LOGIN_LIMIT_PER_ACCOUNT")
+           if os.environ.get(k)},
         "JOB_RETRY_INTERVALS": [10, 60, 300],
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     }
