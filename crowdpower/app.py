@@ -60,6 +60,7 @@ def create_app(config: dict | None = None) -> Flask:
     from crowdpower import api, openapi, web
 
     web.init_app(app)
+    security.throttle_login(app)
     api.init_app(app)
     openapi.init_app(app)
     pm = plugins.get_pm_for(app)

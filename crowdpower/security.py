@@ -17,7 +17,6 @@ from flask import Flask, current_app, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-limiter = Limiter(key_func=get_remote_address)
 _SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
 
 
@@ -82,5 +81,22 @@ def init_app(app: Flask) -> None:
     config.setdefault("RATELIMIT_KEY_PREFIX", f"{config.get('RQ_QUEUE_PREFIX', '')}crowdpower")
     config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)   # Redis down: log in, unthrottled
     config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
-    limiter.init_app(app)
     app.after_request(_headers)
+
+
+def throttle_login(app: Flask) -> Limiter:
+    """Wrap the login view in its limits (after the web blueprint is registered).
+
+    One ``Limiter`` per app, not a module singleton: Flask-Limiter binds its storage to
+    the instance, and every app (tests make several) must keep its own."""
+    limiter = Limiter(key_func=get_remote_address, app=app)
+    view = app.view_functions["web.login"]
+    view = limiter.limit(login_limit_per_account, methods=["POST"], key_func=login_account_key,
+                         deduct_when=login_failed, error_message=(
+                             "Too many failed logins for this account; try again later."))(view)
+    view = limiter.limit(login_limit_per_address, methods=["POST"], deduct_when=login_failed,
+                         error_message=(
+                             "Too many failed logins from this address; try again later."))(view)
+    app.view_functions["web.login"] = view
+    app.extensions["crowdpower.limiter"] = limiter
+    return limiter

@@ -13,7 +13,6 @@ from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from crowdpower import security
 from crowdpower import segments as segment_service
 from crowdpower.auth import (
     end_sessions,
@@ -27,7 +26,6 @@ from crowdpower.extensions import db
 from crowdpower.models import Customer, Event, Segment, User
 from crowdpower.plugins import get_pm, installed_integrations
 from crowdpower.rules import RuleError
-from crowdpower.security import limiter
 from crowdpower.tenancy import get_or_404
 from crowdpower.web import bp
 
@@ -69,13 +67,8 @@ def server_error(_exc):
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(security.login_limit_per_address, methods=["POST"],
-               deduct_when=security.login_failed,
-               error_message="Too many failed logins from this address; try again later.")
-@limiter.limit(security.login_limit_per_account, methods=["POST"],
-               key_func=security.login_account_key, deduct_when=security.login_failed,
-               error_message="Too many failed logins for this account; try again later.")
 def login():
+    """Log in; failed attempts are throttled (``security.throttle_login``)."""
     error = None
     if request.method == "POST":
         email = (request.form.get("email") or "").strip().lower()
