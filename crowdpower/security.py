@@ -79,7 +79,8 @@ def init_app(app: Flask) -> None:
         config["SESSION_COOKIE_SAMESITE"] = "Lax"
     config.setdefault("RATELIMIT_STORAGE_URI", config.get("REDIS_URL") or "memory://")
     config.setdefault("RATELIMIT_KEY_PREFIX", f"{config.get('RQ_QUEUE_PREFIX', '')}crowdpower")
-    config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)   # Redis down: log in, unthrottled
+    config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)   # Redis down: logins still work,
+    config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)  # throttled per process
     config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
     app.after_request(_headers)
 
