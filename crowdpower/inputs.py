@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Flask, jsonify, request
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
-from werkzeug.exceptions import BadRequest, Conflict, HTTPException
+from werkzeug.exceptions import BadRequest, Conflict, HTTPException, RequestEntityTooLarge
 
 from crowdpower.extensions import db
 
@@ -117,8 +117,17 @@ def _error(status: int, code: str, message: str):
     return message, status
 
 
+MAX_BODY = 2 * 1024 * 1024  # any request body; the largest legitimate ones are templates
+
+
 def init_app(app: Flask) -> None:
+    if app.config.get("MAX_CONTENT_LENGTH") is None:  # Werkzeug refuses more, unread: 413
+        app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.before_request(_check_request)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(_exc: RequestEntityTooLarge):
+        return _error(413, "too_large", "The request body is too large.")
 
     @app.errorhandler(BadRequest)
     def _bad_request(exc: BadRequest):

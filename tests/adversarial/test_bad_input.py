@@ -133,3 +133,10 @@ def test_concurrent_creates_of_one_email_and_one_segment_name(app, project):
     statuses = _concurrently(app, 8, lambda c: api(c, key).post(
         "/api/v1/segments", json={"name": "Race", "rules": _rule(1)}).status_code)
     assert statuses.count(201) == 1 and set(statuses) <= {201, 409}, statuses
+
+
+def test_oversized_bodies_are_413_unread(project, client):
+    _pid, key = project
+    big = b'{"email": "a@b.c", "name": "' + b"x" * (3 * 1024 * 1024) + b'"}'
+    r = api(client, key).post("/api/v1/customers", data=big, content_type="application/json")
+    assert r.status_code == 413 and r.json["error"]["code"] == "too_large"
