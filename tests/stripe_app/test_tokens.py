@@ -253,3 +253,33 @@ def test_test_data_on_a_live_install_is_not_looked_up(wired, tenant, connect_acc
         StripeWebhookEvent.type == "charge.failed")))
     assert row.status == "ignored" and "install the App in test mode" in row.error
     assert double.request_count(account=account) == 0
+
+
+def test_app_tokens_survive_key_rotation(stripe_double, tenant, app, connect_account):
+    """``crowdpower rotate-encryption`` re-encrypts the App's tokens (compare-and-set, so a
+    refresh token rotated meanwhile is never overwritten); they keep working."""
+    from click.testing import CliRunner
+    from cryptography.fernet import Fernet
+    from flask.cli import ScriptInfo
+
+    from crowdpower.cli import cli
+
+    project_id, _key, _c = tenant
+    account = stripe_double.create_account()
+    stripe_double.create_customer(account, email="k@x.test")
+    connect_account(project_id, account, kind="app")
+    before = token_row(project_id)
+    new_key = Fernet.generate_key().decode()
+    app.config["ENCRYPTION_KEYS"] = [new_key]
+    result = CliRunner().invoke(cli, ["rotate-encryption"],
+                                obj=ScriptInfo(create_app=lambda *a, **k: app))
+    assert result.exit_code == 0, result.output
+    assert '"stripe_app_tokens.refresh_token": 1' in result.output
+    app.config["SECRET_KEY"] = "another-secret-key"  # only the new key reads them now
+    db.session.expire_all()
+    after = token_row(project_id)
+    assert after.refresh_token == before.refresh_token
+    fresh = tokens.refresh(app, project_id, account, False, stale=after.access_token)
+    assert account_client(project_id).get("/v1/customers")["data"]
+    assert fresh.access_token == token_row(project_id).access_token
+    assert stripe_double.apps.refreshes(400) == 0
