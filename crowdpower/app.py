@@ -7,7 +7,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from crowdpower import auth, inputs, jobs, plugins, security, tenancy
+from crowdpower import auth, errors, health, inputs, jobs, logs, metrics, plugins, security, tenancy
 from crowdpower.config import ensure_secret_key, from_environment
 from crowdpower.extensions import csrf, db, migrate, oauth
 
@@ -46,6 +46,8 @@ def create_app(config: dict | None = None) -> Flask:
     ensure_secret_key(app.config)
     _sqlite_options(app)
 
+    logs.init_app(app)
+    errors.init_app(app)
     tenancy.install()
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), compare_type=True)
@@ -53,6 +55,8 @@ def create_app(config: dict | None = None) -> Flask:
     oauth.init_app(app)
     plugins.init_app(app)
     jobs.init_app(app)
+    health.init_app(app)
+    metrics.init_app(app)
     auth.init_app(app)
     inputs.init_app(app)
     security.init_app(app)

@@ -40,6 +40,11 @@ def from_environment(instance_path: str) -> dict:
            if os.environ.get("OUTBOUND_ALLOWED_PORTS") else {}),
         **{k: os.environ[k] for k in ("LOGIN_LIMIT_PER_ADDRESS", "LOGIN_LIMIT_PER_ACCOUNT")
            if os.environ.get(k)},
+        # Operating (README "Operating CrowdPower")
+        "LOG_FORMAT": (os.environ.get("LOG_FORMAT") or "text").lower(),
+        "LOG_LEVEL": os.environ.get("LOG_LEVEL") or "INFO",
+        "METRICS_TOKEN": os.environ.get("METRICS_TOKEN") or None,
+        "SENTRY_DSN": os.environ.get("SENTRY_DSN") or None,
         "JOB_RETRY_INTERVALS": [10, 60, 300],
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     }

@@ -110,3 +110,33 @@ def crowdpower_automation_templates(project_id):
     ``action`` (``"email"`` or ``"webhook"``), ``subject``, ``html``, ``text`` (Jinja
     templates; ``webhook_url``/``webhook_body`` for webhooks).
     """
+
+
+@hookspec
+def crowdpower_metrics():
+    """Return the plugin's metrics (``/metrics``, README "Operating CrowdPower").
+
+    Items are instruments made with ``crowdpower.metrics.counter`` / ``histogram`` at
+    import of the plugin's metrics module (names ``crowdpower_<plugin>_…``; labels must
+    stay bounded, customer- or account-like labels are refused when declared), and
+    collectors: callables run in app context when ``/metrics`` is scraped, returning
+    ``prometheus_client`` metric families measured then (backlogs, ages, states of work
+    tables; keep them to a few indexed queries: operators poll every 15 s).
+    """
+
+
+@hookspec
+def crowdpower_ops_commands():
+    """Return click commands to add under ``crowdpower ops`` (operator commands).
+
+    Each command takes ``--project`` when it touches a tenant's data and logs what it
+    did (logger ``crowdpower.ops``).
+    """
+
+
+@hookspec
+def crowdpower_ops_status(project_id):
+    """Return a dict added to ``crowdpower ops status`` under the plugin's name.
+
+    ``project_id`` is None for the installation-wide view. No secrets.
+    """

@@ -23,6 +23,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 from werkzeug.utils import import_string
 
+from crowdpower import logs, metrics
 from crowdpower.extensions import db
 from crowdpower.tenancy import reset_project, set_project
 
@@ -84,20 +85,38 @@ def execute(dotted: str, project_id: int | None, args: list, kwargs: dict,
     """
     app = _worker_app if _worker_app is not None else _app()
     _after_fork(app)
+    queue, job_id = _current_job(app)
+    started, outcome = time.monotonic(), "failed"
     with app.app_context():
         if once is not None:
             backend().release_once(once)
         token = set_project(project_id)
+        job_token = logs.set_job_id(job_id)
         try:
             result = import_string(dotted)(*args, **kwargs)
             db.session.commit()
+            outcome = "succeeded"
             return result
         except Exception:
             db.session.rollback()
             raise
         finally:
+            metrics.observe_job(queue, dotted, outcome, time.monotonic() - started)
+            logs.reset_job_id(job_token)
             reset_project(token)
             db.session.remove()
+
+
+def _current_job(app: Flask) -> tuple[str, str | None]:
+    """The queue (without the installation's prefix) and id of the RQ job running now."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    if job is None:
+        return "inprocess", None
+    prefix = app.config.get("RQ_QUEUE_PREFIX", "")
+    origin = job.origin or ""
+    return (origin[len(prefix):] if prefix and origin.startswith(prefix) else origin), job.id
 
 
 _engine_pid: dict[int, int] = {}

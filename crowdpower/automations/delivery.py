@@ -35,6 +35,7 @@ from crowdpower.automations.models import Automation, Message
 from crowdpower.automations.unsubscribe import url_for_message
 from crowdpower.customers import get_traits
 from crowdpower.extensions import db
+from crowdpower.metrics import MESSAGES
 from crowdpower.models import Customer, Event, utcnow
 from crowdpower.tenancy import current_project_id, get_by_id_and_project, unscoped
 
@@ -124,6 +125,7 @@ def _finish(message: Message, state: str, reason: str | None = None,
     if error is not None or state == "sent":
         message.error = error
     db.session.commit()
+    MESSAGES.labels(state=state, channel=message.channel or "").inc()
     log.info("message %s %s %s", message.id, state, reason or error or "")
     return state
 
@@ -140,6 +142,7 @@ def _retry_or_fail(message: Message, error: str) -> str:
     project_id, message_id = message.project_id, message.id
     jobs.after_commit(lambda: enqueue_send(project_id, message_id, delay))
     db.session.commit()
+    MESSAGES.labels(state="retry", channel=message.channel or "").inc()
     return "queued"
 
 

@@ -15,6 +15,8 @@ import re
 import stripe
 from flask import current_app
 
+from crowdpower.plugins.stripe.metrics import API_CALLS
+
 API_VERSION: str = stripe.api_version  # e.g. "2026-10-28.endive" for stripe 16.x
 
 
@@ -136,6 +138,19 @@ class AccountClient:
             self._app_client()
 
     def get(self, path: str, test_data: bool = False, **params) -> dict:
+        """``get_object`` counted in ``crowdpower_stripe_api_calls`` by outcome."""
+        sent = self.calls
+        try:
+            data = self.get_object(path, test_data=test_data, **params)
+        except stripe.StripeError as exc:
+            outcome = "rate_limited" if getattr(exc, "http_status", None) == 429 else "error"
+            API_CALLS.labels(outcome="ok").inc(max(0, self.calls - sent - 1))
+            API_CALLS.labels(outcome=outcome).inc()
+            raise
+        API_CALLS.labels(outcome="ok").inc(max(1, self.calls - sent))
+        return data
+
+    def get_object(self, path: str, test_data: bool = False, **params) -> dict:
         """``GET path`` → the decoded JSON object (``StripeError`` on failure, as the SDK).
 
         ``test_data`` (legacy links): a test-mode object of a live account, read with the

@@ -151,3 +151,11 @@ def crowdpower_cli_commands():
     from crowdpower.plugins.stripe.commands import COMMANDS
 
     return COMMANDS
+
+
+@hookimpl
+def crowdpower_metrics():
+    """Webhook acks, applied events, syncs and API calls; inbox and sync gauges."""
+    from crowdpower.plugins.stripe.metrics import INSTRUMENTS, inbox_gauges
+
+    return [*INSTRUMENTS, inbox_gauges]

@@ -44,6 +44,7 @@ from crowdpower.extensions import db
 from crowdpower.models import utcnow
 from crowdpower.plugins.stripe import store
 from crowdpower.plugins.stripe.client import MissingPermission, account_client
+from crowdpower.plugins.stripe.metrics import API_RETRIES, SYNC_OBJECTS, SYNC_RUNS
 from crowdpower.plugins.stripe.models import StripeConnection, StripeCustomerLink, StripeSyncRun
 from crowdpower.plugins.stripe.ratelimit import limiter, rate_for
 from crowdpower.plugins.stripe.tokens import ReconnectNeeded, TokenEndpointError
@@ -304,6 +305,7 @@ class Syncer:
                     return False
             run.state, run.finished_at = "succeeded", utcnow()
             db.session.commit()
+            SYNC_RUNS.labels(outcome="succeeded").inc()
             return True
         except SyncFailed as exc:
             self._fail(str(exc))
@@ -322,6 +324,7 @@ class Syncer:
             self.run.api_calls = max(self.run.api_calls or 0, calls or 0)
         self.run.state, self.run.error, self.run.finished_at = "failed", message, utcnow()
         db.session.commit()
+        SYNC_RUNS.labels(outcome="failed").inc()
 
     def _checkpoint(self, phase: str | None = None, started: float | None = None) -> None:
         """Commit progress. ``counts["write_ms"][phase]`` adds up the time spent writing
@@ -389,6 +392,7 @@ class Syncer:
             if written >= self.next_analyze:  # the link look-ups must stay index scans
                 self._analyze("stripe_customer_links", "customers")
                 self.next_analyze = 2 * written
+        SYNC_OBJECTS.labels(kind=kind).inc(len(objects))
         counts = dict(run.counts or {})
         counts[phase] = counts.get(phase, 0) + len(objects)
         if kind == "charge":  # guest charges (no customer) are mirrored, matched to no one
@@ -512,6 +516,8 @@ class Syncer:
         run.api_calls = (run.api_calls or 0) + got.calls
         self.stripe_seconds += got.seconds
         if got.retries:
+            API_RETRIES.labels(reason="rate_limited").inc(got.rate_limited)
+            API_RETRIES.labels(reason="error").inc(got.retries - got.rate_limited)
             counts = dict(run.counts or {})
             counts["retries"] = counts.get("retries", 0) + got.retries
             if got.rate_limited:

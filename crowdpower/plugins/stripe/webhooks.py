@@ -26,13 +26,14 @@ from flask import current_app, g, jsonify, request
 from sqlalchemy import Boolean, bindparam, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from crowdpower import jobs
+from crowdpower import jobs, logs
 from crowdpower.customers import record_event
 from crowdpower.extensions import db
 from crowdpower.models import UTCDateTime, utcnow
 from crowdpower.plugins.stripe import mapping, store
 from crowdpower.plugins.stripe.blueprint import bp
 from crowdpower.plugins.stripe.client import AccountClient, MissingPermission, account_client
+from crowdpower.plugins.stripe.metrics import EVENTS_APPLIED, WEBHOOK_ACKS, ack_outcome
 from crowdpower.plugins.stripe.models import (
     StripeConnection,
     StripeCustomerLink,
@@ -48,6 +49,7 @@ MAX_ATTEMPTS = 5
 
 
 def _reply(status: int, **body: Any):
+    WEBHOOK_ACKS.labels(outcome=ack_outcome(status, body)).inc()
     response = jsonify(body)
     response.status_code = status
     return response
@@ -264,7 +266,8 @@ def drain_inbox() -> int:
             request_drain(project_id)
         handled += 1
         try:
-            _process_row(project_id, row)
+            with logs.bind(stripe_event_id=row.event_id):
+                _process_row(project_id, row)
         except _Retry as retry:
             _schedule_retry(row_id, project_id, retry.attempts)
         if time.monotonic() >= deadline:
@@ -295,7 +298,8 @@ def process_event(inbox_id: int) -> str:
     if row is None or row.status not in ("pending", "retry"):
         return row.status if row is not None else "missing"
     try:
-        return _process_row(project_id, row)
+        with logs.bind(stripe_event_id=row.event_id):
+            return _process_row(project_id, row)
     except _Retry as retry:
         _schedule_retry(inbox_id, project_id, retry.attempts)
         return "retry"
@@ -311,7 +315,7 @@ def _process_row(project_id: int, row: StripeWebhookEvent) -> str:
     """Apply one stored event, its row locked by the caller (idempotent). On error:
     attempts and error recorded, the row marked ``retry`` (``failed`` after
     ``MAX_ATTEMPTS``) and ``_Retry`` raised."""
-    inbox_id = row.id
+    inbox_id, event_type = row.id, row.type
     _prepare_client(project_id)  # a token refresh commits: do it before this row writes
     row.attempts = (row.attempts or 0) + 1
     attempts = row.attempts
@@ -328,6 +332,7 @@ def _process_row(project_id: int, row: StripeWebhookEvent) -> str:
             attempts=attempts, error=f"{type(exc).__name__}: {exc}"[:2000],
             status="failed" if final else "retry", enqueued_at=utcnow()))
         db.session.commit()
+        EVENTS_APPLIED.labels(type=event_type, status="failed" if final else "retry").inc()
         if final:
             log.exception("webhook row %s failed for good", inbox_id)
             return "failed"
@@ -336,6 +341,7 @@ def _process_row(project_id: int, row: StripeWebhookEvent) -> str:
         raise _Retry(max(attempts, 1)) from exc
     row.status, row.error, row.processed_at = status, note, utcnow()
     db.session.commit()
+    EVENTS_APPLIED.labels(type=event_type, status=status).inc()
     return status
 
 
