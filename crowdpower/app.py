@@ -7,7 +7,19 @@ from pathlib import Path
 
 from flask import Flask
 
-from crowdpower import auth, errors, health, inputs, jobs, logs, metrics, plugins, security, tenancy
+from crowdpower import (
+    auth,
+    errors,
+    health,
+    inputs,
+    jobs,
+    logs,
+    metrics,
+    ops,
+    plugins,
+    security,
+    tenancy,
+)
 from crowdpower.config import ensure_secret_key, from_environment
 from crowdpower.extensions import csrf, db, migrate, oauth
 
@@ -70,6 +82,7 @@ def create_app(config: dict | None = None) -> Flask:
     pm = plugins.get_pm_for(app)
     pm.hook.crowdpower_register_oauth_clients(oauth=oauth, app=app)
     pm.hook.crowdpower_register_blueprints(app=app)
+    ops.init_app(app)
     return app
 
 

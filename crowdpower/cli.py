@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from crowdpower.extensions import db
 from crowdpower.models import ApiKey, Membership, Project, User
+from crowdpower.ops import ops as ops_group
 
 DEV_COMMANDS = {"demo", "stripe-double"}  # run with no external services, keys optional
 
@@ -167,6 +168,9 @@ def worker(queues: tuple[str, ...], burst: bool, no_periodic: bool, simple: bool
             burst=burst, with_scheduler=True)
     finally:
         stop.set()
+
+
+cli.add_command(ops_group)
 
 
 def main() -> None:

@@ -159,3 +159,19 @@ def crowdpower_metrics():
     from crowdpower.plugins.stripe.metrics import INSTRUMENTS, inbox_gauges
 
     return [*INSTRUMENTS, inbox_gauges]
+
+
+@hookimpl
+def crowdpower_ops_commands():
+    """``crowdpower ops events list|retry`` and ``ops sync resume|cancel``."""
+    from crowdpower.plugins.stripe.ops import COMMANDS
+
+    return COMMANDS
+
+
+@hookimpl
+def crowdpower_ops_status(project_id):
+    """Inbox backlog per project, running and failed syncs."""
+    from crowdpower.plugins.stripe.ops import status
+
+    return status(project_id)
