@@ -77,7 +77,7 @@ def _app() -> Flask:
 
 
 def execute(dotted: str, project_id: int | None, args: list, kwargs: dict,
-            once: str | None = None) -> Any:
+            once: str | None = None, job_id: str | None = None) -> Any:
     """Entry point of every job: app context, tenant scope, commit or roll back.
 
     A job enqueued with ``enqueue_once`` frees its key as it starts, so whatever is
@@ -85,7 +85,8 @@ def execute(dotted: str, project_id: int | None, args: list, kwargs: dict,
     """
     app = _worker_app if _worker_app is not None else _app()
     _after_fork(app)
-    queue, job_id = _current_job(app)
+    queue, rq_job_id = _current_job(app)
+    job_id = rq_job_id or job_id
     started, outcome = time.monotonic(), "failed"
     with app.app_context():
         if once is not None:
@@ -239,7 +240,7 @@ class InProcessBackend:
             dotted, project_id, args, kwargs, retries, attempt, job_id, once = job
             try:
                 with self.app.app_context():
-                    execute(dotted, project_id, args, kwargs, once)
+                    execute(dotted, project_id, args, kwargs, once, job_id=job_id)
             except Exception as exc:
                 if attempt < retries:
                     interval = self.intervals[min(attempt, len(self.intervals) - 1)] \

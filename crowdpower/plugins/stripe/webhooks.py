@@ -342,6 +342,7 @@ def _process_row(project_id: int, row: StripeWebhookEvent) -> str:
     row.status, row.error, row.processed_at = status, note, utcnow()
     db.session.commit()
     EVENTS_APPLIED.labels(type=event_type, status=status).inc()
+    log.debug("webhook row %s (%s) %s", inbox_id, event_type, status)
     return status
 
 
