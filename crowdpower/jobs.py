@@ -29,7 +29,9 @@ from crowdpower.tenancy import reset_project, set_project
 
 log = logging.getLogger(__name__)
 
-HOST_QUEUES = ["webhooks", "messages", "default", "sync"]
+# The host's own queue; plugins declare theirs (``crowdpower_queues``) with a priority.
+HOST_QUEUES = [("default", 50)]
+DEFAULT_PRIORITY = 60
 _worker_app: Flask | None = None
 
 
@@ -281,20 +283,36 @@ def backend():
 
 
 def queue_names(app: Flask | None = None) -> list[str]:
-    """Every queue, highest priority first: the host's, then the plugins'."""
+    """Every queue, highest priority first: the host's and the plugins' declared ones."""
     from crowdpower.plugins import get_pm
 
-    names = list(HOST_QUEUES)
+    declared: dict[str, int] = dict(HOST_QUEUES)
     ctx = app.app_context() if app is not None else None
     if ctx:
         ctx.push()
     try:
         for extra in get_pm().hook.crowdpower_queues():
-            names += [n for n in extra or [] if n not in names]
+            for entry in extra or []:
+                name, priority = (entry, DEFAULT_PRIORITY) if isinstance(entry, str) else entry
+                declared.setdefault(name, int(priority))
     finally:
         if ctx:
             ctx.pop()
-    return names
+    order = {name: i for i, name in enumerate(declared)}
+    return sorted(declared, key=lambda n: (declared[n], order[n]))
+
+
+def resolve_queue_names(requested: list[str], app: Flask | None = None) -> list[str]:
+    """Queue names as an operator types them: a full name, or its purpose after the
+    plugin's namespace (``sync`` for ``billing.sync``: the names before queues
+    were namespaced keep working). Unknown names are kept as they are."""
+    known = queue_names(app)
+    out: list[str] = []
+    for name in requested:
+        matches = [name] if name in known else [
+            q for q in known if q.rsplit(".", 1)[-1] == name] or [name]
+        out += [m for m in matches if m not in out]
+    return out
 
 
 def _dotted(func: str | Callable) -> str:

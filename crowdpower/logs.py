@@ -3,8 +3,8 @@ request, project, job and event a record concerns, and secrets redacted.
 
 Context travels in context variables: the request id (from ``X-Request-ID`` or made up,
 echoed in the response), the job id (set by ``jobs.execute``), the tenant (from
-``crowdpower.tenancy``) and whatever a plugin binds with ``bind(...)`` (the Stripe
-plugin binds ``stripe_event_id``). The redaction filter replaces every configured
+``crowdpower.tenancy``) and whatever a plugin binds with ``bind(...)`` (e.g. the id of
+the external event being applied). The redaction filter replaces every configured
 secret value (keys, tokens, webhook secrets, passwords in URLs) and anything shaped like
 an API key, bearer token or webhook signature, in the message and the traceback alike,
 before any handler formats the record.
@@ -35,7 +35,9 @@ REDACTED = "[redacted]"
 # Shapes of secrets, whoever logs them: API keys and tokens (sk_/rk_/pk_ live|test, App
 # refresh tokens), webhook signing secrets and signatures, bearer tokens, URL passwords.
 PATTERNS = [
-    re.compile(r"\b(?:sk|rk|ek|rt|whsec|ac)_[A-Za-z0-9_]{8,}"),
+    re.compile(r"\b(?:sk|rk|ek|rt|whsec|ac)_[A-Za-z0-9_-]{8,}"),
+    re.compile(r"(?i)([?&](?:code|state|token|access_token|refresh_token|api_key|key)=)"
+               r"[^&\s\"']+"),
     re.compile(r"\bv[01]=[0-9a-fA-F]{32,}"),
     re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}"),
     re.compile(r"(?i)(\bpassword[\"']?\s*[:=]\s*[\"']?)[^\s\"',&]+"),

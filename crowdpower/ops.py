@@ -1,7 +1,7 @@
 """``crowdpower ops``: what an operator needs to answer "my events stopped" in a minute.
 
 ``status`` shows queues, workers, failed messages and whatever plugins add
-(``crowdpower_ops_status``: the Stripe plugin adds inbox backlog and syncs); the other
+(``crowdpower_ops_status``: a billing plugin adds its inbox backlog and syncs); the other
 commands mend one project's stuck work (plugins add theirs through
 ``crowdpower_ops_commands``). Every command that changes something takes ``--project``,
 touches only that project's rows, and logs what it did to the ``crowdpower.ops`` logger
@@ -45,7 +45,7 @@ def echo(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-def _project_exists(project_id: int) -> None:
+def require_project(project_id: int) -> None:
     from crowdpower.models import Project
 
     if db.session.get(Project, project_id) is None:
@@ -101,7 +101,7 @@ def status(project_id: int | None) -> None:
     from crowdpower.plugins import get_pm
 
     if project_id is not None:
-        _project_exists(project_id)
+        require_project(project_id)
     out: dict[str, Any] = {"jobs": queue_status(), "messages": message_status(project_id)}
     for section in get_pm().hook.crowdpower_ops_status(project_id=project_id):
         if section:
@@ -132,7 +132,7 @@ def messages_list(project_id: int, limit: int) -> None:
     """Failed messages of a project, newest first."""
     from crowdpower.automations.models import Message
 
-    _project_exists(project_id)
+    require_project(project_id)
     with project_scope(project_id):
         rows = db.session.scalars(select(Message).where(
             Message.project_id == project_id, Message.state == "failed")
@@ -150,7 +150,7 @@ def messages_resend(project_id: int, ids: tuple[int, ...]) -> None:
     from crowdpower.automations.delivery import enqueue_send
     from crowdpower.models import utcnow
 
-    _project_exists(project_id)
+    require_project(project_id)
     with project_scope(project_id):
         rows = _failed_messages(project_id, ids)
         for m in rows:
@@ -169,7 +169,7 @@ def messages_resend(project_id: int, ids: tuple[int, ...]) -> None:
               help="Only these messages (default: every failed one of the project).")
 def messages_drop(project_id: int, ids: tuple[int, ...]) -> None:
     """Give up on a project's failed messages for good (marked skipped, kept for history)."""
-    _project_exists(project_id)
+    require_project(project_id)
     with project_scope(project_id):
         rows = _failed_messages(project_id, ids)
         for m in rows:

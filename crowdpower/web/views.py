@@ -160,8 +160,11 @@ def customers(project_id: int):
     more = len(rows) > PAGE
     rows = rows[:PAGE]
     traits = get_traits(project_id, [c.id for c in rows])
+    columns = [c for batch in get_pm().hook.crowdpower_customer_columns(project_id=project_id)
+               for c in batch or []]
     return render_template("customers.html", customers=rows, traits=traits, q=query,
-                           segment=segment, more=more)
+                           segment=segment, more=more, columns=columns,
+                           identity=_identity(project_id))
 
 
 @bp.route("/projects/<int:project_id>/customers/<int:customer_id>")
@@ -175,7 +178,15 @@ def customer(project_id: int, customer_id: int):
     panels = [p for p in get_pm().hook.crowdpower_customer_panels(
         project_id=project_id, customer_id=customer.id) if p]
     return render_template("customer.html", customer=customer, traits=traits, events=events,
-                           panels=panels)
+                           panels=panels, identity=_identity(project_id))
+
+
+def _identity(project_id: int):
+    """``traits -> label``: the first identifying trait plugins name (an external id), for
+    customers with neither name nor email."""
+    keys = [k for batch in get_pm().hook.crowdpower_customer_identity_traits(
+        project_id=project_id) for k in batch or []]
+    return lambda traits: next((traits[k] for k in keys if traits.get(k)), None)
 
 
 @bp.route("/projects/<int:project_id>/segments")

@@ -128,6 +128,7 @@ def test_redaction_filter_catches_configured_values_and_shapes(app):
     try:
         log.info("token %s then %s", "tok-1234567890", "sk_live_abcdefghijklmnop")
         log.info("url smtp://me:hunter22@mail.example:587 header Bearer abc.def.ghijkl")
+        log.info("GET /callback?code=ac_a-bcdefghijklm&state=St4te-xyz HTTP/1.1")
         try:
             raise RuntimeError("refresh rt_ABCDEFGHIJKLmnop failed, whsec_1234567890ab")
         except RuntimeError:
@@ -136,11 +137,11 @@ def test_redaction_filter_catches_configured_values_and_shapes(app):
         log.removeHandler(handler)
     out = stream.getvalue()
     for secret in ("tok-1234567890", "sk_live_abcdefghijklmnop", "hunter22", "abc.def.ghijkl",
-                   "rt_ABCDEFGHIJKLmnop", "whsec_1234567890ab"):
+                   "rt_ABCDEFGHIJKLmnop", "whsec_1234567890ab", "bcdefghijklm", "St4te-xyz"):
         assert secret not in out, secret
     assert out.count("[redacted]") >= 6
     records = [json.loads(line) for line in out.splitlines()]
-    assert records[2]["exc"].startswith("Traceback") and records[0]["level"] == "info"
+    assert records[3]["exc"].startswith("Traceback") and records[0]["level"] == "info"
 
 
 def test_text_format_and_request_id_echo(client):

@@ -52,8 +52,8 @@ def test_counters_move_by_what_happened(wired, shop, client):
     assert value(after, "crowdpower_stripe_inbox_oldest_pending_age_seconds") == 0
     assert value(after, "crowdpower_message_rows", state="outbox", channel="email") == 5
     drains = moved("crowdpower_job_duration_seconds_count", job="crowdpower.plugins.stripe."
-                   "webhooks.drain_inbox", outcome="succeeded",
-                   queue="webhooks" if client.application.config.get("REDIS_URL")
+                   "inbox.drain_inbox", outcome="succeeded",
+                   queue="stripe.webhooks" if client.application.config.get("REDIS_URL")
                    else "inprocess")
     assert drains >= 1
 

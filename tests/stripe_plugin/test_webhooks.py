@@ -281,7 +281,7 @@ def test_queue_down_keeps_event_in_inbox_until_the_sweeper(wired, shop, app, dra
     app.config["STRIPE_SWEEP_AFTER_SECONDS"] = 0
     from crowdpower import jobs
 
-    jobs.enqueue("crowdpower.plugins.stripe.webhooks.sweep_inbox", queue="webhooks")
+    jobs.enqueue("crowdpower.plugins.stripe.inbox.sweep_inbox", queue="stripe.webhooks")
     db.session.commit()
     drain()
     drain()  # the sweep enqueued the event's job
@@ -367,7 +367,7 @@ def charge_event(double, account: str, customer: str, amount: int = 900,
                                     False, account)).encode()
 
 
-def queued(app, queue: str = "webhooks") -> int:
+def queued(app, queue: str = "stripe.webhooks") -> int:
     backend = app.extensions["crowdpower.jobs"]
     if isinstance(backend, jobs.RQBackend):
         return backend.queue(queue).count
@@ -413,7 +413,7 @@ def test_a_drain_touches_only_its_own_projects_inbox(wired, shop, other_tenant,
     assert post(client, charge_event(wired.double, account, cus["id"])).status_code == 200
     assert post(client, charge_event(wired.double, other_account,
                                      other_cus["id"])).status_code == 200
-    handled = jobs.execute("crowdpower.plugins.stripe.webhooks.drain_inbox", project_id, [],
+    handled = jobs.execute("crowdpower.plugins.stripe.inbox.drain_inbox", project_id, [],
                            {})
     assert handled == 1
     assert {(r.project_id, r.status) for r in inbox() if r.type == "charge.failed"} \
@@ -433,7 +433,7 @@ def test_a_drain_yields_after_its_time_slice_and_asks_for_more(wired, shop, app,
         assert post(client, charge_event(wired.double, account, cus["id"], 100 + i)
                     ).status_code == 200
     before = queued(app)
-    assert jobs.execute("crowdpower.plugins.stripe.webhooks.drain_inbox", project_id, [],
+    assert jobs.execute("crowdpower.plugins.stripe.inbox.drain_inbox", project_id, [],
                         {}) == 1
     assert len(inbox("pending")) == 2
     assert queued(app) >= before  # another drain is waiting behind the other work

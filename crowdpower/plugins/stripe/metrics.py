@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from crowdpower.metrics import counter
+from crowdpower.services import metric_counter as counter
 
 WEBHOOK_ACKS = counter("crowdpower_stripe_webhook_acks",
                        "Webhook deliveries answered, by outcome (accepted, duplicate, "
@@ -44,14 +44,11 @@ def ack_outcome(status: int, body: dict) -> str:
 def inbox_gauges() -> Iterable[Any]:
     """Inbox rows by status, the age of the oldest pending row, the top-N projects'
     backlogs, and sync runs by state: three grouped queries on indexed columns."""
-    from flask import current_app
     from prometheus_client.core import GaugeMetricFamily
     from sqlalchemy import func, select
 
-    from crowdpower.extensions import db
-    from crowdpower.models import utcnow
     from crowdpower.plugins.stripe.models import StripeSyncRun, StripeWebhookEvent
-    from crowdpower.tenancy import unscoped
+    from crowdpower.services import db, setting, unscoped, utcnow
 
     inbox = StripeWebhookEvent
     with unscoped():
@@ -59,7 +56,7 @@ def inbox_gauges() -> Iterable[Any]:
                                        .group_by(inbox.status)).all()
         oldest = db.session.scalar(select(func.min(inbox.received_at)).where(
             inbox.status.in_(("pending", "retry"))))
-        top = int(current_app.config.get("METRICS_TOP_PROJECTS") or 0)
+        top = int(setting("METRICS_TOP_PROJECTS") or 0)
         backlog = db.session.execute(
             select(inbox.project_id, func.count()).where(
                 inbox.status.in_(("pending", "retry")), inbox.project_id.is_not(None))

@@ -9,11 +9,12 @@ import click
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
-from crowdpower.extensions import db
-from crowdpower.models import utcnow
-from crowdpower.ops import _project_exists, audit, echo, project_option
 from crowdpower.plugins.stripe.models import StripeSyncRun, StripeWebhookEvent
-from crowdpower.tenancy import project_scope, unscoped
+from crowdpower.services import db, project_scope, unscoped, utcnow
+from crowdpower.services import ops_audit as audit
+from crowdpower.services import ops_echo as echo
+from crowdpower.services import ops_project_option as project_option
+from crowdpower.services import ops_require_project as _project_exists
 
 ACTIVE = ("pending", "running")
 
