@@ -200,22 +200,42 @@ def render(app: Flask) -> tuple[bytes, str]:
 
     registry = CollectorRegistry(auto_describe=False)
     directory = app.config.get("PROMETHEUS_MULTIPROC_DIR")
+    sources: list[Any] = []
     if directory:
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        MultiProcessCollector(registry, path=directory)
+        sources.append(MultiProcessCollector(None, path=directory))
     if not (directory and MULTIPROCESS_DIR):  # this process keeps its values in memory
-        registry.register(_Forward(REGISTRY))
+        sources.append(REGISTRY)
+    registry.register(_Summed(sources))
     registry.register(_ScrapeCollector(app, app.extensions["crowdpower.metrics"]))
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-class _Forward:
-    def __init__(self, registry) -> None:
-        self.registry = registry
+class _Summed:
+    """The families of several sources, samples with the same name and labels added up
+    (the worker processes' files plus this process's memory, when it keeps its own)."""
+
+    def __init__(self, sources: list[Any]) -> None:
+        self.sources = sources
 
     def collect(self):
-        yield from self.registry.collect()
+        families: dict[str, Any] = {}
+        values: dict[str, dict[tuple, Any]] = {}
+        for source in self.sources:
+            for family in source.collect():
+                families.setdefault(family.name, family)
+                merged = values.setdefault(family.name, {})
+                for sample in family.samples:
+                    key = (sample.name, tuple(sorted(sample.labels.items())))
+                    if key in merged and family.type != "gauge":
+                        merged[key] = merged[key]._replace(value=merged[key].value
+                                                           + sample.value)
+                    else:
+                        merged[key] = sample
+        for name, family in families.items():
+            family.samples = list(values[name].values())
+            yield family
 
 
 bp = Blueprint("metrics", __name__)

@@ -3,6 +3,10 @@ and a message send (a real RQ worker in postgres mode), with bounded labels."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from sqlalchemy import select
 
@@ -106,3 +110,33 @@ def test_healthz_and_readyz_and_metrics_are_counted_as_responses(client):
     after = scrape(client)
     assert value(after, "crowdpower_http_requests_total", blueprint="health", status="2xx") \
         - value(before, "crowdpower_http_requests_total", blueprint="health", status="2xx") == 1
+
+
+@pytest.mark.skipif(os.environ.get("CROWDPOWER_TEST_BACKEND") != "postgres",
+                    reason="RQ workers in their own processes need Redis")
+def test_a_separate_worker_process_adds_its_counts(wired, shop, app, app_config, client,
+                                                   tmp_path, stripe_double):
+    """Multiprocess mode: a ``crowdpower worker`` process writes its values to
+    PROMETHEUS_MULTIPROC_DIR, and a scrape of the web process adds them up."""
+    project_id, _key, account, cus = shop
+    app.config["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+    before = scrape(client)
+    for amount in (100, 200, 300):
+        wired.double.create_charge(account, cus["id"], amount, "usd")
+    wired.double.webhooks.flush(30)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "CROWDPOWER_DEV": "1",
+           "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+           "REDIS_URL": app.config["REDIS_URL"], "RQ_QUEUE_PREFIX": app.config["RQ_QUEUE_PREFIX"],
+           "SECRET_KEY": app.config["SECRET_KEY"],
+           **{k: str(v) for k, v in app_config.items()
+              if k.startswith("STRIPE_") and v is not None}}
+    done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "crowdpower"), "worker", "--burst",
+                           "--simple"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert list(tmp_path.glob("counter_*.db"))  # the worker's own files
+    after = scrape(client)
+    moved = value(after, "crowdpower_stripe_events_applied_total", type="charge.succeeded",
+                  status="processed") - value(before, "crowdpower_stripe_events_applied_total",
+                                              type="charge.succeeded", status="processed")
+    assert moved == 3
+    assert value(after, "crowdpower_stripe_inbox_rows", status="pending") == 0
