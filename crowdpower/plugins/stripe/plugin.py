@@ -2,7 +2,8 @@
 
 Everything the plugin adds to the host goes through these hooks: its config keys
 (``STRIPE_*``), blueprint (``stripe``), OAuth client, definitions and segments seeded
-per project, queues, periodic jobs, CLI commands and migration branch.
+per project, queues, periodic jobs and migration branch. (``crowdpower demo`` and
+``crowdpower stripe-double`` come with the Stripe double, a distribution of its own.)
 """
 
 from __future__ import annotations
@@ -173,17 +174,6 @@ def crowdpower_sample_traits():
 
 
 @hookimpl
-def crowdpower_dev_commands():
-    return ["demo", "stripe-double"]
-
-
-@hookimpl
 def crowdpower_migration_dirs():
     return [Path(__file__).resolve().parent / "migrations" / "versions"]
 
-
-@hookimpl
-def crowdpower_cli_commands():
-    from crowdpower.plugins.stripe.commands import COMMANDS
-
-    return COMMANDS
