@@ -25,9 +25,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()
 
+    from crowdpower_stripe_double import StripeDouble
     from sqlalchemy import create_engine, text
-
-    from crowdpower.plugins.stripe.double import StripeDouble
 
     double = StripeDouble("sk_test_bench_platform", "ca_bench")
     double.start()

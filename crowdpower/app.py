@@ -21,7 +21,7 @@ from crowdpower import (
     tenancy,
 )
 from crowdpower.config import ensure_secret_key, from_environment
-from crowdpower.extensions import csrf, db, migrate, oauth
+from crowdpower.extensions import csrf, db, migrate
 
 
 def _migrations_dir() -> Path:
@@ -64,7 +64,6 @@ def create_app(config: dict | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), compare_type=True)
     csrf.init_app(app)
-    oauth.init_app(app)
     plugins.init_app(app)
     jobs.init_app(app)
     health.init_app(app)
@@ -80,7 +79,6 @@ def create_app(config: dict | None = None) -> Flask:
     api.init_app(app)
     openapi.init_app(app)
     pm = plugins.get_pm_for(app)
-    pm.hook.crowdpower_register_oauth_clients(oauth=oauth, app=app)
     pm.hook.crowdpower_register_blueprints(app=app)
     ops.init_app(app)
     return app

@@ -25,6 +25,7 @@ from werkzeug.utils import import_string
 
 from crowdpower import logs, metrics
 from crowdpower.extensions import db
+from crowdpower.retry import RetryPolicy
 from crowdpower.tenancy import reset_project, set_project
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,8 @@ class RQBackend:
             args=(dotted, project_id, list(args), dict(kwargs), once),
             job_id=job_id,
             meta={"project_id": project_id, "job": dotted},
-            retry=Retry(max=retries, interval=self.intervals[:retries] or 0) if retries else None,
+            retry=Retry(max=retries, interval=job_retry_policy(self.intervals, retries)
+                        .schedule() or 0) if retries else None,
             description=f"{dotted} project={project_id}",
             timeout=timeout,
             result_ttl=3600,
@@ -244,9 +246,9 @@ class InProcessBackend:
                 with self.app.app_context():
                     execute(dotted, project_id, args, kwargs, once, job_id=job_id)
             except Exception as exc:
-                if attempt < retries:
-                    interval = self.intervals[min(attempt, len(self.intervals) - 1)] \
-                        if self.intervals else 0
+                policy = job_retry_policy(self.intervals, retries)
+                if not policy.gives_up(attempt + 1):
+                    interval = policy.delay(attempt + 1)
                     log.warning("job %s failed (%s); retry %d in %ss", dotted, exc,
                                 attempt + 1, interval)
                     with self._cv:
@@ -271,6 +273,11 @@ class InProcessBackend:
                 if remaining <= 0:
                     raise TimeoutError("in-process jobs did not drain")
                 self._cv.wait(timeout=min(remaining, 0.05))
+
+
+def job_retry_policy(intervals: list[float], retries: int) -> RetryPolicy:
+    """A job's retries: ``retries`` of them, after ``JOB_RETRY_INTERVALS``."""
+    return RetryPolicy.scheduled(intervals or [0], attempts=retries + 1)
 
 
 def init_app(app: Flask) -> None:

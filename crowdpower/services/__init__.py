@@ -10,7 +10,8 @@ columns (``tests/host/test_seams.py`` enforces both). What is here:
 - events: ``record_event`` (idempotent on ``external_id``; automations see it after
   commit);
 - jobs: ``enqueue``, ``enqueue_once``, ``after_commit`` (queues are declared by the plugin,
-  namespaced ``<plugin>.<purpose>``);
+  namespaced ``<plugin>.<purpose>``), ``RetryPolicy`` (one retry helper: attempts,
+  schedule or backoff with jitter, what is retryable);
 - settings: ``setting`` (plugins declare keys and defaults with
   ``crowdpower_config_defaults``; every key is settable from the environment);
 - integrations: ``is_enabled``, ``enable``, ``disable``;
@@ -50,6 +51,7 @@ from crowdpower.ops import audit as ops_audit
 from crowdpower.ops import echo as ops_echo
 from crowdpower.ops import project_option as ops_project_option
 from crowdpower.ops import require_project as ops_require_project
+from crowdpower.retry import RetryPolicy
 from crowdpower.services.customers import ExternalCustomer, match_or_create, normalise_email
 from crowdpower.services.settings import setting
 from crowdpower.tenancy import (
@@ -67,7 +69,7 @@ def csrf_exempt(view):
 
 
 __all__ = [
-    "EncryptedText", "ExternalCustomer", "JSONType", "TenantMixin", "UTCDateTime",
+    "EncryptedText", "ExternalCustomer", "JSONType", "RetryPolicy", "TenantMixin", "UTCDateTime",
     "after_commit", "among", "copies", "copy_or", "api_error", "api_key_required", "bulk_set_traits",
     "bulk_upsert", "csrf_exempt", "current_project_id", "db", "disable", "enable", "enqueue",
     "enqueue_once", "get_by_id_and_project", "get_traits", "is_enabled", "login_required",

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 import stripe
+from crowdpower_stripe_double import StripeDouble, validation
 
-from crowdpower.plugins.stripe.double import StripeDouble, validation
 from tests.stripe_double.conftest import SECRET
 
 

@@ -7,13 +7,13 @@ import time
 
 import pytest
 import stripe
+from crowdpower_stripe_double import sign
 from sqlalchemy import func, select
 
 from crowdpower import create_app, jobs
 from crowdpower.customers import get_traits
 from crowdpower.extensions import db
 from crowdpower.models import Customer, Event
-from crowdpower.plugins.stripe.double import sign
 from crowdpower.plugins.stripe.models import StripeWebhookEvent
 from crowdpower.tenancy import project_scope
 from tests.conftest import STRIPE_WEBHOOK_SECRET, api
@@ -358,7 +358,7 @@ def test_two_connected_projects_never_cross(wired, shop, other_tenant, connect_a
 def charge_event(double, account: str, customer: str, amount: int = 900,
                  status: str = "failed") -> bytes:
     """A signed-ready ``charge.<status>`` event body, not delivered by the double."""
-    from crowdpower.plugins.stripe.double import objects
+    from crowdpower_stripe_double import objects
 
     charge = double.create_charge(account, customer, amount, "usd", status=status,
                                   emit=False)
@@ -591,7 +591,7 @@ def test_a_rate_limited_look_up_is_not_a_failed_attempt(wired, shop, app, drain)
 
 def test_simulated_captures_disputes_and_guests_reach_the_traits(wired, shop):
     """The double's ``simulate`` actions for issue 12's shapes, end to end over webhooks."""
-    from crowdpower.plugins.stripe.double.control import simulate
+    from crowdpower_stripe_double.control import simulate
 
     project_id, _key, account, cus, _sub = shop
     double = wired.double

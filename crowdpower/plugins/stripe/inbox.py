@@ -24,12 +24,14 @@ from crowdpower.plugins.stripe.models import StripeWebhookEvent
 from crowdpower.plugins.stripe.plugin import QUEUES
 from crowdpower.plugins.stripe.tokens import ReconnectNeeded, TokenEndpointError
 from crowdpower.services import (
+    RetryPolicy,
     current_project_id,
     db,
     enqueue,
     enqueue_once,
     log_context,
     project_scope,
+    setting,
     utcnow,
 )
 
@@ -124,11 +126,14 @@ def _more_pending(project_id: int, claimed: int) -> bool:
         StripeWebhookEvent.id > claimed).limit(1)) is not None
 
 
+def retry_policy() -> RetryPolicy:
+    """A failing event: ``MAX_ATTEMPTS`` tries, after the host's job retry intervals."""
+    return RetryPolicy.scheduled(setting("JOB_RETRY_INTERVALS") or [0], attempts=MAX_ATTEMPTS)
+
+
 def _schedule_retry(row_id: int, project_id: int, attempts: int) -> None:
-    intervals = list(current_app.config["JOB_RETRY_INTERVALS"]) or [0]
-    delay = intervals[min(max(attempts - 1, 0), len(intervals) - 1)]
-    enqueue(process_event, row_id, queue=QUEUE, project_id=project_id, delay=delay,
-                 retries=0)
+    enqueue(process_event, row_id, queue=QUEUE, project_id=project_id,
+            delay=retry_policy().delay(attempts), retries=0)
 
 
 def process_event(inbox_id: int) -> str:
@@ -169,7 +174,7 @@ def _process_row(project_id: int, row: StripeWebhookEvent) -> str:
         db.session.rollback()
         if getattr(exc, "http_status", None) == 429:  # "slow down" is not a failure
             attempts -= 1
-        final = attempts >= MAX_ATTEMPTS
+        final = retry_policy().gives_up(attempts)
         db.session.execute(StripeWebhookEvent.__table__.update().where(
             StripeWebhookEvent.id == inbox_id).values(
             attempts=attempts, error=f"{type(exc).__name__}: {exc}"[:2000],

@@ -1,8 +1,9 @@
 """The Stripe plugin's hook implementations (entry point ``crowdpower.plugins: stripe``).
 
 Everything the plugin adds to the host goes through these hooks: its config keys
-(``STRIPE_*``), blueprint (``stripe``), OAuth client, definitions and segments seeded
-per project, queues, periodic jobs, CLI commands and migration branch.
+(``STRIPE_*``), blueprint (``stripe``), definitions and segments seeded
+per project, queues, periodic jobs and migration branch. (``crowdpower demo`` and
+``crowdpower stripe-double`` come with the Stripe double, a distribution of its own.)
 """
 
 from __future__ import annotations
@@ -107,13 +108,6 @@ def crowdpower_register_blueprints(app):
 
 
 @hookimpl
-def crowdpower_register_oauth_clients(oauth, app):
-    from crowdpower.plugins.stripe.connect import register_oauth_client
-
-    register_oauth_client(oauth, app)
-
-
-@hookimpl
 def crowdpower_trait_definitions(project_id):
     from crowdpower.plugins.stripe.mapping import TRAIT_DEFINITIONS
 
@@ -173,20 +167,9 @@ def crowdpower_sample_traits():
 
 
 @hookimpl
-def crowdpower_dev_commands():
-    return ["demo", "stripe-double"]
-
-
-@hookimpl
 def crowdpower_migration_dirs():
     return [Path(__file__).resolve().parent / "migrations" / "versions"]
 
-
-@hookimpl
-def crowdpower_cli_commands():
-    from crowdpower.plugins.stripe.commands import COMMANDS
-
-    return COMMANDS
 
 
 @hookimpl

@@ -26,7 +26,6 @@ a Resync then starts a new run from the failed run's checkpoint (``resumed_from_
 from __future__ import annotations
 
 import logging
-import random
 import secrets
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,6 +47,7 @@ from crowdpower.plugins.stripe.plugin import QUEUES
 from crowdpower.plugins.stripe.ratelimit import limiter, rate_for
 from crowdpower.plugins.stripe.tokens import ReconnectNeeded, TokenEndpointError
 from crowdpower.services import (
+    RetryPolicy,
     after_commit,
     current_project_id,
     db,
@@ -262,7 +262,11 @@ class Syncer:
         self.next_analyze = 1000  # statistics are refreshed as bulk-loaded tables double
         self.backoff_base = float(setting("STRIPE_SYNC_BACKOFF_BASE"))
         self.backoff_max = float(setting("STRIPE_SYNC_BACKOFF_MAX"))
+        # A failing page: backoff with jitter, STRIPE_SYNC_MAX_ATTEMPTS in a row at most.
         self.max_attempts = max(1, int(setting("STRIPE_SYNC_MAX_ATTEMPTS")))
+        self.retry = RetryPolicy(attempts=self.max_attempts, base=self.backoff_base,
+                                 cap=self.backoff_max, jitter=self.backoff_base,
+                                 retryable=lambda exc: self._retryable(exc)[0])
         self.deadline = time.monotonic() + float(setting("STRIPE_SYNC_SLICE_SECONDS"))
         self.limiter = limiter(current_app._get_current_object())  # type: ignore[attr-defined]
 
@@ -472,7 +476,7 @@ class Syncer:
                 got.seconds += time.monotonic() - started
                 failures += 1
                 got.retries += 1
-                if failures >= self.max_attempts:
+                if self.retry.gives_up(failures):
                     got.error = f"Refreshing Stripe access failed ({exc}); Resync continues."
                     return got
                 time.sleep(self._backoff(round(failures)))
@@ -487,7 +491,7 @@ class Syncer:
                 failures += 1 if not limited else 1 / RATE_LIMIT_BUDGET
                 got.retries += 1
                 got.rate_limited += int(limited)
-                if failures >= self.max_attempts:
+                if self.retry.gives_up(failures):
                     got.error = (f"{_describe(path, exc)} (gave up after {round(failures)} "
                                  "attempts in a row; Resync continues from here)")
                     return got
@@ -543,8 +547,7 @@ class Syncer:
         return status == 409 or status >= 500, wait
 
     def _backoff(self, failures: int) -> float:
-        return min(self.backoff_max, self.backoff_base * 2 ** (failures - 1)) \
-            + random.uniform(0, self.backoff_base)
+        return self.retry.delay(failures)
 
 
 def _describe(path: str, exc: stripe.StripeError) -> str:

@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
-from flask_migrate import upgrade
-from werkzeug.serving import run_simple
-
 from crowdpower import create_app
 from crowdpower.app import MIGRATIONS_DIR
 from crowdpower.cli import add_member, make_project
 from crowdpower.extensions import db
 from crowdpower.plugins.stripe.automation_templates import STRIPE_TEMPLATES
-from crowdpower.plugins.stripe.double.server import StripeDouble
+from flask_migrate import upgrade
+from werkzeug.serving import run_simple
+
+from crowdpower_stripe_double.server import StripeDouble
 
 DEMO_EMAIL = "demo@crowdpower.test"
 DEMO_PASSWORD = "demo-password"
