@@ -204,8 +204,8 @@ def init_app(app: Flask) -> None:
         _handler = make_handler(fmt=app.config.get("LOG_FORMAT"))
         root = logging.getLogger()
         root.addHandler(_handler)
-        level = app.config.get("LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "INFO"
-        root.setLevel(level.upper())
+        level = (app.config.get("LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "INFO").upper()
+        root.setLevel(level)
 
     @app.before_request
     def _request_context() -> None:

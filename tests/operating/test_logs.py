@@ -45,7 +45,7 @@ def smtp_with_auth(app_config):
                                     auth_required=True)
     controller.start()
     app_config.update({"SMTP_URL": f"smtp://ops:{SMTP_PASSWORD}@127.0.0.1:{controller.port}",
-                       "METRICS_TOKEN": METRICS_TOKEN,
+                       "METRICS_TOKEN": METRICS_TOKEN, "LOG_LEVEL": "DEBUG",
                        "ENCRYPTION_KEYS": [ENCRYPTION_KEY], "STRIPE_CONNECT_MODE": "app"})
     yield handler
     controller.stop()

@@ -96,6 +96,11 @@ def crowdpower_plugin_info():
 
 @hookimpl
 def crowdpower_register_blueprints(app):
+    import logging
+
+    debug = str(app.config.get("LOG_LEVEL") or "INFO").upper() == "DEBUG"
+    # the SDK logs every request at INFO: only when debugging
+    logging.getLogger("stripe").setLevel(logging.NOTSET if debug else logging.WARNING)
     from crowdpower.plugins.stripe.blueprint import bp, load_routes
 
     load_routes()
