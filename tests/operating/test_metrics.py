@@ -140,3 +140,16 @@ def test_a_separate_worker_process_adds_its_counts(wired, shop, app, app_config,
                                               type="charge.succeeded", status="processed")
     assert moved == 3
     assert value(after, "crowdpower_stripe_inbox_rows", status="pending") == 0
+
+
+def test_login_throttle_hits_are_counted(app, client, make_project, make_user):
+    from tests.adversarial.test_login import _attempt
+
+    project_id, _key = make_project("Acme")
+    make_user("ann@acme.test", project_id)
+    before = value(scrape(client), "crowdpower_login_throttled_total")
+    for i in range(10):
+        assert _attempt(client, "ann@acme.test", "wrong", addr=f"10.0.0.{i}").status_code == 401
+    for i in range(3):
+        assert _attempt(client, "ann@acme.test", "wrong", addr=f"10.0.1.{i}").status_code == 429
+    assert value(scrape(client), "crowdpower_login_throttled_total") - before == 3
