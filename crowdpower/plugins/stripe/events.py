@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from crowdpower.plugins.stripe import mapping, store
 from crowdpower.plugins.stripe.client import AccountClient, MissingPermission, account_client
+from crowdpower.plugins.stripe.connect import mark_disconnected
 from crowdpower.plugins.stripe.connection import Connection, accepts, forget, snapshot
 from crowdpower.plugins.stripe.models import (
     StripeConnection,
@@ -77,8 +78,6 @@ def _apply_event(project_id: int, row: StripeWebhookEvent,
                            else "live event on a test-mode connection")
     type_ = event["type"]
     if type_ == "account.application.deauthorized":
-        from crowdpower.plugins.stripe.connect import mark_disconnected
-
         mark_disconnected(project_id, "Access to the Stripe account was revoked in Stripe.")
         forget()
         return "processed", "disconnected"

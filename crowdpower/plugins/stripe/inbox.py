@@ -21,7 +21,7 @@ from crowdpower.plugins.stripe.connection import snapshot
 from crowdpower.plugins.stripe.events import apply_event, client_for
 from crowdpower.plugins.stripe.metrics import EVENTS_APPLIED
 from crowdpower.plugins.stripe.models import StripeWebhookEvent
-from crowdpower.plugins.stripe.plugin import QUEUES
+from crowdpower.plugins.stripe.queues import QUEUES
 from crowdpower.plugins.stripe.tokens import ReconnectNeeded, TokenEndpointError
 from crowdpower.services import (
     RetryPolicy,

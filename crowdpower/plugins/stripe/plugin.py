@@ -8,9 +8,19 @@ per project, queues, periodic jobs and migration branch. (``crowdpower demo`` an
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from crowdpower.plugins import hookimpl
+from crowdpower.plugins.stripe import api, webhooks
+from crowdpower.plugins.stripe.automation_templates import STRIPE_TEMPLATES
+from crowdpower.plugins.stripe.blueprint import bp, load_routes
+from crowdpower.plugins.stripe.mapping import EVENT_DEFINITIONS, TRAIT_DEFINITIONS
+from crowdpower.plugins.stripe.metrics import INSTRUMENTS, inbox_gauges
+from crowdpower.plugins.stripe.ops import COMMANDS as OPS_COMMANDS
+from crowdpower.plugins.stripe.ops import status as ops_status
+from crowdpower.plugins.stripe.queues import QUEUES
+from crowdpower.plugins.stripe.status import integration_status
 from crowdpower.services import csrf_exempt, is_enabled, setting
 
 NAME = "stripe"
@@ -74,7 +84,6 @@ CONFIG_DEFAULTS.update({
     "STRIPE_TEST_WEBHOOK_SECRET": None,
     "STRIPE_APP_DASHBOARD_URL": "https://dashboard.stripe.com/settings/apps",
 })
-QUEUES = {"webhooks": "stripe.webhooks", "sync": "stripe.sync"}
 
 
 @hookimpl
@@ -85,8 +94,6 @@ def crowdpower_config_defaults():
 
 @hookimpl
 def crowdpower_plugin_info():
-    from crowdpower.plugins.stripe.status import integration_status
-
     return {"name": NAME, "title": "Stripe",
             "description": "Sync Stripe customers with their subscriptions and charges, "
                            "and message them when billing events happen.",
@@ -96,17 +103,11 @@ def crowdpower_plugin_info():
 
 @hookimpl
 def crowdpower_register_blueprints(app):
-    import logging
-
     debug = str(app.config.get("LOG_LEVEL") or "INFO").upper() == "DEBUG"
     # the SDK logs every request at INFO: only when debugging
     logging.getLogger("stripe").setLevel(logging.NOTSET if debug else logging.WARNING)
-    from crowdpower.plugins.stripe.blueprint import bp, load_routes
-
     load_routes()
     app.register_blueprint(bp)
-    from crowdpower.plugins.stripe import api, webhooks
-
     csrf_exempt(webhooks.receive)
     for view in api.VIEWS:
         csrf_exempt(view)
@@ -114,15 +115,11 @@ def crowdpower_register_blueprints(app):
 
 @hookimpl
 def crowdpower_trait_definitions(project_id):
-    from crowdpower.plugins.stripe.mapping import TRAIT_DEFINITIONS
-
     return [{**d, "source": NAME} for d in TRAIT_DEFINITIONS]
 
 
 @hookimpl
 def crowdpower_event_definitions(project_id):
-    from crowdpower.plugins.stripe.mapping import EVENT_DEFINITIONS
-
     return [{**d, "source": NAME} for d in EVENT_DEFINITIONS]
 
 
@@ -134,8 +131,6 @@ def crowdpower_segment_seeds(project_id):
 @hookimpl
 def crowdpower_automation_templates(project_id):
     """Suggested automations (dunning, trial ending, renewal, win-back) once Stripe is on."""
-    from crowdpower.plugins.stripe.automation_templates import STRIPE_TEMPLATES
-
     return STRIPE_TEMPLATES if is_enabled(project_id, NAME) else []
 
 
@@ -180,22 +175,16 @@ def crowdpower_migration_dirs():
 @hookimpl
 def crowdpower_metrics():
     """Webhook acks, applied events, syncs and API calls; inbox and sync gauges."""
-    from crowdpower.plugins.stripe.metrics import INSTRUMENTS, inbox_gauges
-
     return [*INSTRUMENTS, inbox_gauges]
 
 
 @hookimpl
 def crowdpower_ops_commands():
     """``crowdpower ops events list|retry`` and ``ops sync resume|cancel``."""
-    from crowdpower.plugins.stripe.ops import COMMANDS
-
-    return COMMANDS
+    return OPS_COMMANDS
 
 
 @hookimpl
 def crowdpower_ops_status(project_id):
     """Inbox backlog per project, running and failed syncs."""
-    from crowdpower.plugins.stripe.ops import status
-
-    return status(project_id)
+    return ops_status(project_id)
