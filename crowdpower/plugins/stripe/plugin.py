@@ -92,9 +92,10 @@ def crowdpower_trait_definitions(project_id):
 
 @hookimpl
 def crowdpower_event_definitions(project_id):
+    from crowdpower.plugins.stripe import lifecycle
     from crowdpower.plugins.stripe.mapping import EVENT_DEFINITIONS
 
-    return [{**d, "source": NAME} for d in EVENT_DEFINITIONS]
+    return [{**d, "source": NAME} for d in EVENT_DEFINITIONS + lifecycle.EVENT_DEFINITIONS]
 
 
 @hookimpl
