@@ -139,7 +139,7 @@ def test_payment_recovered_after_a_failure(wired, shop):
     assert recovered.properties["failed_charge_id"] == result["failed_charge"]
     assert recovered.properties["amount"] == 29.0 and recovered.properties["currency"] == "usd"
     assert recovered.properties["failure_code"] == "card_declined"
-    assert recovered.external_id == result["charge"] + ":payment_recovered"
+    assert recovered.external_id == result["failed_charge"] + ":payment_recovered"
     # A later successful charge recovers nothing: no failure since the last success.
     wired.double.create_charge(account, _cus["id"], 2900, "usd")
     wired.settle()

@@ -9,8 +9,9 @@ late, out-of-order delivery derives only what its own change implies. MRR always
 from ``mapping.subscription_mrr`` (Stripe's definition, one place).
 
 Each derived event is ``Derived(suffix, name, properties)``; the caller records it with
-the external id ``<stripe event id>:<suffix>`` (``<charge id>:payment_recovered`` for a
-recovery, which a charge can only be once, whichever of its two events came last).
+the external id ``<stripe event id>:<suffix>`` (``<failed charge id>:payment_recovered``
+for a recovery: a failure is recovered once, whichever of the two charges' events came
+last, and whichever of two payments within one second is seen first).
 """
 
 from __future__ import annotations
@@ -189,7 +190,10 @@ def _same_payment(a: dict, b: dict) -> bool:
 
 
 def _order(charge: dict) -> tuple:
-    return (charge.get("created") or 0, charge.get("id") or "")
+    """Time order; within one second (Stripe's resolution) a failure already seen when
+    a success arrives counts as before it."""
+    return (charge.get("created") or 0, 0 if charge.get("status") == "failed" else 1,
+            charge.get("id") or "")
 
 
 def recovered_failure(success: dict, charges: list[dict]) -> dict | None:
@@ -213,10 +217,11 @@ def _recovery(event: dict, obj: dict, charges: list[dict]) -> list[Derived]:
     charges = list(by_id.values())
     if obj.get("status") == "succeeded":
         success = obj
-    else:  # a failure delivered after the success that recovered it
+    else:  # a failure delivered after the success that recovered it; only a success
+        # in a later second counts (within one second, delivery order is all we know)
         later = sorted((c for c in charges if c.get("status") == "succeeded"
-                        and _order(c) >= _order(obj) and _same_payment(c, obj)),
-                       key=_order)
+                        and (c.get("created") or 0) > (obj.get("created") or 0)
+                        and _same_payment(c, obj)), key=_order)
         success = later[0] if later else None
         if success is None:
             return []
@@ -236,5 +241,5 @@ def _recovery(event: dict, obj: dict, charges: list[dict]) -> list[Derived]:
 def external_id(event: dict, derived: Derived) -> str:
     """Idempotency key of a derived event (see the module docstring)."""
     if derived.suffix == "payment_recovered":
-        return f"{derived.properties['charge_id']}:{derived.suffix}"
+        return f"{derived.properties['failed_charge_id']}:{derived.suffix}"
     return f"{event.get('id')}:{derived.suffix}"
