@@ -55,28 +55,28 @@ FROM trait_values m JOIN trait_values c
 WHERE m.project_id = :p AND m.key = :mrr_key{n} AND m.value_num > 0
     AND c.value_text IS NOT NULL"""
 
+# A FULL JOIN of the two days: PostgreSQL can only hash or merge it (never a nested
+# loop misled by a table whose statistics predate today's million rows).
 MOVEMENTS = _typed("""
 INSERT INTO mrr_movements (project_id, day, customer_id, currency, kind, mrr_before,
     mrr_after, amount)
-SELECT t.project_id, t.day, t.customer_id, t.currency,
-    CASE WHEN y.mrr IS NULL THEN
-        CASE WHEN EXISTS (SELECT 1 FROM mrr_movements o WHERE o.project_id = :p
-                          AND o.customer_id = t.customer_id AND o.currency = t.currency
-                          AND o.kind = 'churn' AND o.day < :day)
-             THEN 'reactivation' ELSE 'new' END
+SELECT :p, :day, COALESCE(t.customer_id, y.customer_id), COALESCE(t.currency, y.currency),
+    CASE WHEN t.mrr IS NULL THEN 'churn'
+        WHEN y.mrr IS NULL THEN
+            CASE WHEN EXISTS (SELECT 1 FROM mrr_movements o WHERE o.project_id = :p
+                              AND o.customer_id = t.customer_id AND o.currency = t.currency
+                              AND o.kind = 'churn' AND o.day < :day)
+                 THEN 'reactivation' ELSE 'new' END
         WHEN t.mrr > y.mrr THEN 'expansion' ELSE 'contraction' END,
-    COALESCE(y.mrr, 0), t.mrr, t.mrr - COALESCE(y.mrr, 0)
-FROM mrr_snapshots t LEFT JOIN mrr_snapshots y
-    ON y.project_id = t.project_id AND y.day = :prev AND y.customer_id = t.customer_id
-    AND y.currency = t.currency
-WHERE t.project_id = :p AND t.day = :day AND (y.mrr IS NULL OR abs(t.mrr - y.mrr) > 0.0001)
-UNION ALL
-SELECT y.project_id, :day, y.customer_id, y.currency, 'churn', y.mrr, 0, -y.mrr
-FROM mrr_snapshots y
-WHERE y.project_id = :p AND y.day = :prev AND NOT EXISTS (
-    SELECT 1 FROM mrr_snapshots t WHERE t.project_id = :p AND t.day = :day
-    AND t.customer_id = y.customer_id AND t.currency = y.currency)
+    COALESCE(y.mrr, 0), COALESCE(t.mrr, 0), COALESCE(t.mrr, 0) - COALESCE(y.mrr, 0)
+FROM (SELECT customer_id, currency, mrr FROM mrr_snapshots
+      WHERE project_id = :p AND day = :day) AS t
+FULL OUTER JOIN (SELECT customer_id, currency, mrr FROM mrr_snapshots
+                 WHERE project_id = :p AND day = :prev) AS y
+    ON y.customer_id = t.customer_id AND y.currency = t.currency
+WHERE t.mrr IS NULL OR y.mrr IS NULL OR abs(t.mrr - y.mrr) > 0.0001
 """)
+
 
 TOTALS = _typed("""
 INSERT INTO mrr_daily_totals (project_id, day, currency, mrr, customers)
