@@ -194,3 +194,48 @@ def test_derived_events_are_seeded_definitions(wired, shop, client):
     assert {"Stripe Trial Started", "Stripe Trial Converted", "Stripe Subscription Upgraded",
             "Stripe Subscription Downgraded", "Stripe Subscription Reactivated",
             "Stripe Customer Churned", "Stripe Payment Recovered"} <= names
+
+
+def test_the_initial_sync_derives_nothing(wired, tenant, connect_account, client):
+    """History imported at connect time is state, not news: no lifecycle events."""
+    from crowdpower.plugins.stripe.sync import request_sync
+    from tests.conftest import api
+
+    project_id, key, _ = tenant
+    double = wired.double
+    account = double.create_account()
+    cus = double.create_customer(account, email="old@example.com", emit=False)
+    price = double.create_price(account, 2900, "usd", product_name="Pro")
+    double.create_subscription(account, cus["id"], price["id"], trial_days=7, emit=False)
+    ended = double.create_subscription(account, cus["id"], price["id"], emit=False)
+    double.update_subscription(account, ended["id"], price=double.create_price(
+        account, 9900, "usd")["id"])  # before the connection: delivered nowhere
+    double.create_charge(account, cus["id"], 2900, "usd", status="failed", emit=False)
+    double.create_charge(account, cus["id"], 2900, "usd", emit=False)
+    double.webhooks.flush()  # the update's webhook arrives before the connection: ignored
+    connect_account(project_id, account)
+    request_sync(project_id, reason="api")
+    from crowdpower.extensions import db
+
+    db.session.commit()
+    wired.settle()
+    status = api(client, key).get("/api/v1/integrations/stripe").json
+    assert status["sync"]["state"] == "succeeded"
+    assert customer_by_email(project_id, "old@example.com") is not None
+    from crowdpower.plugins.stripe.lifecycle import NAMES
+
+    assert [e.name for e in events(project_id) if e.name in NAMES] == []
+
+
+def test_every_lifecycle_template_saves(tenant):
+    """The ready-made automations pass the same validation as a tenant's own."""
+    from crowdpower.automations.validation import FIELDS, clean
+    from crowdpower.plugins.stripe.lifecycle import NAMES
+    from crowdpower.plugins.stripe.lifecycle_templates import LIFECYCLE_TEMPLATES
+
+    project_id = tenant[0]
+    assert {t["trigger"] for t in LIFECYCLE_TEMPLATES} <= set(NAMES)
+    for template in LIFECYCLE_TEMPLATES:
+        values = {f: template[f] for f in FIELDS if f in template}
+        cleaned = clean({**values, "name": template["name"]}, project_id)
+        assert cleaned["trigger"] == template["trigger"]
