@@ -125,3 +125,34 @@ def test_the_periodic_job_snapshots_today_once_per_day(wired, shop, app, drain):
     periodic = [j for batch in app.extensions["crowdpower.plugins"].hook
                 .crowdpower_periodic_jobs() for j in batch]
     assert ("crowdpower.revenue.snapshot.snapshot_all", 3600, "default") in periodic
+
+
+def test_trial_conversion_and_downgrade_move_mrr_once_despite_reordering(wired, shop, client):
+    project_id, key, _browser, account = shop
+    double = wired.double
+    dan = double.create_customer(account, email="dan@example.com")
+    team = double.create_price(account, 4900, "usd", product_name="Team")
+    double.create_subscription(account, dan["id"], team["id"], trial_days=14)
+    wired.settle()
+    snap(project_id, D1)  # Ann pays 29; Dan trials (no MRR)
+
+    double.webhooks.hold()
+    double.webhooks.duplicate_next(10)
+    simulate(double, account, "trial_converted", email="dan@example.com")  # +49
+    simulate(double, account, "subscription_downgraded", email="ann@example.com")  # 29 → 14.50
+    assert double.webhooks.release("reverse")
+    wired.settle()
+    snap(project_id, D2)
+
+    body = api(client, key).get(f"/api/v1/revenue?start={D2}&end={D2}").json
+    [usd] = body["currencies"]
+    moves = {k: (v["amount"], v["customers"]) for k, v in usd["movements"].items()
+             if v["customers"]}
+    assert moves == {"new": (49.0, 1), "contraction": (-14.5, 1)}
+    assert usd["mrr"] == 63.5
+    from tests.stripe_plugin.test_webhooks import events
+
+    [converted] = events(project_id, "Stripe Trial Converted")
+    assert converted.properties["mrr_after"] == 49.0
+    [down] = events(project_id, "Stripe Subscription Downgraded")
+    assert (down.properties["mrr_before"], down.properties["mrr_after"]) == (29.0, 14.5)
