@@ -239,3 +239,21 @@ def test_every_lifecycle_template_saves(tenant):
         values = {f: template[f] for f in FIELDS if f in template}
         cleaned = clean({**values, "name": template["name"]}, project_id)
         assert cleaned["trigger"] == template["trigger"]
+
+
+def test_lifecycle_events_trigger_the_ready_made_automations(wired, shop, client):
+    """A derived event starts automations like any other (here: "Thanks for upgrading")."""
+    from crowdpower.plugins.stripe.lifecycle_templates import LIFECYCLE_TEMPLATES
+    from tests.conftest import api
+
+    project_id, key, account, _cus, _sub = shop
+    template = next(t for t in LIFECYCLE_TEMPLATES if t["key"] == "stripe_upgraded")
+    fields = ("trigger", "conditions", "delay_seconds", "action", "subject", "html", "text")
+    made = api(client, key).post("/api/v1/automations", json={
+        "name": template["name"], **{f: template[f] for f in fields}})
+    assert made.status_code == 201, made.json
+    fire(wired, account, "subscription_upgraded")
+    [message] = api(client, key).get("/api/v1/messages").json["data"]
+    assert message["automation_id"] == made.json["id"] and message["state"] == "outbox"
+    assert message["subject"] == "You're on Plus" and "$58.00 a month" in message["text"]
+    assert message["to"] == "ann@example.com"
