@@ -12,7 +12,7 @@ def _nice(top: float) -> float:
     if top <= 0:
         return 1.0
     step = 10 ** len(str(int(top))) / 10
-    for factor in (1, 2, 2.5, 5, 10):
+    for factor in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
         if top <= step * factor:
             return step * factor
     return top
