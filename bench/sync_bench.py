@@ -260,7 +260,8 @@ def main() -> None:
     first = results[0]
     counts = first["counts"]
     pages = sum(max(1, math.ceil(counts.get(k, 0) / 100))
-                for k in ("customers", "subscriptions", "charges"))
+                for k in ("customers", "products", "prices", "subscriptions", "charges",
+                          "disputes"))
     speeds = [r["customers"] / r["seconds"] for r in results]
     lines = [
         f"{args.customers:,} Stripe customers ({counts.get('subscriptions', 0):,} subscriptions, "
@@ -288,7 +289,8 @@ def main() -> None:
               "on Stripe):", "",
               "| phase | objects | write time (s) | objects/s | vs Stripe's live ceiling "
               "(10,000 objects/s) |", "|---|---:|---:|---:|---:|"]
-    for phase in ("customers", "subscriptions", "charges", "traits"):
+    for phase in ("customers", "products", "prices", "subscriptions", "charges", "disputes",
+                  "traits"):
         objects = first["customers"] if phase == "traits" else counts.get(phase, 0)
         secs = median([(r["counts"].get("write_ms") or {}).get(phase, 0) / 1000
                        for r in results])

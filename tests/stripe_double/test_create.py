@@ -165,12 +165,16 @@ def test_customer_update_merges_metadata_and_empty_string_unsets(
     cus = client.v1.customers.create(params={"email": "m@shop.test", "name": "Mo",
                                              "metadata": {"a": "1", "b": "2"}})
     got = client.v1.customers.update(cus.id, params={"metadata": {"b": "", "c": "3"},
-                                                     "name": ""})
+                                                     "name": "Moe"})
     assert got.metadata.to_dict() == {"a": "1", "c": "3"}
-    assert got.name is None and got.email == "m@shop.test"
+    assert got.name == "Moe" and got.email == "m@shop.test"
     (event,) = [e for e in double.objects(acct, "event") if e["type"] == "customer.updated"]
     previous = event["data"]["previous_attributes"]
     assert set(previous) == {"metadata", "name"} and previous["name"] == "Mo"
+    # CustomerUpdateParams types ``name`` as ``str`` (no ``Literal['']``): it cannot be unset.
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.customers.update(cus.id, params={"name": ""})
+    assert caught.value.code == "parameter_invalid_empty" and caught.value.param == "name"
     digits = client.v1.customers.create(params={"metadata": {"1": "x", "2": "y"}})
     assert digits.metadata.to_dict() == {"1": "x", "2": "y"}  # not mistaken for a list
 

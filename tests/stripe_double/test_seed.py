@@ -100,6 +100,15 @@ def test_seeded_data_is_varied_like_a_real_business(seeded: dict) -> None:
                for c in full + partial for r in c["refunds"]["data"])
     assert {c["currency"] for c in charges} >= {"usd", "eur", "gbp"}
 
+    # Issue 12's shapes at realistic rates: authorisations, disputes, a metered second item,
+    # zero- and three-decimal currencies.
+    assert any(c["captured"] is False and c["amount_captured"] == 0 for c in charges)
+    assert any(c["disputed"] for c in charges)
+    assert any(len(s["items"]["data"]) == 2 and
+               s["items"]["data"][1]["price"]["recurring"]["usage_type"] == "metered"
+               for s in subs)
+    assert {s["currency"] for s in subs} >= {"jpy", "bhd"}
+
     recent = sum(c["created"] >= NOW - 30 * 86400 for c in customers)
     assert 0.05 < recent / len(customers) < 0.11  # ~8% are new
 

@@ -257,3 +257,21 @@ def test_lifecycle_events_trigger_the_ready_made_automations(wired, shop, client
     assert message["automation_id"] == made.json["id"] and message["state"] == "outbox"
     assert message["subject"] == "You're on Plus" and "$58.00 a month" in message["text"]
     assert message["to"] == "ann@example.com"
+
+
+def test_a_tiered_seat_increase_is_an_upgrade_by_the_tiers(wired, shop):
+    """MRR before and after come from the mapping's tiered pricing (tiers completed from
+    the mirrored price, as Stripe leaves them out of a subscription's embedded price)."""
+    project_id, _key, account, cus, _sub = shop
+    double = wired.double
+    seats = double.create_price(account, None, "usd", product_name="Seats",
+                                tiers_mode="graduated",
+                                tiers=[{"up_to": 5, "unit_amount": 1000},
+                                       {"up_to": None, "unit_amount": 500}])
+    team = double.create_subscription(account, cus["id"], seats["id"], quantity=3)
+    wired.settle()
+    double.update_subscription(account, team["id"], quantity=8)
+    wired.settle()
+    up = one(project_id, "Stripe Subscription Upgraded")
+    assert (up.properties["mrr_before"], up.properties["mrr_after"]) == (30.0, 65.0)
+    assert up.properties["subscription_id"] == team["id"]

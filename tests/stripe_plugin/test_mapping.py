@@ -27,7 +27,8 @@ def price(unit_amount: int = 2900, currency: str = "usd", interval: str = "month
           count: int = 1, nickname: str | None = None, product: str | dict = "prod_pro"
           ) -> dict:
     base = fixture("price", unit_amount=unit_amount, unit_amount_decimal=str(unit_amount),
-                   currency=currency, nickname=nickname, product=product)
+                   currency=currency, nickname=nickname, product=product,
+                   transform_quantity=None)  # the example's divide_by is a placeholder
     base["recurring"] = {**base["recurring"], "interval": interval, "interval_count": count}
     return base
 
@@ -58,9 +59,12 @@ def sub(status: str = "active", created: int = T0, items: list[dict] | None = No
 
 def charge(amount: int = 1000, currency: str = "usd", status: str = "succeeded",
            created: int = T0, refunded: int = 0, customer: str = "cus_a", **over: Any) -> dict:
+    # Stripe's example charge is an uncaptured authorisation; these are captured unless told.
+    captured = status == "succeeded"
+    fields = {"captured": captured, "amount_captured": amount if captured else 0, **over}
     return fixture("charge", id=f"ch_{status}_{created}_{amount}", amount=amount,
                    currency=currency, status=status, created=created, amount_refunded=refunded,
-                   refunded=refunded == amount, customer=customer, **over)
+                   refunded=refunded == amount, customer=customer, **fields)
 
 
 def customer(cid: str = "cus_a", created: int = T0, email: str | None = "ann@shop.test",
@@ -375,9 +379,14 @@ def test_subscription_updated_properties_say_what_changed() -> None:
 
 
 def test_invoice_upcoming_properties() -> None:
+    # As Stripe sends it: the invoice's own period is the one ending (T0 - 30 days … T0);
+    # the billed period is on the line items (T0 … T0 + 30 days).
     invoice = fixture("invoice", id=None, amount_due=8700, currency="gbp", customer="cus_a",
-                      period_start=T0, period_end=T0 + 30 * DAY,
+                      period_start=T0 - 30 * DAY, period_end=T0,
                       next_payment_attempt=T0 + 30 * DAY)
+    line = dict(invoice["lines"]["data"][0]) if invoice["lines"]["data"] else {}
+    invoice["lines"] = {**invoice["lines"], "data": [
+        {**line, "period": {"start": T0, "end": T0 + 30 * DAY}}]}
     invoice["parent"] = {"type": "subscription_details", "quote_details": None,
                          "subscription_details": {"metadata": {}, "subscription": "sub_9"}}
     ev = event("invoice.upcoming", invoice)
@@ -518,3 +527,66 @@ def test_deleted_and_refund_properties() -> None:
                                       "data": {"object": refunded}})
     assert props["fully_refunded"] is True and props["amount_refunded"] == 10.0
     assert props["receipt_url"] == "https://pay.test/r" and props["payment_intent"] == "pi_1"
+
+
+# -- real shapes (issue 12): tiers, decimals, metered items, captures ------------------
+
+VOLUME = [{"up_to": 5, "unit_amount": 1000, "flat_amount": None},
+          {"up_to": None, "unit_amount": 800, "flat_amount": 200}]
+GRADUATED = [{"up_to": 5, "unit_amount": 1000, "flat_amount": 500},
+             {"up_to": 10, "unit_amount": 800, "flat_amount": None},
+             {"up_to": None, "unit_amount_decimal": "700.5", "flat_amount": None}]
+
+
+@pytest.mark.parametrize(("over", "quantity", "expected"), [
+    ({"billing_scheme": "tiered", "tiers_mode": "volume", "tiers": VOLUME}, 3, 3000.0),
+    ({"billing_scheme": "tiered", "tiers_mode": "volume", "tiers": VOLUME}, 6, 5000.0),
+    ({"billing_scheme": "tiered", "tiers_mode": "graduated", "tiers": GRADUATED}, 3, 3500.0),
+    ({"billing_scheme": "tiered", "tiers_mode": "graduated", "tiers": GRADUATED}, 12,
+     5500.0 + 4000.0 + 1401.0),
+    ({"billing_scheme": "tiered", "tiers_mode": "volume", "tiers": None}, 3, 0.0),  # not listed
+    ({"unit_amount": None, "unit_amount_decimal": "0.25"}, 1000, 250.0),
+    ({"transform_quantity": {"divide_by": 10, "round": "up"}}, 25, 3 * 2900.0),
+    ({"transform_quantity": {"divide_by": 10, "round": "down"}}, 25, 2 * 2900.0),
+])
+def test_item_amount_of_real_price_shapes(over: dict, quantity: int, expected: float) -> None:
+    p = {**price(2900), **over}
+    assert mapping.item_amount(item(p, quantity)) == pytest.approx(expected)
+
+
+def test_metered_items_are_no_recurring_revenue() -> None:
+    metered = price(5)
+    metered["recurring"] = {**metered["recurring"], "usage_type": "metered"}
+    s = sub(items=[item(price(2900)), item(metered, None)])
+    assert mapping.subscription_mrr(s) == pytest.approx(2900.0)
+
+
+def test_with_prices_completes_tiers_from_the_listed_price() -> None:
+    bare = {**price(0), "id": "price_t", "billing_scheme": "tiered", "tiers_mode": "volume",
+            "unit_amount": None, "unit_amount_decimal": None}
+    s = sub(items=[item(bare, 6)])
+    assert mapping.subscription_mrr(s) == 0.0
+    listed = {**bare, "tiers": VOLUME}
+    assert mapping.subscription_mrr(mapping.with_prices(s, {"price_t": listed})) == 5000.0
+
+
+@pytest.mark.parametrize(("status", "refunded_", "over", "kept", "refunded"), [
+    ("succeeded", 0, {}, 1000, 0),
+    ("succeeded", 0, {"captured": False, "amount_captured": 0}, 0, 0),  # authorised only
+    ("succeeded", 400, {"amount_captured": 600}, 600, 0),   # partial capture: 400 released
+    ("succeeded", 500, {"amount_captured": 600}, 500, 100),  # … then 100 refunded
+    ("succeeded", 250, {}, 750, 250),
+    ("failed", 0, {}, 0, 0),
+])
+def test_captured_net(status: str, refunded_: int, over: dict, kept: int,
+                      refunded: int) -> None:
+    got = mapping.captured_net(charge(1000, status=status, refunded=refunded_, **over))
+    assert got == (kept, refunded)
+
+
+def test_lost_disputes_come_off_lifetime_spend() -> None:
+    paid = [charge(5000, created=T0), charge(3000, created=T0 + 1)]
+    disputes = [{"status": "lost", "amount": 3000, "currency": "usd"},
+                {"status": "won", "amount": 5000, "currency": "usd"}]
+    traits = mapping.customer_traits([customer()], [], paid, disputes=disputes)
+    assert traits["stripe_total_spent"] == 50.0 and traits["stripe_charge_count"] == 2

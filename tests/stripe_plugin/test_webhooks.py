@@ -476,3 +476,144 @@ def test_an_event_failing_every_attempt_ends_failed_with_its_error(wired, shop, 
     assert row.status == "failed" and row.attempts == 5
     assert "500" in (row.error or "") or "Error" in (row.error or "")
     assert customer_by_email(project_id, "never@example.com") is None
+
+
+def test_real_shapes_through_webhooks(wired, tenant, connect_account):
+    """Discount ids in the payload, tiered prices without tiers, the upcoming invoice's
+    line periods: the event properties and traits are right all the same."""
+    project_id, _key, _browser = tenant
+    double = wired.double
+    account = double.create_account()
+    connect_account(project_id, account)
+    pro = double.create_price(account, 2900, "usd", nickname="Pro monthly")
+    coupon = double.create_coupon(account, percent_off=25, duration="forever")
+    ann = double.create_customer(account, email="ann@shapes.test")
+    sub = double.create_subscription(account, ann["id"], pro["id"], 2, coupons=[coupon["id"]])
+    assert all(isinstance(d, str) for d in sub["discounts"])  # ids, as Stripe sends them
+    seats = double.create_price(account, None, "usd", product_name="Seats", tiers_mode="volume",
+                                tiers=[{"up_to": 5, "unit_amount": 1000},
+                                       {"up_to": None, "unit_amount": 800}])
+    assert "tiers" not in seats
+    bo = double.create_customer(account, email="bo@shapes.test")
+    tiered = double.create_subscription(account, bo["id"], seats["id"], 10)
+    wired.settle()
+    created = {e.properties["subscription_id"]: e.properties
+               for e in events(project_id, "Stripe Subscription Created")}
+    assert created[sub["id"]]["mrr"] == 43.5  # 2 × 29.00 less 25%
+    assert created[tiered["id"]]["mrr"] == 80.0 and created[tiered["id"]]["amount"] == 80.0
+    ann_id = customer_by_email(project_id, "ann@shapes.test").id
+    bo_id = customer_by_email(project_id, "bo@shapes.test").id
+    traits = get_traits(project_id, [ann_id, bo_id])
+    assert traits[ann_id]["stripe_mrr"] == 43.5 and traits[bo_id]["stripe_mrr"] == 80.0
+
+    invoice = double.invoice_upcoming(account, tiered["id"])["data"]["object"]
+    wired.settle()
+    [upcoming] = events(project_id, "Stripe Invoice Upcoming")
+    line = invoice["lines"]["data"][0]["period"]
+    assert invoice["period_end"] == line["start"]  # the invoice's own period is the past one
+    assert upcoming.properties["period_start_at"] == mapping_iso(line["start"])
+    assert upcoming.properties["period_end_at"] == mapping_iso(line["end"])
+
+
+def mapping_iso(ts: int) -> str:
+    from crowdpower.plugins.stripe.mapping import iso
+
+    return iso(ts)  # type: ignore[return-value]
+
+
+@pytest.fixture
+def live_with_test_data(wired, tenant, connect_account):
+    """A live account connected with test data accepted, holding a test-mode customer that
+    we have not seen (applying its events needs a look-up in Stripe)."""
+    project_id = tenant[0]
+    double = wired.double
+    account = double.create_account(livemode=True)
+    connect_account(project_id, account, livemode=True, accept_test_data=True)
+    cus = double.create_customer(account, email="tester@example.com", emit=False,
+                                 livemode=False)
+    yield project_id, account, cus
+    double.test_secret_key = None
+
+
+def test_test_mode_data_on_a_live_connection_needs_the_test_key(
+        wired, live_with_test_data, app):
+    from crowdpower.plugins.stripe.client import stripe_client
+
+    project_id, account, cus = live_with_test_data
+    double = wired.double
+    # What Stripe answers a live key asking for a test-mode object:
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        stripe_client(account, max_network_retries=0).v1.customers.retrieve(cus["id"])
+    assert caught.value.http_status == 404
+    assert "a similar object exists in test mode, but a live mode key" in str(caught.value)
+    # Without STRIPE_TEST_SECRET_KEY the look-up is skipped, and the note says why (not
+    # "customer not found": that 404 would be of our own making).
+    app.config["STRIPE_TEST_SECRET_KEY"] = None
+    double.create_charge(account, cus["id"], 900, "usd", status="failed", livemode=False)
+    wired.settle()
+    [row] = [r for r in inbox() if r.type == "charge.failed"]
+    assert row.status == "ignored" and "STRIPE_TEST_SECRET_KEY" in (row.error or "")
+    # With the platform's test key, the test-mode customer is read and the event applied.
+    double.test_secret_key = app.config["STRIPE_TEST_SECRET_KEY"] = "sk_test_platform_tests"
+    double.create_charge(account, cus["id"], 700, "usd", status="failed", livemode=False)
+    wired.settle()
+    [event] = events(project_id, "Stripe Charge Failed")
+    assert event.properties["amount"] == 7.0 and event.properties["livemode"] is False
+    assert customer_by_email(project_id, "tester@example.com") is not None
+
+
+def test_a_rate_limited_look_up_is_not_a_failed_attempt(wired, shop, app, drain):
+    project_id, _key, account, _cus, _sub = shop
+    app.config["STRIPE_MAX_NETWORK_RETRIES"] = 0
+    app.config["STRIPE_TEST_REQUESTS_PER_SECOND"] = 1000  # a cap, so the limiter is used
+    double = wired.double
+    new = double.create_customer(account, email="patient@example.com", emit=False)
+    double.faults.fail_next(account, n=7, status=429)  # more than MAX_ATTEMPTS (5)
+    assert post(app.test_client(), charge_event(double, account, new["id"])).status_code == 200
+    for _ in range(12):
+        drain()
+        rows = [r for r in inbox() if r.type == "charge.failed"]
+        if rows and rows[0].status not in ("pending", "retry"):
+            break
+    [row] = [r for r in inbox() if r.type == "charge.failed"]
+    assert row.status == "processed" and row.attempts == 1
+    assert customer_by_email(project_id, "patient@example.com") is not None
+    # The look-ups went through the account's rate limiter (shared with syncs).
+    from crowdpower.plugins.stripe.ratelimit import LocalBucket, limiter
+
+    bucket = limiter(app).bucket
+    if isinstance(bucket, LocalBucket):
+        assert account in bucket._buckets
+    else:
+        assert bucket.redis.exists(f"{bucket.prefix}crowdpower:stripe-rate:{account}")
+
+
+def test_simulated_captures_disputes_and_guests_reach_the_traits(wired, shop):
+    """The double's ``simulate`` actions for issue 12's shapes, end to end over webhooks."""
+    from crowdpower.plugins.stripe.double.control import simulate
+
+    project_id, _key, account, cus, _sub = shop
+    double = wired.double
+    ann = customer_by_email(project_id, "ann@example.com").id
+
+    def spent() -> float:
+        wired.settle()
+        return get_traits(project_id, [ann])[ann].get("stripe_total_spent")
+
+    simulate(double, account, "charge_succeeded", customer=cus["id"], amount=5000)
+    assert spent() == 50.0
+    simulate(double, account, "charge_authorized", customer=cus["id"], amount=3000)
+    assert spent() == 50.0  # an authorisation is no money received
+    simulate(double, account, "charge_captured_partially", customer=cus["id"])
+    assert spent() == 65.0  # half of 30.00 captured, the rest released
+    simulate(double, account, "dispute_lost", customer=cus["id"])  # the 15.00 capture
+    assert spent() == 50.0
+    simulate(double, account, "guest_charge", email="ann@example.com", amount=999)
+    assert spent() == 50.0  # a guest's charge is nobody's, whatever email was typed
+    rows = {r.type: r for r in inbox()}
+    assert rows["charge.dispute.closed"].status == "processed"
+    guest = [r for r in inbox() if r.type == "charge.succeeded"][-1]
+    assert guest.status == "ignored" and guest.error == "the event names no customer"
+    simulate(double, account, "customer_deleted", customer=cus["id"])
+    wired.settle()
+    assert [r for r in inbox() if r.type == "customer.deleted"][-1].status == "processed"

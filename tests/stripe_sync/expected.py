@@ -22,11 +22,14 @@ from crowdpower.tenancy import project_scope
 def account_objects(account: str) -> dict[str, list[dict]]:
     client = stripe_client(account)
     out = {}
+    # Expansions stop at Stripe's 4 levels: products are listed, not expanded in prices.
     for kind, path, extra in (("customer", "/v1/customers", {}),
+                              ("product", "/v1/products", {}),
+                              ("price", "/v1/prices", {"expand": ["data.tiers"]}),
                               ("subscription", "/v1/subscriptions",
-                               {"status": "all", "expand": ["data.items.data.price.product",
-                                                     "data.discounts.source.coupon"]}),
-                              ("charge", "/v1/charges", {})):
+                               {"status": "all", "expand": ["data.discounts.source.coupon"]}),
+                              ("charge", "/v1/charges", {}),
+                              ("dispute", "/v1/disputes", {"expand": ["data.charge"]})):
         items, cursor = [], None
         while True:
             params = {"limit": 100, **extra, **({"starting_after": cursor} if cursor else {})}
@@ -49,19 +52,23 @@ def expected_traits(account: str) -> dict[str, dict]:
     objects = account_objects(account)
     live = [c for c in objects["customer"] if not c.get("deleted")]
     groups: dict[str, dict[str, list]] = defaultdict(
-        lambda: {"customer": [], "subscription": [], "charge": []})
+        lambda: {"customer": [], "subscription": [], "charge": [], "dispute": []})
     owner = {}
     for c in live:
         owner[c["id"]] = owner_key(c)
         groups[owner[c["id"]]]["customer"].append(c)
-    for kind in ("subscription", "charge"):
+    for kind in ("subscription", "charge", "dispute"):
         for obj in objects[kind]:
-            cus = obj.get("customer")
+            cus = (obj.get("charge") or {}).get("customer") if kind == "dispute" \
+                else obj.get("customer")
             cus = cus.get("id") if isinstance(cus, dict) else cus
             if cus in owner:
                 groups[owner[cus]][kind].append(obj)
-    return {key: encoded(mapping.customer_traits(g["customer"], g["subscription"], g["charge"]))
-            for key, g in groups.items()}
+    names = {p["id"]: p["name"] for p in objects["product"]}
+    prices = {p["id"]: p for p in objects["price"]}
+    return {key: encoded(mapping.customer_traits(
+        g["customer"], [mapping.with_prices(s, prices) for s in g["subscription"]],
+        g["charge"], names, disputes=g["dispute"])) for key, g in groups.items()}
 
 
 def encoded(traits: dict) -> dict:

@@ -12,7 +12,8 @@ from crowdpower.tenancy import project_scope
 from tests.conftest import api
 from tests.stripe_sync.expected import account_objects, actual_traits, expected_traits
 
-LISTS = ("/v1/customers", "/v1/subscriptions", "/v1/charges")
+LISTS = ("/v1/customers", "/v1/products", "/v1/prices", "/v1/subscriptions", "/v1/charges",
+         "/v1/disputes")
 
 
 def pages(n: int) -> int:
@@ -47,12 +48,16 @@ def test_seeded_account_imports_customers_traits_and_segments(
     assert run.counts["charges"] == len(objects["charge"])
     # Our own time per phase, beside the time spent waiting on Stripe (the benchmarks'
     # "write rate" comes from these).
-    assert set(run.counts["write_ms"]) == {"customers", "subscriptions", "charges", "traits"}
+    assert set(run.counts["write_ms"]) == {"customers", "products", "prices", "subscriptions",
+                                           "charges", "disputes", "traits"}
     assert all(isinstance(ms, int) and ms >= 0 for ms in run.counts["write_ms"].values())
     assert isinstance(run.counts["stripe_ms"], int)
 
     # The page minimum of account-wide list calls, and nothing else.
     assert calls == {"/v1/customers": pages(len(objects["customer"])),
+                     "/v1/products": pages(len(objects["product"])),
+                     "/v1/prices": pages(len(objects["price"])),
+                     "/v1/disputes": pages(len(objects["dispute"])),
                      "/v1/subscriptions": pages(len(objects["subscription"])),
                      "/v1/charges": pages(len(objects["charge"]))}
     assert run.api_calls == sum(calls.values())

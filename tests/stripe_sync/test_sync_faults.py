@@ -73,7 +73,8 @@ def test_rate_limit_storm_is_survived(stripe_double, tenant, connect_account, st
     assert run.counts.get("rate_limited", 0) > 0
     calls = sum(list_calls(stripe_double, account).values())
     objects = account_objects(account)
-    minimum = sum(pages(len(objects[k])) for k in ("customer", "subscription", "charge"))
+    minimum = sum(pages(len(objects[k])) for k in ("customer", "product", "price", "subscription",
+                                                             "charge", "dispute"))
     assert calls == run.api_calls == minimum + run.counts["retries"]
     assert actual_traits(project_id) == expected_traits(account)
 
@@ -108,9 +109,24 @@ def test_server_errors_are_retried(stripe_double, tenant, connect_account, start
     assert run.state == "succeeded", run.error
     calls = sum(list_calls(stripe_double, account).values())
     objects = account_objects(account)
-    minimum = sum(pages(len(objects[k])) for k in ("customer", "subscription", "charge"))
+    minimum = sum(pages(len(objects[k])) for k in ("customer", "product", "price", "subscription",
+                                                             "charge", "dispute"))
     assert run.counts["retries"] == 3
     assert run.api_calls == calls == minimum + 3
+    assert actual_traits(project_id) == expected_traits(account)
+
+
+def test_server_errors_are_retried_whatever_stripe_should_retry_says(
+        stripe_double, tenant, connect_account, start_sync, wait_sync):
+    """A list call is a GET: retrying it is safe even when a 5xx says ``false``."""
+    project_id, _key, _c = tenant
+    account = seeded(stripe_double, connect_account, project_id, 60, 12)
+    stripe_double.reset_request_log()
+    stripe_double.faults.fail_next(account, 2, status=503, should_retry=False)
+    start_sync(project_id)
+    run = wait_sync(project_id)
+    assert run.state == "succeeded", run.error
+    assert run.counts["retries"] == 2
     assert actual_traits(project_id) == expected_traits(account)
 
 

@@ -48,6 +48,7 @@ def prepare_demo(port: int = 5000, stripe_port: int = 0, customers: int = 250,
     stripe_url = double.start(port=stripe_port) if stripe_port else double.start()
     account = double.create_account(livemode=False, email="billing@demo-shop.test")
     double.seed(account, customers=customers, seed=42)
+    double.seed_cases(account)
     double.oauth_next_account = account
     double.oauth_auto_approve = False
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from crowdpower import bulk
 from crowdpower.customers import record_event
 from crowdpower.extensions import db
-from crowdpower.plugins.stripe import lifecycle, store
+from crowdpower.plugins.stripe import lifecycle, mapping, store
 from crowdpower.plugins.stripe.models import StripeCustomerLink, StripeObject
 
 
@@ -40,8 +40,12 @@ def record_derived(project_id: int, customer_id: int, event: dict,
                    occurred_at: datetime) -> list[str]:
     """Record the lifecycle events of ``event``; returns the names newly recorded."""
     subs, charges = customer_objects(project_id, customer_id)
-    names = store.product_names(project_id, subs + [lifecycle.mapping.event_object(event),
-                                                    lifecycle.previous_state(event)])
+    touched = subs + [mapping.event_object(event), lifecycle.previous_state(event)]
+    names = store.product_names(project_id, touched)
+    prices = store.tiered_prices(project_id, touched)  # MRR of tiered prices needs tiers
+    if prices:
+        subs = [mapping.with_prices(s, prices) for s in subs]
+        event = lifecycle.with_prices(event, prices)
     recorded = []
     for derived in lifecycle.derive(event, subs, charges, names):
         made = record_event(project_id, customer_id, derived.name, derived.properties,

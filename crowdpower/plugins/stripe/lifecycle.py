@@ -106,6 +106,20 @@ def previous_state(event: dict) -> dict:
     return {**obj, **previous}
 
 
+def with_prices(event: dict, prices: dict[str, dict]) -> dict:
+    """The event with its subscription's prices completed (tiers Stripe leaves out of
+    embedded prices), before and after the change, via ``mapping.with_prices``."""
+    if not prices:
+        return event
+    data = dict(event.get("data") or {})
+    data["object"] = mapping.with_prices(data.get("object") or {}, prices)
+    previous = data.get("previous_attributes")
+    if isinstance(previous, dict) and isinstance(previous.get("items"), dict):
+        items = mapping.with_prices({"items": previous["items"]}, prices)["items"]
+        data["previous_attributes"] = {**previous, "items": items}
+    return {**event, "data": data}
+
+
 def as_active(sub: dict) -> dict:
     return {**sub, "status": "active"}
 

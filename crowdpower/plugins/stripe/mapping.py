@@ -62,7 +62,8 @@ TRAIT_DEFINITIONS: list[dict[str, str]] = [
     {"key": "stripe_delinquent", "name": "Delinquent", "type": "boolean",
      "description": "Stripe marks the customer delinquent (an unpaid invoice)."},
     {"key": "stripe_total_spent", "name": "Lifetime spend", "type": "number",
-     "description": "Succeeded charges minus refunds, in the currency trait."},
+     "description": "Captured amounts minus refunds and lost disputes, in the currency "
+                    "trait."},
     {"key": "stripe_total_refunded", "name": "Refunded", "type": "number",
      "description": "Refunds, in the currency trait."},
     {"key": "stripe_charge_count", "name": "Successful charges", "type": "number",
@@ -178,21 +179,108 @@ def quantity_of(item: dict) -> int:
     return 1 if quantity is None else int(quantity)
 
 
-def item_amount(item: dict) -> int:
-    price = price_of(item)
+def is_metered(price: dict) -> bool:
+    """Usage-based prices bill what was used, so they are no recurring revenue (Stripe's MRR
+    leaves them out)."""
+    recurring = price.get("recurring") or {}
+    return (recurring.get("usage_type") or price.get("usage_type")) == "metered"
+
+
+def unit_amount_of(price: dict) -> float | None:
+    """The per-unit amount in minor units, fractions kept (``unit_amount_decimal`` wins)."""
+    decimal = price.get("unit_amount_decimal") or price.get("amount_decimal")
+    if decimal not in (None, ""):
+        return float(decimal)
     unit = price.get("unit_amount")
     if unit is None:
-        unit = price.get("amount") or 0
-    return int(unit) * quantity_of(item)
+        unit = price.get("amount")
+    return None if unit is None else float(unit)
+
+
+def _tier_unit(tier: dict) -> float:
+    decimal = tier.get("unit_amount_decimal")
+    return float(decimal) if decimal not in (None, "") else float(tier.get("unit_amount") or 0)
+
+
+def tiered_amount(price: dict, quantity: int) -> float | None:
+    """A ``billing_scheme=tiered`` price for ``quantity`` units (None without its tiers).
+
+    ``volume``: every unit at the price of the tier the total falls in, plus its flat fee;
+    ``graduated``: each tier's units at that tier's price, plus each reached tier's flat fee.
+    """
+    tiers = price.get("tiers")
+    if not tiers:
+        return None
+    if quantity <= 0:
+        return 0.0
+    if price.get("tiers_mode") == "graduated":
+        total, below = 0.0, 0
+        for tier in tiers:
+            up_to = tier.get("up_to")
+            units = quantity - below if up_to is None else min(quantity, up_to) - below
+            if units <= 0:
+                break
+            total += units * _tier_unit(tier) + float(tier.get("flat_amount") or 0)
+            if up_to is None or quantity <= up_to:
+                break
+            below = up_to
+        return total
+    for tier in tiers:  # volume
+        if tier.get("up_to") is None or quantity <= tier["up_to"]:
+            return quantity * _tier_unit(tier) + float(tier.get("flat_amount") or 0)
+    return None
+
+
+def billed_quantity(price: dict, quantity: int) -> int:
+    """``transform_quantity``: units divided (``divide_by``) and rounded ``up`` or ``down``."""
+    transform = price.get("transform_quantity") or price.get("transform_usage")
+    if not transform or not transform.get("divide_by"):
+        return quantity
+    divide_by = int(transform["divide_by"])
+    whole, rest = divmod(quantity, divide_by)
+    return whole + (1 if rest and transform.get("round") == "up" else 0)
+
+
+def item_amount(item: dict) -> float:
+    """What one item bills per interval, in minor units (fractions of a cent kept).
+
+    Metered items bill usage, not a set amount: 0 here. Tiered prices need their
+    ``tiers`` (Stripe includes them only when asked: the sync lists prices with them).
+    """
+    price = price_of(item)
+    if is_metered(price):
+        return 0.0
+    quantity = billed_quantity(price, quantity_of(item))
+    if price.get("billing_scheme") == "tiered":
+        return tiered_amount(price, quantity) or 0.0
+    return (unit_amount_of(price) or 0.0) * quantity
+
+
+def months_of(price: dict) -> float:
+    recurring = price.get("recurring") or {}
+    interval = recurring.get("interval") or price.get("interval") or "month"
+    count = recurring.get("interval_count") or price.get("interval_count") or 1
+    return MONTHS_PER.get(interval, 1.0) * count
 
 
 def item_monthly(item: dict) -> float:
     """An item's amount per month, in minor units."""
-    price = price_of(item)
-    recurring = price.get("recurring") or {}
-    interval = recurring.get("interval") or price.get("interval") or "month"
-    count = recurring.get("interval_count") or price.get("interval_count") or 1
-    return item_amount(item) / (MONTHS_PER.get(interval, 1.0) * count)
+    return item_amount(item) / months_of(price_of(item))
+
+
+def with_prices(sub: dict, prices: dict[str, dict]) -> dict:
+    """The subscription with its items' prices completed from ``prices`` (by id): tiers and
+    other fields Stripe leaves out of a subscription's embedded prices."""
+    items = items_of(sub)
+    if not prices or not any(price_of(i).get("id") in prices for i in items):
+        return sub
+    merged = []
+    for item in items:
+        price = price_of(item)
+        full = prices.get(price.get("id") or "")
+        merged.append({**item, "price": {**full, **{k: v for k, v in price.items()
+                                                    if v is not None}}} if full else item)
+    return {**sub, "items": {**(sub.get("items") or {}), "data": merged}}
 
 
 def forever_coupons(sub: dict) -> list[dict]:
@@ -214,22 +302,19 @@ def forever_coupons(sub: dict) -> list[dict]:
 def subscription_mrr(sub: dict) -> float:
     """Monthly recurring revenue of one subscription in minor units (0 unless paying).
 
-    Stripe's definition: active and past-due subscriptions, each item's price × quantity
-    normalised to a month, less forever discounts (percent, or an amount per invoice).
+    Stripe's definition: active and past-due subscriptions, each licensed item's amount
+    (per unit, decimal or tiered, ``transform_quantity`` applied) normalised to a month,
+    metered items left out, less forever discounts (percent, or an amount per invoice).
     """
     if sub.get("status") not in PAYING:
         return 0.0
-    items = items_of(sub)
+    items = [i for i in items_of(sub) if not is_metered(price_of(i))]
     monthly = sum(item_monthly(i) for i in items)
     for coupon in forever_coupons(sub):
         if coupon.get("percent_off"):
             monthly *= max(0.0, 1 - float(coupon["percent_off"]) / 100)
         elif coupon.get("amount_off") and items:
-            price = price_of(items[0])
-            recurring = price.get("recurring") or {}
-            interval = recurring.get("interval") or price.get("interval") or "month"
-            count = recurring.get("interval_count") or price.get("interval_count") or 1
-            monthly -= float(coupon["amount_off"]) / (MONTHS_PER.get(interval, 1.0) * count)
+            monthly -= float(coupon["amount_off"]) / months_of(price_of(items[0]))
     return max(0.0, monthly)
 
 
@@ -247,8 +332,22 @@ def primary_subscription(subs: Iterable[dict]) -> dict | None:
 
 # -- traits -----------------------------------------------------------------------------
 
+def captured_net(charge: dict) -> tuple[int, int]:
+    """``(kept, refunded)`` of a succeeded charge, in its minor units: what was captured,
+    less refunds of captured money. An uncaptured authorisation counts nothing; the part
+    of a partial capture Stripe releases shows as refunded but was never received."""
+    if charge.get("status") != "succeeded" or charge.get("captured") is False:
+        return 0, 0
+    amount = int(charge.get("amount") or 0)
+    captured = int(charge["amount_captured"]) if charge.get("amount_captured") is not None \
+        else amount
+    refunded = max(0, int(charge.get("amount_refunded") or 0) - (amount - captured))
+    return captured - refunded, refunded
+
+
 def customer_traits(customers: list[dict], subscriptions: list[dict], charges: list[dict],
-                    product_names: dict[str, str] | None = None) -> dict[str, Any]:
+                    product_names: dict[str, str] | None = None,
+                    disputes: list[dict] | None = None) -> dict[str, Any]:
     """Every ``stripe_*`` trait of one CrowdPower customer (``None`` = remove the trait).
 
     ``customers`` are the Stripe customers linked to it (several when they share an
@@ -260,7 +359,8 @@ def customer_traits(customers: list[dict], subscriptions: list[dict], charges: l
     if not live:
         return dict.fromkeys(TRAIT_KEYS)
     primary = primary_subscription(subscriptions)
-    succeeded = sorted((c for c in charges if c.get("status") == "succeeded"),
+    succeeded = sorted((c for c in charges if c.get("status") == "succeeded"
+                        and c.get("captured") is not False),
                        key=lambda c: (c.get("created") or 0, c.get("id") or ""))
     failed = [c for c in charges if c.get("status") == "failed"]
     currency = (primary or {}).get("currency") or (succeeded[-1]["currency"] if succeeded
@@ -268,8 +368,11 @@ def customer_traits(customers: list[dict], subscriptions: list[dict], charges: l
     currency = (currency or "").lower() or None
 
     in_currency = [c for c in succeeded if (c.get("currency") or "").lower() == currency]
-    spent = sum(c.get("amount", 0) - (c.get("amount_refunded") or 0) for c in in_currency)
-    refunded = sum(c.get("amount_refunded") or 0 for c in in_currency)
+    spent = sum(captured_net(c)[0] for c in in_currency)
+    refunded = sum(captured_net(c)[1] for c in in_currency)
+    # A lost dispute takes the disputed amount back (won or open ones do not).
+    spent -= sum(int(d.get("amount") or 0) for d in disputes or []
+                 if d.get("status") == "lost" and (d.get("currency") or "").lower() == currency)
     mrr = sum(subscription_mrr(s) for s in subscriptions
               if (s.get("currency") or "").lower() == currency)
     traits: dict[str, Any] = dict.fromkeys(TRAIT_KEYS)
@@ -295,7 +398,7 @@ def customer_traits(customers: list[dict], subscriptions: list[dict], charges: l
         traits.update({
             "stripe_plan_name": plan_name(first, product_names),
             "stripe_plan_interval": interval_of(first),
-            "stripe_plan_amount": to_major(sum(item_amount(i) for i in items),
+            "stripe_plan_amount": to_major(round(sum(item_amount(i) for i in items)),
                                            primary.get("currency")),
             "stripe_trial_end_at": iso(primary.get("trial_end")),
             "stripe_current_period_end_at": iso(period_end(primary)),
@@ -305,7 +408,9 @@ def customer_traits(customers: list[dict], subscriptions: list[dict], charges: l
     if succeeded:
         last = succeeded[-1]
         traits["stripe_last_charge_at"] = iso(last.get("created"))
-        traits["stripe_last_charge_amount"] = to_major(last.get("amount"), last.get("currency"))
+        traits["stripe_last_charge_amount"] = to_major(
+            last.get("amount_captured") if last.get("amount_captured") is not None
+            else last.get("amount"), last.get("currency"))
     if failed:
         traits["stripe_last_payment_failed_at"] = iso(max(c.get("created") or 0 for c in failed))
     return traits
@@ -362,7 +467,7 @@ def subscription_properties(sub: dict, product_names: dict[str, str] | None = No
     items = items_of(sub)
     first = price_of(items[0]) if items else {}
     currency = sub.get("currency") or first.get("currency")
-    amount = to_major(sum(item_amount(i) for i in items), currency)
+    amount = to_major(round(sum(item_amount(i) for i in items)), currency)
     return {
         "subscription_id": sub.get("id"),
         "status": sub.get("status"),
@@ -404,12 +509,18 @@ def invoice_properties(invoice: dict) -> dict[str, Any]:
     currency = invoice.get("currency")
     sub = ((invoice.get("parent") or {}).get("subscription_details") or {}).get(
         "subscription") or invoice.get("subscription")
+    # The billed period is the line items' (an invoice's own period_start/period_end is the
+    # period that is ending, when its pending items were collected).
+    periods = [line.get("period") or {} for line in (invoice.get("lines") or {}).get("data")
+               or []]
+    starts = [p["start"] for p in periods if p.get("start")]
+    ends = [p["end"] for p in periods if p.get("end")]
     return {
         "subscription_id": _id(sub),
         "amount_due": to_major(invoice.get("amount_due"), currency),
         "currency": currency,
-        "period_start_at": iso(invoice.get("period_start")),
-        "period_end_at": iso(invoice.get("period_end")),
+        "period_start_at": iso(min(starts) if starts else invoice.get("period_start")),
+        "period_end_at": iso(max(ends) if ends else invoice.get("period_end")),
         "next_payment_attempt_at": iso(invoice.get("next_payment_attempt")),
     }
 

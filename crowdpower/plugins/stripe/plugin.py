@@ -38,6 +38,9 @@ CONFIG_DEFAULTS = {
     "STRIPE_SWEEP_AFTER_SECONDS": 60,
     # A drain job works this long, then queues behind other tenants for more.
     "STRIPE_WEBHOOK_DRAIN_SECONDS": 2.0,
+    # The platform's test-mode key: reads test-mode objects of live accounts (opt-in test
+    # data); unset, such look-ups are skipped and the event's note says so.
+    "STRIPE_TEST_SECRET_KEY": None,
 }
 
 
@@ -47,7 +50,7 @@ def crowdpower_load_config(config):
     for key, value in CONFIG_DEFAULTS.items():
         raw = os.environ.get(key)
         if key not in config and raw not in (None, ""):
-            config[key] = type(value)(raw)
+            config[key] = raw if value is None else type(value)(raw)
         config.setdefault(key, value)
 
 

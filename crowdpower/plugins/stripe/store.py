@@ -28,19 +28,24 @@ _CUSTOMER_FIELDS = ("id", "object", "email", "name", "created", "livemode", "cur
                     "delinquent", "deleted", "metadata")
 _CHARGE_FIELDS = ("id", "object", "customer", "amount", "amount_captured", "amount_refunded",
                   "currency", "status", "paid", "refunded", "captured", "created", "livemode",
-                  "failure_code", "failure_message", "description", "payment_intent")
+                  "failure_code", "failure_message", "description", "payment_intent",
+                  "disputed")
 _SUB_FIELDS = ("id", "object", "customer", "status", "created", "currency", "quantity",
                "trial_start", "trial_end", "cancel_at_period_end", "cancel_at", "canceled_at",
                "ended_at", "cancellation_details", "livemode", "start_date", "discount",
                "discounts", "current_period_end", "current_period_start")
-_PRICE_FIELDS = ("id", "object", "nickname", "unit_amount", "currency", "recurring", "product",
-                 "type")
+_PRICE_FIELDS = ("id", "object", "nickname", "unit_amount", "unit_amount_decimal", "currency",
+                 "recurring", "product", "type", "billing_scheme", "tiers_mode", "tiers",
+                 "transform_quantity")
+_DISPUTE_FIELDS = ("id", "object", "amount", "currency", "status", "created", "livemode")
 
 
 def customer_id_of(obj: dict) -> str | None:
     """The Stripe customer id an object belongs to (``customer`` may be expanded)."""
     if obj.get("object") == "customer":
         return obj.get("id")
+    if obj.get("object") == "dispute" and isinstance(obj.get("charge"), dict):
+        obj = obj["charge"]  # listed with ``expand[]=data.charge``
     customer = obj.get("customer")
     return customer.get("id") if isinstance(customer, dict) else customer
 
@@ -75,6 +80,14 @@ def compact(kind: str, obj: dict) -> dict:
         return out
     if kind == "product":
         return {"id": obj.get("id"), "object": "product", "name": obj.get("name")}
+    if kind == "price":
+        return _compact_price(obj)
+    if kind == "dispute":
+        out = {k: obj.get(k) for k in _DISPUTE_FIELDS if k in obj}
+        charge = obj.get("charge")
+        out["charge"] = charge.get("id") if isinstance(charge, dict) else charge
+        out["customer"] = customer_id_of(obj)
+        return out
     raise ValueError(f"unknown kind {kind!r}")
 
 
@@ -198,6 +211,20 @@ def product_names(project_id: int, subscriptions: Iterable[dict]) -> dict[str, s
     return {sid: data.get("name") for sid, data in rows if data and data.get("name")}
 
 
+def tiered_prices(project_id: int, subscriptions: Iterable[dict]) -> dict[str, dict]:
+    """Mirrored prices (listed with their ``tiers``) of subscriptions' tiered items, whose
+    embedded prices Stripe sends without tiers."""
+    ids = {p["id"] for sub in subscriptions for item in mapping.items_of(sub)
+           if (p := mapping.price_of(item)).get("billing_scheme") == "tiered"
+           and not p.get("tiers") and p.get("id")}
+    if not ids:
+        return {}
+    rows = db.session.execute(select(StripeObject.stripe_id, StripeObject.data).where(
+        StripeObject.project_id == project_id, StripeObject.kind == "price",
+        StripeObject.stripe_id.in_(sorted(ids))))
+    return {sid: data for sid, data in rows if data}
+
+
 def recompute_traits(project_id: int, customer_ids: Iterable[int]) -> int:
     """Recompute the ``stripe_*`` traits of these CrowdPower customers from the mirror."""
     customer_ids = sorted(set(customer_ids))
@@ -209,7 +236,7 @@ def recompute_traits(project_id: int, customer_ids: Iterable[int]) -> int:
         bulk.among(StripeCustomerLink.customer_id, customer_ids))).all()
     owner = dict(links)
     grouped: dict[int, dict[str, list]] = defaultdict(
-        lambda: {"customer": [], "subscription": [], "charge": []})
+        lambda: {"customer": [], "subscription": [], "charge": [], "dispute": []})
     stripe_ids = list(owner)
     for start in range(0, len(stripe_ids), 1000):
         chunk = stripe_ids[start:start + 1000]
@@ -218,15 +245,19 @@ def recompute_traits(project_id: int, customer_ids: Iterable[int]) -> int:
             StripeObject.project_id == project_id,
             bulk.among(StripeObject.customer_stripe_id, chunk)))
         for kind, cus, data in rows:
-            if kind in ("customer", "subscription", "charge"):
+            if kind in ("customer", "subscription", "charge", "dispute"):
                 grouped[owner[cus]][kind].append(data)
-    names = product_names(project_id, [s for g in grouped.values() for s in g["subscription"]])
+    subs = [s for g in grouped.values() for s in g["subscription"]]
+    names = product_names(project_id, subs)
+    prices = tiered_prices(project_id, subs)
     rows_out = []
     for customer_id in customer_ids:
         g = grouped.get(customer_id)
         if not g or not [c for c in g["customer"] if not c.get("deleted")]:
             continue
-        traits = mapping.customer_traits(g["customer"], g["subscription"], g["charge"], names)
+        traits = mapping.customer_traits(
+            g["customer"], [mapping.with_prices(s, prices) for s in g["subscription"]],
+            g["charge"], names, disputes=g["dispute"])
         rows_out.append((customer_id, traits))
     bulk_set_traits(project_id, rows_out, source=SOURCE)
     return len(rows_out)

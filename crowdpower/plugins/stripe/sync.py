@@ -1,7 +1,7 @@
 """Initial and on-demand sync of a connected account into the mirror and traits.
 
 A run (``StripeSyncRun``) goes pending → running → succeeded/failed through the
-phases customers → subscriptions → charges → traits. Each list phase pages through
+phases customers → products → prices → subscriptions → charges → disputes → traits. Each list phase pages through
 the account-wide list endpoint (100 per page; the next page is fetched while the
 current one is written), writes every ``STRIPE_SYNC_FLUSH_OBJECTS`` objects to the
 mirror and commits them together with the cursor, so memory stays bounded and a killed
@@ -17,7 +17,8 @@ slot re-enqueues itself with a delay instead of occupying a worker.
 Faults: every request, retries included, goes through the per-account rate cap and
 is counted in ``api_calls``, so the SDK's own retries are off (``max_network_retries=0``)
 and this module retries instead: 429 → back off with jitter (honouring ``Retry-After``),
-5xx/409/connection errors → back off, ``Stripe-Should-Retry`` honoured. After
+5xx/409/connection errors → back off (5xx always, the reads are idempotent; otherwise
+``Stripe-Should-Retry`` honoured). After
 ``STRIPE_SYNC_MAX_ATTEMPTS`` consecutive failures the run fails with a readable error;
 a Resync then starts a new run from the failed run's checkpoint (``resumed_from_id``).
 """
@@ -50,14 +51,21 @@ log = logging.getLogger(__name__)
 
 QUEUE = "sync"
 ACTIVE = ("pending", "running")
-PHASES = ("customers", "subscriptions", "charges", "traits")
-# phase → (mirror kind, list path, extra list params)
+PHASES = ("customers", "products", "prices", "subscriptions", "charges", "disputes", "traits")
+# phase → (mirror kind, list path, extra list params). Stripe expands at most 4 levels, so
+# products (``data.items.data.price.product`` would be 5) are listed in their own phase
+# (ceil(products/100) calls) and plan names read from the mirror.
 LISTS = {
     "customers": ("customer", "/v1/customers", {}),
+    "products": ("product", "/v1/products", {}),
+    # Tiers are left out of prices unless asked for (and would be 5 levels deep in a list
+    # of subscriptions): tiered items take them from the mirrored price.
+    "prices": ("price", "/v1/prices", {"expand": ["data.tiers"]}),
     "subscriptions": ("subscription", "/v1/subscriptions",
-                      {"status": "all", "expand": ["data.items.data.price.product",
-                                                    "data.discounts.source.coupon"]}),
+                      {"status": "all", "expand": ["data.discounts.source.coupon"]}),
     "charges": ("charge", "/v1/charges", {}),
+    # Lost disputes reduce lifetime spend; the charge (expanded) names the customer.
+    "disputes": ("dispute", "/v1/disputes", {"expand": ["data.charge"]}),
 }
 TRAITS_BATCH = 1000
 RATE_LIMIT_BUDGET = 20  # consecutive 429s worth one ordinary failure
@@ -372,6 +380,10 @@ class Syncer:
                 self.next_analyze = 2 * written
         counts = dict(run.counts or {})
         counts[phase] = counts.get(phase, 0) + len(objects)
+        if kind == "charge":  # guest charges (no customer) are mirrored, matched to no one
+            guests = sum(1 for o in objects if not o.get("customer"))
+            if guests:
+                counts["guest_charges"] = counts.get("guest_charges", 0) + guests
         run.counts = counts
         if kind == "customer":
             run.customers_total = counts[phase] + (self.page_size if more else 0)
@@ -498,6 +510,8 @@ class Syncer:
                 wait = None
         if status == 429:  # a rate limit always passes; Stripe-Should-Retry aside
             return True, wait
+        if status >= 500:  # a GET changes nothing: a server error is retried whatever the
+            return True, wait  # advice (Stripe sends "false" for non-idempotent requests)
         if advice in ("true", "false"):
             return advice == "true", wait
         return status == 409 or status >= 500, wait

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,6 +40,7 @@ from crowdpower.plugins.stripe.models import (
     StripeObject,
     StripeWebhookEvent,
 )
+from crowdpower.plugins.stripe.ratelimit import limiter, rate_for
 from crowdpower.tenancy import current_project_id, project_scope
 
 log = logging.getLogger(__name__)
@@ -266,6 +267,8 @@ def _process_row(project_id: int, row: StripeWebhookEvent) -> str:
             status, note = apply_event(project_id, row, json.loads(row.payload))
     except Exception as exc:
         db.session.rollback()
+        if getattr(exc, "http_status", None) == 429:  # "slow down" is not a failure
+            attempts -= 1
         final = attempts >= MAX_ATTEMPTS
         db.session.execute(StripeWebhookEvent.__table__.update().where(
             StripeWebhookEvent.id == inbox_id).values(
@@ -277,7 +280,7 @@ def _process_row(project_id: int, row: StripeWebhookEvent) -> str:
             return "failed"
         log.warning("webhook row %s failed (attempt %d), retrying later: %s", inbox_id,
                     attempts, exc)
-        raise _Retry(attempts) from exc
+        raise _Retry(max(attempts, 1)) from exc
     row.status, row.error, row.processed_at = status, note, utcnow()
     db.session.commit()
     return status
@@ -291,6 +294,7 @@ class Connection:
     stripe_user_id: str | None
     livemode: bool
     accept_test_data: bool
+    test_data: bool = False  # this event's objects are test-mode ones of a live account
 
 
 def _connection(project_id: int) -> Connection | None:
@@ -331,26 +335,40 @@ def apply_event(project_id: int, row: StripeWebhookEvent,
         mark_disconnected(project_id, "Access to the Stripe account was revoked in Stripe.")
         g.pop("stripe_connections", None)
         return "processed", "disconnected"
+    if conn.livemode and not livemode:
+        conn = replace(conn, test_data=True)  # reads need the platform's test key
     occurred = datetime.fromtimestamp(int(event.get("created") or 0), UTC)
     obj = mapping.event_object(event)
     if obj.get("object") == "customer":
         return _customer_event(project_id, type_, obj, occurred)
+    if obj.get("object") == "dispute":
+        return _dispute_event(project_id, conn, obj, occurred)
     name = mapping.event_name(event)
     if name is None and obj.get("object") not in ("subscription", "charge"):
         return "ignored", f"{type_} is not used"
     stripe_customer = mapping.event_customer_id(event)
     if not stripe_customer:
         return "ignored", "the event names no customer"
-    customer_id = resolve_customer(project_id, conn, stripe_customer)
+    try:
+        customer_id = resolve_customer(project_id, conn, stripe_customer)
+    except CannotRead as exc:
+        return "ignored", str(exc)
     if customer_id is None:
         return "ignored", f"customer {stripe_customer} not found in Stripe"
     if obj.get("object") in ("subscription", "charge"):
-        _mirror(project_id, conn, obj, occurred)
+        completed = _mirror(project_id, conn, obj, occurred)
+        if completed is not None:  # the event carried discount ids: props from the objects
+            event = {**event, "data": {**(event.get("data") or {}), "object": completed}}
+            obj = completed
     status: tuple[str, str | None] = ("processed", None)
     if name is not None:
         if _is_twin(project_id, row):
             status = ("duplicate", "same change as an event processed moments ago")
         else:
+            if obj.get("object") == "subscription":
+                event = {**event, "data": {**(event.get("data") or {}), "object":
+                                           mapping.with_prices(obj, store.tiered_prices(
+                                               project_id, [obj]))}}
             record_event(project_id, customer_id, name,
                          mapping.event_properties(event, _product_names(project_id, obj)),
                          occurred_at=occurred, source="stripe", external_id=event["id"])
@@ -364,28 +382,62 @@ FETCH_EXPAND = {"subscription": ["items.data.price.product", "discounts.source.c
                 "charge": []}
 
 
-def _mirror(project_id: int, conn: Connection, obj: dict, occurred: datetime) -> None:
+def _mirror(project_id: int, conn: Connection, obj: dict, occurred: datetime) -> dict | None:
     """Store the event's object, unless we hold data as new: then ask Stripe for the current.
 
     Stripe does not order deliveries, and timestamps are whole seconds: an event no newer
-    than the stored copy may describe an older state, so the object is re-fetched.
+    than the stored copy may describe an older state, so the object is re-fetched. A
+    subscription whose ``discounts`` are ids (as webhook payloads carry them) is fetched
+    with its discounts expanded, since MRR needs the coupons; that object is returned.
     """
     kind = obj["object"]
     stored = store.stored_synced_at(project_id, kind, obj["id"])
-    if stored is not None and stored >= occurred:
+    ids_only = kind == "subscription" and any(isinstance(d, str)
+                                              for d in obj.get("discounts") or [])
+    if ids_only or (stored is not None and stored >= occurred):
         path = f"/v1/{kind}s/{obj['id']}"
         params = {"expand": FETCH_EXPAND[kind]} if FETCH_EXPAND[kind] else {}
         try:
-            fresh = stripe_client(conn.stripe_user_id).raw_request(
-                "get", path, stripe_account=conn.stripe_user_id, **params).data
+            fresh = read(conn, path, **params)
+        except CannotRead:
+            fresh = None  # test data without a test key: the event's copy is all we have
         except stripe.InvalidRequestError as exc:
             if exc.http_status == 404:
-                return
+                return None
             raise
-        obj, occurred = json.loads(json.dumps(fresh)), utcnow()
+        if fresh is not None:
+            obj, occurred = fresh, utcnow()
+        else:
+            ids_only = False
     if kind == "subscription":
         _ensure_products(project_id, conn, obj)
+        _ensure_tiers(project_id, conn, obj)
     store.upsert_objects(project_id, kind, [obj], occurred)
+    return obj if ids_only else None
+
+
+def _dispute_event(project_id: int, conn: Connection, obj: dict,
+                   occurred: datetime) -> tuple[str, str | None]:
+    """``charge.dispute.*``: mirror the dispute (a lost one reduces lifetime spend). Its
+    payload names the charge by id; the dispute is read with the charge expanded, for the
+    customer."""
+    try:
+        dispute = read(conn, f"/v1/disputes/{obj['id']}", expand=["charge"])
+    except CannotRead as exc:
+        return "ignored", str(exc)
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status == 404:
+            return "ignored", f"dispute {obj['id']} not found in Stripe"
+        raise
+    stripe_customer = store.customer_id_of(dispute)
+    if not stripe_customer:
+        return "ignored", "the disputed charge names no customer (a guest charge)"
+    customer_id = resolve_customer(project_id, conn, stripe_customer)
+    if customer_id is None:
+        return "ignored", f"customer {stripe_customer} not found in Stripe"
+    store.upsert_objects(project_id, "dispute", [dispute], utcnow())
+    store.recompute_traits(project_id, [customer_id])
+    return "processed", None
 
 
 def _customer_event(project_id: int, type_: str, obj: dict,
@@ -420,19 +472,34 @@ def resolve_customer(project_id: int, conn: Connection, stripe_customer: str) ->
         StripeCustomerLink.stripe_customer_id == stripe_customer))
     if linked is not None:
         return linked
-    client = stripe_client(conn.stripe_user_id)
     try:
-        customer = client.raw_request("get", f"/v1/customers/{stripe_customer}",
-                                      stripe_account=conn.stripe_user_id).data
+        customer = read(conn, f"/v1/customers/{stripe_customer}")
     except stripe.InvalidRequestError as exc:
         if exc.http_status == 404:
             return None
         raise
-    customer = json.loads(json.dumps(customer))
     if customer.get("deleted"):
         return None
     store.upsert_objects(project_id, "customer", [customer], utcnow())
     return store.link_customers(project_id, [customer]).get(stripe_customer)
+
+
+class CannotRead(Exception):
+    """A look-up we cannot make: said in the event's note, never taken for a 404."""
+
+
+def read(conn: Connection, path: str, **params: Any) -> dict:
+    """GET one object for a webhook: through the account's rate limiter (shared with syncs),
+    with the platform's test key for test-mode objects of a live account."""
+    if conn.test_data and not current_app.config.get("STRIPE_TEST_SECRET_KEY"):
+        raise CannotRead("test-mode data on a live connection: not looked up in Stripe "
+                         "(set STRIPE_TEST_SECRET_KEY to read it)")
+    limiter(current_app._get_current_object()).wait(  # type: ignore[attr-defined]
+        conn.stripe_user_id or "", rate_for(current_app.config, conn.livemode
+                                            and not conn.test_data))
+    client = stripe_client(conn.stripe_user_id, test_data=conn.test_data)
+    found = client.raw_request("get", path, stripe_account=conn.stripe_user_id, **params).data
+    return json.loads(json.dumps(found))
 
 
 def _ensure_products(project_id: int, conn: Connection, sub: dict) -> None:
@@ -444,15 +511,28 @@ def _ensure_products(project_id: int, conn: Connection, sub: dict) -> None:
     known = set(db.session.scalars(select(StripeObject.stripe_id).where(
         StripeObject.project_id == project_id, StripeObject.kind == "product",
         StripeObject.stripe_id.in_(wanted))))
-    client = stripe_client(conn.stripe_user_id)
     for product_id in sorted(wanted - known):
         try:
-            product = client.raw_request("get", f"/v1/products/{product_id}",
-                                         stripe_account=conn.stripe_user_id).data
-        except stripe.InvalidRequestError:
+            product = read(conn, f"/v1/products/{product_id}")
+        except (stripe.InvalidRequestError, CannotRead):
             continue
-        store.upsert_objects(project_id, "product", [json.loads(json.dumps(product))],
-                             utcnow())
+        store.upsert_objects(project_id, "product", [product], utcnow())
+
+
+def _ensure_tiers(project_id: int, conn: Connection, sub: dict) -> None:
+    """Fetch (once) the tiered prices a subscription uses, with their ``tiers`` (Stripe
+    leaves them out of embedded prices), into the mirror."""
+    wanted = {p["id"] for p in map(mapping.price_of, mapping.items_of(sub))
+              if p.get("billing_scheme") == "tiered" and not p.get("tiers") and p.get("id")}
+    if not wanted:
+        return
+    known = set(store.tiered_prices(project_id, [sub]))
+    for price_id in sorted(wanted - known):
+        try:
+            price = read(conn, f"/v1/prices/{price_id}", expand=["tiers"])
+        except (stripe.InvalidRequestError, CannotRead):
+            continue
+        store.upsert_objects(project_id, "price", [price], utcnow())
 
 
 def _product_names(project_id: int, obj: dict) -> dict[str, str]:

@@ -22,8 +22,11 @@ def stripe_double() -> None:
 @click.option("--webhook-secret", multiple=True, help="Signing secret(s) (repeat to rotate).")
 @click.option("--customers", default=0, show_default=True, help="Seed one account with these.")
 @click.option("--seed", default=1, show_default=True)
+@click.option("--cases/--no-cases", default=True, show_default=True,
+              help="Also seed one customer per awkward real-world shape (tiered, metered, "
+                   "JPY/BHD, discounts, captures, disputes, guests…).")
 def serve(port: int, secret_key: str, client_id: str, webhook_url: str | None,
-          webhook_secret: tuple[str, ...], customers: int, seed: int) -> None:
+          webhook_secret: tuple[str, ...], customers: int, seed: int, cases: bool) -> None:
     """Serve the double until Ctrl-C."""
     from crowdpower.plugins.stripe.double import StripeDouble
 
@@ -32,6 +35,8 @@ def serve(port: int, secret_key: str, client_id: str, webhook_url: str | None,
     if customers:
         account = double.create_account()
         counts = double.seed(account, customers, seed)
+        if cases:
+            counts["cases"] = len(double.seed_cases(account))
         double.oauth_next_account = account
         click.echo(f"seeded {account}: {json.dumps(counts)}")
     click.echo(f"Stripe double on {url} (control page {url}/_double/)")

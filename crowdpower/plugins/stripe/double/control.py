@@ -38,6 +38,12 @@ ACTIONS = {
                                 "resubscribe)",
     "customer_churned": "Churn (cancel every live subscription)",
     "payment_recovered": "Payment fails, then the retry succeeds",
+    "charge_authorized": "Charge authorised, not captured",
+    "charge_captured_partially": "Capture part of the latest authorisation",
+    "dispute_lost": "Dispute of the latest charge, lost",
+    "dispute_won": "Dispute of the latest charge, won",
+    "guest_charge": "Guest charge (no customer; uses the email as billing email)",
+    "customer_deleted": "Delete the customer",
 }
 
 STYLE = """body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:980px;color:#1a1a2e}
@@ -83,6 +89,10 @@ def simulate(double: StripeDouble, account: str, action: str, customer: str | No
         obj = state.create_customer(account, email=email or f"new{int(time.time())}@demo.test",
                                     name="New Customer")
         return {"customer": obj["id"], "event": "customer.created"}
+    if action == "guest_charge":
+        obj = state.create_charge(account, None, amount or 4200, "usd",
+                                  billing_email=email or "guest@demo.test")
+        return {"charge": obj["id"], "event": "charge.succeeded"}
     cus = None
     with state.lock:
         if customer:
@@ -111,6 +121,25 @@ def simulate(double: StripeDouble, account: str, action: str, customer: str | No
                                   failure_message="Your card has insufficient funds."
                                   if action == "charge_failed" else None)
         return {"charge": obj["id"], "event": f"charge.{obj['status']}"}
+    if action == "charge_authorized":
+        obj = state.create_charge(account, cus["id"], amount, currency, captured=False,
+                                  emit=False)
+        return {"charge": obj["id"], "event": None}
+    if action == "charge_captured_partially":
+        held = [c for c in charges if c.get("captured") is False]
+        if not held:
+            raise ValueError("this customer has no uncaptured charge")
+        obj = state.capture_charge(account, held[-1]["id"], max(1, held[-1]["amount"] // 2))
+        return {"charge": obj["id"], "event": "charge.captured"}
+    if action in ("dispute_lost", "dispute_won"):
+        paid = [c for c in charges if c["status"] == "succeeded"]
+        if not paid:
+            raise ValueError("this customer has no succeeded charge")
+        obj = state.dispute_charge(account, paid[-1]["id"], action.split("_")[1])
+        return {"dispute": obj["id"], "event": "charge.dispute.closed"}
+    if action == "customer_deleted":
+        state.delete_customer(account, cus["id"])
+        return {"customer": cus["id"], "event": "customer.deleted"}
     if action == "charge_refunded":
         done = [c for c in charges if c["status"] == "succeeded" and not c["refunded"]]
         if not done:

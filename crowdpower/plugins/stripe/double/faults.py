@@ -21,6 +21,7 @@ class Verdict:
     status: int | None = None
     drop: bool = False
     delay: float = 0.0
+    should_retry: bool | None = None  # the ``Stripe-Should-Retry`` header, if any
 
 
 class Faults:
@@ -43,10 +44,13 @@ class Faults:
             self._rates[key] = float(per_second)
             self._buckets.pop(key, None)
 
-    def fail_next(self, account: str | None = None, n: int = 1, status: int = 500) -> None:
-        """The next ``n`` requests fail with ``status`` (500, 502, 503…)."""
+    def fail_next(self, account: str | None = None, n: int = 1, status: int = 500,
+                  should_retry: bool | None = None) -> None:
+        """The next ``n`` requests fail with ``status`` (500, 502, 503…), with a
+        ``Stripe-Should-Retry: true|false`` header when ``should_retry`` is given (Stripe
+        sends ``false`` on some 5xx of non-idempotent requests)."""
         with self._lock:
-            self._fail.setdefault(account or ANY, []).extend([status] * n)
+            self._fail.setdefault(account or ANY, []).extend([(status, should_retry)] * n)
 
     def drop_next(self, account: str | None = None, n: int = 1) -> None:
         """The next ``n`` requests get their connection closed with no answer."""
@@ -80,7 +84,7 @@ class Faults:
                     return verdict
             for key in keys:
                 if self._fail.get(key):
-                    verdict.status = self._fail[key].pop(0)
+                    verdict.status, verdict.should_retry = self._fail[key].pop(0)
                     return verdict
             for key in keys:
                 rate = self._rates.get(key)

@@ -87,32 +87,78 @@ def product(core: dict) -> dict:
     return {**PRODUCT, **core}
 
 
-def price(core: dict, products: dict | None = None, expand_product: bool = False) -> dict:
-    out = {**PRICE, **core}
-    out["unit_amount_decimal"] = str(core.get("unit_amount"))
+def price(core: dict, products: dict | None = None, expand_product: bool = False,
+          include_tiers: bool = False) -> dict:
+    """A price; ``tiers`` only when asked for (``expand[]=tiers``), as Stripe includes them."""
+    out = {**PRICE, **{k: v for k, v in core.items() if k != "tiers"}}
+    out.setdefault("billing_scheme", "per_unit")
+    out.setdefault("tiers_mode", None)
+    if "unit_amount_decimal" not in core:
+        unit = core.get("unit_amount")
+        out["unit_amount_decimal"] = None if unit is None else str(unit)
+    if include_tiers and out["billing_scheme"] == "tiered":
+        out["tiers"] = [dict(t) for t in core.get("tiers") or []]
     if expand_product and products is not None and core.get("product") in products:
         out["product"] = product(products[core["product"]])
     return out
 
 
+def coupon(core: dict) -> dict:
+    return {"object": "coupon", "amount_off": None, "currency": None, "duration_in_months": None,
+            "max_redemptions": None, "metadata": {}, "name": None, "percent_off": None,
+            "redeem_by": None, "times_redeemed": 1, "valid": True, **core}
+
+
+def discount(core: dict, coupons: dict | None = None, expand_coupon: bool = False) -> dict:
+    """A subscription's discount; ``source.coupon`` is an id unless expanded."""
+    coupon_id = core["coupon"]
+    found = (coupons or {}).get(coupon_id)
+    return {"id": core["id"], "object": "discount", "checkout_session": None,
+            "customer": core.get("customer"), "customer_account": None,
+            "end": core.get("end"), "invoice": None, "invoice_item": None,
+            "promotion_code": None, "start": core.get("start"),
+            "subscription": core.get("subscription"), "subscription_item": None,
+            "source": {"type": "coupon", "coupon": coupon(found) if expand_coupon and found
+                       else coupon_id}}
+
+
+def dispute(core: dict, charge_obj: dict | None = None) -> dict:
+    """A dispute; ``charge`` is an id unless expanded."""
+    return {"id": core["id"], "object": "dispute", "amount": core["amount"],
+            "balance_transactions": [], "charge": charge_obj or core["charge"],
+            "created": core["created"], "currency": core["currency"],
+            "is_charge_refundable": False, "livemode": core.get("livemode", False),
+            "metadata": {}, "payment_intent": None, "reason": core.get("reason", "fraudulent"),
+            "status": core["status"], "enhanced_eligibility_types": [],
+            "payment_method_details": None}
+
+
 def subscription(core: dict, prices: dict, products: dict,
-                 expand_product: bool = False) -> dict:
+                 expand_product: bool = False, discounts: list[dict] | None = None) -> dict:
+    """``discounts``: the rendered discounts (objects when expanded, else ids)."""
     items = []
     for item in core["items"]:
         p = prices.get(item["price"]) or {"id": item["price"]}
         rendered_price = price(p, products, expand_product)
+        recurring = p.get("recurring") or {}
         plan = {"active": True, "amount": p.get("unit_amount"),
-                "amount_decimal": str(p.get("unit_amount")), "billing_scheme": "per_unit",
+                "amount_decimal": rendered_price.get("unit_amount_decimal"),
+                "billing_scheme": rendered_price.get("billing_scheme", "per_unit"),
                 "created": p.get("created"), "currency": p.get("currency"), "id": p["id"],
                 "interval": (p.get("recurring") or {}).get("interval"),
                 "interval_count": (p.get("recurring") or {}).get("interval_count", 1),
                 "livemode": core.get("livemode", False), "metadata": {}, "meter": None,
                 "nickname": p.get("nickname"), "object": "plan", "product": p.get("product"),
-                "tiers_mode": None, "transform_usage": None, "trial_period_days": None,
-                "usage_type": "licensed"}
+                "tiers_mode": rendered_price.get("tiers_mode"),
+                "transform_usage": rendered_price.get("transform_quantity"),
+                "trial_period_days": None,
+                "usage_type": recurring.get("usage_type", "licensed")}
+        if plan["usage_type"] == "metered":
+            item = {k: v for k, v in item.items() if k != "quantity"}  # metered: no quantity
         items.append({**SUBSCRIPTION_ITEM, **item, "price": rendered_price, "plan": plan,
                       "subscription": core["id"], "object": "subscription_item"})
-    out = {**SUBSCRIPTION, **{k: v for k, v in core.items() if k != "items"}}
+    out = {**SUBSCRIPTION, **{k: v for k, v in core.items() if k not in ("items", "discounts")}}
+    out["discounts"] = discounts if discounts is not None else []
     out["items"] = {"object": "list", "data": items, "has_more": False,
                     "total_count": len(items), "url": f"/v1/subscription_items?subscription={core['id']}"}
     out["billing_cycle_anchor"] = core.get("billing_cycle_anchor", core.get("created"))
@@ -120,11 +166,15 @@ def subscription(core: dict, prices: dict, products: dict,
 
 
 def charge(core: dict, refunds: list[dict] | None = None) -> dict:
-    out = {**CHARGE, **core}
+    """A charge. ``captured``/``amount_captured`` come from the core (an uncaptured or a
+    partially captured card payment; the released rest of a partial capture is refunded,
+    as Stripe does); ``disputed`` is set when a dispute was opened."""
+    out = {**CHARGE, **{k: v for k, v in core.items() if k != "amount_captured"}}
     failed = core.get("status") == "failed"
     out["paid"] = not failed
-    out["captured"] = not failed
-    out["amount_captured"] = 0 if failed else core["amount"]
+    out["captured"] = False if failed else core.get("captured", True)
+    out["amount_captured"] = 0 if failed or not out["captured"] else \
+        core.get("amount_captured", core["amount"])
     out["outcome"] = ({"network_status": "declined_by_network", "reason": core.get("failure_code"),
                        "risk_level": "normal", "risk_score": 30,
                        "seller_message": "The bank did not return any further details.",
@@ -132,6 +182,8 @@ def charge(core: dict, refunds: list[dict] | None = None) -> dict:
     out["billing_details"] = {**CHARGE["billing_details"], "email": core.get("receipt_email"),
                               "name": core.get("billing_name")}
     out.pop("billing_name", None)
+    out["billing_details"]["email"] = core.get("billing_email", out["billing_details"]["email"])
+    out.pop("billing_email", None)
     rendered = [{**REFUND, **r, "customer": core.get("customer")} for r in (refunds or [])]
     out["refunds"] = {"object": "list", "data": rendered, "has_more": False,
                       "total_count": len(rendered), "url": f"/v1/charges/{core['id']}/refunds"}
@@ -142,31 +194,40 @@ def refund(core: dict) -> dict:
     return {**REFUND, **core}
 
 
-def upcoming_invoice(sub: dict, amount_due: int, period_start: int, period_end: int,
-                     created: int, customer_email: str | None) -> dict:
-    """The invoice of ``invoice.upcoming``: a preview, so it has no id yet."""
-    line = {"amount": amount_due, "currency": sub.get("currency"), "description": None,
-            "id": new_id("il"), "object": "line_item", "livemode": sub.get("livemode", False),
-            "period": {"start": period_start, "end": period_end}, "quantity": 1,
-            "metadata": {}, "discount_amounts": [], "discountable": True, "discounts": [],
-            "parent": {"type": "subscription_item_details",
-                       "subscription_item_details": {"subscription": sub["id"],
-                                                     "subscription_item": sub["items"]["data"][0]["id"]
-                                                     if sub["items"]["data"] else None,
-                                                     "proration": False, "invoice_item": None}}}
+def upcoming_invoice(sub: dict, lines: list[tuple[int, str, int, int]], period_start: int,
+                     period_end: int, created: int, customer_email: str | None) -> dict:
+    """The invoice of ``invoice.upcoming``: a preview, so it has no id yet.
+
+    As Stripe's: the invoice's own ``period_start``/``period_end`` is the period that is
+    ending (when its pending items were collected); each line's ``period`` is the service
+    period being billed, the next one. ``lines``: ``(amount, item id, start, end)``.
+    """
+    rendered = [{"amount": amount, "currency": sub.get("currency"), "description": None,
+                 "id": new_id("il"), "object": "line_item",
+                 "livemode": sub.get("livemode", False),
+                 "period": {"start": start, "end": end}, "quantity": 1,
+                 "metadata": {}, "discount_amounts": [], "discountable": True, "discounts": [],
+                 "parent": {"type": "subscription_item_details",
+                            "subscription_item_details": {"subscription": sub["id"],
+                                                          "subscription_item": item_id,
+                                                          "proration": False,
+                                                          "invoice_item": None}}}
+                for amount, item_id, start, end in lines]
+    amount_due = sum(line[0] for line in lines)
     return {**INVOICE, "id": None, "object": "invoice", "customer": sub["customer"],
             "customer_email": customer_email, "amount_due": amount_due, "amount_paid": 0,
             "amount_remaining": amount_due, "subtotal": amount_due, "total": amount_due,
             "total_excluding_tax": amount_due, "subtotal_excluding_tax": amount_due,
             "currency": sub.get("currency"), "created": created, "livemode": sub.get("livemode"),
             "period_start": period_start, "period_end": period_end,
-            "next_payment_attempt": period_end, "due_date": None, "effective_at": None,
+            "next_payment_attempt": min((line[2] for line in lines), default=period_end),
+            "due_date": None, "effective_at": None,
             "billing_reason": "upcoming", "attempt_count": 0, "attempted": False,
             "webhooks_delivered_at": None, "number": None, "hosted_invoice_url": None,
             "invoice_pdf": None,
             "parent": {"type": "subscription_details", "quote_details": None,
                        "subscription_details": {"metadata": {}, "subscription": sub["id"]}},
-            "lines": {"object": "list", "data": [line], "has_more": False,
+            "lines": {"object": "list", "data": rendered, "has_more": False,
                       "url": "/v1/invoices/upcoming/lines"}}
 
 

@@ -1,7 +1,8 @@
 """Realistic sample data for an account, generated fast (100k customers in seconds).
 
-Mixed plans, intervals and currencies; trials, cancellations, past-due and paused
-subscriptions; succeeded, failed, fully and partially refunded charges; customers
+Mixed plans, intervals and currencies (JPY and BHD among them); trials, cancellations,
+past-due and paused subscriptions, some with a metered second item; succeeded, failed,
+uncaptured, disputed (won/lost), fully and partially refunded charges; customers
 without email and several customers sharing one email (in another case). The data is
 a pure function of ``seed`` (two accounts seeded alike hold the same data under
 different ids). Seeding is history: it emits no webhook events.
@@ -22,6 +23,8 @@ PLANS = [  # (product, nickname, unit_amount, currency, interval, interval_count
     ("Team", "Team monthly", 9900, "eur", "month", 1, 12),
     ("Business", "Business quarterly", 12900, "gbp", "month", 3, 8),
     ("Starter", "Starter weekly", 300, "usd", "week", 1, 3),
+    ("Pro", "Pro JP monthly", 3000, "jpy", "month", 1, 2),       # zero-decimal
+    ("Team", "Team BH quarterly", 29500, "bhd", "month", 3, 1),  # three-decimal
 ]
 STATUSES = [("active", 58), ("trialing", 8), ("past_due", 6), ("canceled", 18), ("unpaid", 2),
             ("incomplete", 3), ("incomplete_expired", 1), ("paused", 4)]
@@ -69,6 +72,16 @@ def _seed(acct: Account, rng: random.Random, ids: random.Random, n: int,
     catalogue = []
     products: dict[str, str] = {}
     start = now - 800 * 86400
+    # Usage-based add-on, the second item of some subscriptions (no recurring revenue).
+    metered_id = _id(ids, "price")
+    products["API calls"] = _id(ids, "prod")
+    acct.products.add({"id": products["API calls"], "object": "product", "name": "API calls",
+                       "created": start, "updated": start, "livemode": live, "active": True})
+    acct.prices.add({"id": metered_id, "object": "price", "product": products["API calls"],
+                     "unit_amount": 2, "currency": "usd", "nickname": "API calls (metered)",
+                     "created": start, "livemode": live, "active": True, "type": "recurring",
+                     "recurring": {"interval": "month", "interval_count": 1, "meter": None,
+                                   "usage_type": "metered", "trial_period_days": None}})
     for name, nickname, amount, currency, interval, count, weight in PLANS:
         if name not in products:
             products[name] = _id(ids, "prod")
@@ -93,6 +106,7 @@ def _seed(acct: Account, rng: random.Random, ids: random.Random, n: int,
     subs: list[dict] = []
     charges: list[dict] = []
     refunds: list[dict] = []
+    disputes: list[dict] = []
     for ts in created:
         first, last = rng.choice(FIRST), rng.choice(LAST)
         roll = rng.random()
@@ -129,6 +143,14 @@ def _seed(acct: Account, rng: random.Random, ids: random.Random, n: int,
                 canceled_at = rng.randint(sub_created, now)
             cancel_at_period_end = status == "active" and rng.random() < 0.07
             period_end = trial_end or period_start + period
+            items = [{"id": _id(ids, "si"), "price": price_id,
+                      "quantity": 1 if rng.random() < 0.9 else rng.randint(2, 5),
+                      "created": sub_created, "current_period_start": period_start,
+                      "current_period_end": period_end}]
+            if currency == "usd" and period == SECONDS["month"] and rng.random() < 0.1:
+                items.append({"id": _id(ids, "si"), "price": metered_id, "created": sub_created,
+                              "current_period_start": period_start,
+                              "current_period_end": period_end})
             subs.append({"id": _id(ids, "sub"), "object": "subscription", "customer": cus_id,
                          "status": status, "created": sub_created, "start_date": sub_created,
                          "billing_cycle_anchor": period_start, "currency": currency,
@@ -136,10 +158,7 @@ def _seed(acct: Account, rng: random.Random, ids: random.Random, n: int,
                          "trial_end": trial_end, "cancel_at_period_end": cancel_at_period_end,
                          "cancel_at": period_end if cancel_at_period_end else None,
                          "canceled_at": canceled_at, "ended_at": canceled_at,
-                         "items": [{"id": _id(ids, "si"), "price": price_id,
-                                    "quantity": 1 if rng.random() < 0.9 else rng.randint(2, 5),
-                                    "created": sub_created, "current_period_start": period_start,
-                                    "current_period_end": period_end}]})
+                         "items": items})
         ncharges = rng.randint(0, 10) if nsubs else rng.randint(0, 2)
         for _ in range(ncharges):
             amount = rng.choice([300, 900, 2900, 4900, 9900, 12900, 29000, 1999, 550])
@@ -155,7 +174,17 @@ def _seed(acct: Account, rng: random.Random, ids: random.Random, n: int,
                                 "charge": ch_id, "currency": currency,
                                 "created": min(now, ch_created + 86400), "status": "succeeded",
                                 "customer": cus_id})
-            charges.append({"id": ch_id, "object": "charge", "customer": cus_id,
+            extra: dict = {}
+            if status == "succeeded" and 0.10 <= roll < 0.12:
+                extra = {"captured": False, "amount_captured": 0}  # authorised only
+            elif status == "succeeded" and 0.12 <= roll < 0.13:
+                extra = {"disputed": True}
+                disputes.append({"id": _id(ids, "dp"), "object": "dispute", "charge": ch_id,
+                                 "amount": amount, "currency": currency,
+                                 "status": "lost" if rng.random() < 0.5 else "won",
+                                 "created": min(now, ch_created + 7 * 86400),
+                                 "livemode": live})
+            charges.append({**extra, "id": ch_id, "object": "charge", "customer": cus_id,
                             "amount": amount, "amount_refunded": refunded, "currency": currency,
                             "status": status, "refunded": refunded == amount,
                             "created": ch_created, "livemode": live, "failure_code": code,
@@ -168,5 +197,82 @@ def _seed(acct: Account, rng: random.Random, ids: random.Random, n: int,
     acct.subscriptions.extend(subs)
     acct.charges.extend(charges)
     acct.refunds.extend(refunds)
+    acct.disputes.extend(disputes)
     return {"customers": n, "subscriptions": len(subs), "charges": len(charges),
-            "refunds": len(refunds)}
+            "refunds": len(refunds), "disputes": len(disputes)}
+
+
+def seed_cases(state: State, account_id: str, now: int | None = None) -> dict[str, str]:
+    """One customer per awkward shape real accounts hold (issue 12), through the public
+    state methods (so events, indexes and shapes are the double's ordinary ones).
+
+    Returns ``{case: email}``. No webhook events are sent for history (``emit=False``)
+    except where a state method has no such switch (discount coupons, captures).
+    """
+    now = int(now or time.time())
+    day = 86400
+    s = state
+    pro = s.create_price(account_id, 2900, "usd", nickname="Pro monthly", created=now - 400 * day)
+    metered = s.create_price(account_id, 5, "usd", product_name="API calls",
+                             usage_type="metered", created=now - 400 * day)
+    volume = s.create_price(account_id, None, "usd", product_name="Seats (volume)",
+                            tiers_mode="volume", created=now - 400 * day,
+                            tiers=[{"up_to": 5, "unit_amount": 1000},
+                                   {"up_to": None, "unit_amount": 800}])
+    graduated = s.create_price(account_id, None, "usd", product_name="Seats (graduated)",
+                               tiers_mode="graduated", created=now - 400 * day,
+                               tiers=[{"up_to": 5, "unit_amount": 1000, "flat_amount": 500},
+                                      {"up_to": None, "unit_amount": 800}])
+    decimal = s.create_price(account_id, None, "usd", product_name="Storage",
+                             unit_amount_decimal="1234.5", created=now - 400 * day)
+    packs = s.create_price(account_id, 1000, "usd", product_name="Packs of 10",
+                           transform_quantity={"divide_by": 10, "round": "up"},
+                           created=now - 400 * day)
+    yen = s.create_price(account_id, 5000, "jpy", interval="year", product_name="Yen annual",
+                         created=now - 400 * day)
+    dinar = s.create_price(account_id, 12345, "bhd", interval="month", interval_count=3,
+                           product_name="Dinar quarterly", created=now - 400 * day)
+    quarter = s.create_coupon(account_id, percent_off=25, duration="forever", name="25% off")
+    cases: dict[str, str] = {}
+
+    def customer(case: str) -> str:
+        email = f"{case}@cases.test"
+        cases[case] = email
+        return s.create_customer(account_id, email=email, name=case.title(),
+                                 created=now - 300 * day, emit=False)["id"]
+
+    def sub(cus: str, price: dict, quantity: int = 1, **kw) -> dict:
+        return s.create_subscription(account_id, cus, price["id"], quantity,
+                                     created=now - 200 * day, emit=False,
+                                     period_start=now - 10 * day, **kw)
+
+    sub(customer("multi"), pro, more_items=[(metered["id"], 1)])
+    sub(customer("volume"), volume, 10)
+    sub(customer("graduated"), graduated, 7)
+    sub(customer("decimal"), decimal, 2)
+    sub(customer("packs"), packs, 25)
+    yen_cus = customer("yen")
+    sub(yen_cus, yen)
+    s.create_charge(account_id, yen_cus, 5000, "jpy", created=now - 100 * day, emit=False)
+    sub(customer("dinar"), dinar)
+    sub(customer("discount"), pro, 2, coupons=[quarter["id"]])
+
+    payer = customer("charges")
+    kept = s.create_charge(account_id, payer, 10000, created=now - 90 * day, emit=False)
+    s.refund_charge(account_id, kept["id"], 1000, emit=False, created=now - 89 * day)
+    s.create_charge(account_id, payer, 5000, created=now - 80 * day, emit=False,
+                    captured=False)  # authorised only
+    partial = s.create_charge(account_id, payer, 8000, created=now - 70 * day, emit=False,
+                              captured=False)
+    s.capture_charge(account_id, partial["id"], 6000, emit=False)
+    lost = s.create_charge(account_id, payer, 3000, created=now - 60 * day, emit=False)
+    s.dispute_charge(account_id, lost["id"], "lost", emit=False, created=now - 50 * day)
+    won = s.create_charge(account_id, payer, 2000, created=now - 40 * day, emit=False)
+    s.dispute_charge(account_id, won["id"], "won", emit=False, created=now - 30 * day)
+
+    gone = customer("deleted")
+    sub(gone, pro)
+    s.delete_customer(account_id, gone)
+    s.create_charge(account_id, None, 4200, created=now - 20 * day, emit=False,
+                    billing_email="guest@cases.test")  # a guest checkout: no customer
+    return cases

@@ -21,15 +21,15 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from crowdpower.plugins.stripe.double import control
+from crowdpower.plugins.stripe.double import control, validation
 from crowdpower.plugins.stripe.double import objects as O  # noqa: N812
 from crowdpower.plugins.stripe.double.faults import Faults
-from crowdpower.plugins.stripe.double.seed import seed_account
+from crowdpower.plugins.stripe.double.seed import seed_account, seed_cases
 from crowdpower.plugins.stripe.double.state import State
 from crowdpower.plugins.stripe.double.webhooks import Webhooks
 
 LISTS = {"customers": "customer", "subscriptions": "subscription", "charges": "charge",
-         "prices": "price", "products": "product", "events": "event"}
+         "prices": "price", "products": "product", "events": "event", "disputes": "dispute"}
 PLATFORM = "acct_platform"
 
 
@@ -82,14 +82,19 @@ class StripeDouble:
         self.oauth_next_account: str | None = None
         self.codes: dict[str, dict] = {}
         self.tokens: dict[str, str] = {}   # access token → account
+        # The platform's test-mode key: the only key that reads test-mode objects of a live
+        # account (any other key gets Stripe's "a similar object exists in test mode" 404).
+        self.test_secret_key: str | None = None
         self.token_requests: list[dict] = []
         self._counts: Counter[tuple[str | None, str, str]] = Counter()
+        self.versions: Counter[str | None] = Counter()  # Stripe-Version of API requests
         self._count_lock = threading.Lock()
         self._oauth_lock = threading.Lock()  # a code is redeemed once, even when raced
         self.url_map = Map([
-            Rule("/v1/<any(customers,subscriptions,charges,prices,products,events):kind>",
+            Rule("/v1/<any(customers,subscriptions,charges,prices,products,events,disputes):kind>",
                  endpoint="list_or_create", methods=["GET", "POST"]),
-            Rule("/v1/<any(customers,subscriptions,charges,prices,products,events):kind>/<oid>",
+            Rule("/v1/<any(customers,subscriptions,charges,prices,products,events,disputes)"
+                 ":kind>/<oid>",
                  endpoint="one", methods=["GET", "POST", "DELETE"]),
             Rule("/v1/refunds", endpoint="refunds", methods=["POST"]),
             Rule("/v1/account", endpoint="account", methods=["GET"]),
@@ -130,6 +135,10 @@ class StripeDouble:
              now: int | None = None) -> dict[str, int]:
         return seed_account(self.state, account, customers, seed, now)
 
+    def seed_cases(self, account: str, now: int | None = None) -> dict[str, str]:
+        """One customer per awkward real-world shape (``seed.seed_cases``): ``{case: email}``."""
+        return seed_cases(self.state, account, now)
+
     def __getattr__(self, name: str) -> Any:
         # create_customer, update_subscription, create_charge, refund_charge, emit, …
         if name in _STATE_METHODS:
@@ -139,6 +148,7 @@ class StripeDouble:
     def reset_request_log(self) -> None:
         with self._count_lock:
             self._counts.clear()
+            self.versions.clear()
 
     def request_count(self, account: str | None = None, path: str | None = None,
                       method: str | None = None) -> int:
@@ -174,6 +184,7 @@ class StripeDouble:
         account = request.headers.get("Stripe-Account")
         with self._count_lock:
             self._counts[(account, request.method, request.path)] += 1
+            self.versions[request.headers.get("Stripe-Version")] += 1
         verdict = self.faults.check(account)
         if verdict.delay:
             time.sleep(verdict.delay)
@@ -192,6 +203,8 @@ class StripeDouble:
         elif verdict.status:
             response = self._json(*O.error(verdict.status, "api_error",
                                            "An unknown error occurred (the double's fault)."))
+            if verdict.should_retry is not None:
+                response.headers["Stripe-Should-Retry"] = str(verdict.should_retry).lower()
         else:
             response = self._api(request, endpoint, args, account)
         response.headers["Request-Id"] = O.new_id("req", 14)
@@ -211,7 +224,7 @@ class StripeDouble:
             return None, self._json(*O.error(
                 401, "invalid_request_error", "You did not provide an API key. You need to "
                 "provide your API key in the Authorization header, using Bearer auth."))
-        if key == self.secret_key:
+        if key == self.secret_key or (key and key == self.test_secret_key):
             target = account or PLATFORM
         elif key in self.tokens and (account in (None, self.tokens[key])):
             target = self.tokens[key]
@@ -233,6 +246,11 @@ class StripeDouble:
             return denied
         params = parse_params(list(request.args.items(multi=True)) +
                               list(request.form.items(multi=True)))
+        test_key = bool(self.test_secret_key) and _bearer(request) == self.test_secret_key
+        try:
+            validation.validate(request.method, request.path, params)
+        except validation.StripeError as exc:
+            return self._refusal(exc)
         try:
             with self.state.lock:
                 acct = self.state.account(target)  # type: ignore[arg-type]
@@ -245,7 +263,7 @@ class StripeDouble:
             if endpoint == "refunds":
                 return self._json(200, self._refund(target, acct, params))
             return self._one(target, acct, LISTS[args["kind"]], args["oid"], request.method,
-                             params)
+                             params, test_key)
         except MissingParam as exc:
             return self._json(*O.error(400, "invalid_request_error",
                                        f"Missing required param: {exc.args[0]}.",
@@ -255,6 +273,10 @@ class StripeDouble:
             return self._json(*O.missing(kind, oid))
         except (ValueError, TypeError) as exc:
             return self._json(*O.error(400, "invalid_request_error", str(exc)))
+
+    def _refusal(self, exc: validation.StripeError) -> Response:
+        return self._json(*O.error(exc.status, "invalid_request_error", exc.message,
+                                   code=exc.code, param=exc.param))
 
     def _refund(self, target: str, acct: Any, params: dict) -> dict:
         """``POST /v1/refunds`` answers with the new refund (as Stripe does), not the charge."""
@@ -266,14 +288,7 @@ class StripeDouble:
         return [r for r in charge["refunds"]["data"] if r["id"] not in known][-1]
 
     def _list(self, acct: Any, kind: str, params: dict, path: str) -> Response:
-        try:
-            limit = int(params.get("limit", 10))
-        except ValueError:
-            limit = -1
-        if not 1 <= limit <= 100:
-            return self._json(*O.error(400, "invalid_request_error",
-                                       "Invalid integer: limit must be between 1 and 100",
-                                       code="parameter_invalid_integer", param="limit"))
+        limit = int(params.get("limit", 10))  # validated: an integer in 1..100
         keep = _filter(kind, params)
         expand = frozenset(params.get("expand") or [])
         with self.state.lock:
@@ -283,18 +298,28 @@ class StripeDouble:
                     customer=params.get("customer") if kind in ("subscription", "charge")
                     else None)
             except KeyError as exc:
-                return self._json(*O.missing(kind, str(exc.args[0])))
+                cursor = "starting_after" if params.get("starting_after") == exc.args[0] \
+                    else "ending_before"
+                return self._refusal(validation.cursor_error(cursor, kind, str(exc.args[0])))
             data = [acct.render(kind, c, expand) for c in cores]
         return self._json(200, {"object": "list", "data": data, "has_more": has_more,
                                 "url": path})
 
     def _one(self, target: str, acct: Any, kind: str, oid: str, method: str,
-             params: dict) -> Response:
+             params: dict, test_key: bool = False) -> Response:
         if method == "GET":
             with self.state.lock:
                 core = acct.collection(kind).get(oid)
                 if core is None:
                     raise LookupError(kind, oid)
+                key_live = False if test_key else acct.livemode
+                if core.get("livemode", key_live) != key_live:  # another mode's data set
+                    there, used = ("test", "live") if key_live else ("live", "test")
+                    return self._json(*O.error(
+                        404, "invalid_request_error",
+                        f"No such {kind}: '{oid}'; a similar object exists in {there} mode, "
+                        f"but a {used} mode key was used to make this request.",
+                        code="resource_missing", param="id"))
                 return self._json(200, acct.render(kind, core,
                                                    frozenset(params.get("expand") or [])))
         if method == "DELETE":
@@ -338,11 +363,26 @@ class StripeDouble:
         if kind == "prices":
             recurring = params.get("recurring") or {}
             product_data = params.get("product_data") or {}
+            tiers = [{k: int(v) if k in ("up_to", "unit_amount", "flat_amount") and v != "inf"
+                      else (None if v == "inf" else v) for k, v in t.items()}
+                     for t in params.get("tiers") or []]
+            if params.get("billing_scheme") == "tiered" and not tiers:
+                raise MissingParam("tiers")
+            unit = params.get("unit_amount")
+            if not tiers and unit is None and params.get("unit_amount_decimal") is None:
+                raise MissingParam("unit_amount")
+            transform = params.get("transform_quantity")
             return self.state.create_price(
-                target, int(_required(params, "unit_amount")), params.get("currency", "usd"),
-                recurring.get("interval", "month"), int(recurring.get("interval_count", 1)),
+                target, int(unit) if unit is not None else None,
+                _required(params, "currency"), recurring.get("interval", "month"),
+                int(recurring.get("interval_count", 1)),
                 product=params.get("product"), product_name=product_data.get("name"),
-                nickname=params.get("nickname"))
+                nickname=params.get("nickname"),
+                unit_amount_decimal=params.get("unit_amount_decimal"),
+                usage_type=recurring.get("usage_type", "licensed"), tiers=tiers or None,
+                tiers_mode=params.get("tiers_mode"),
+                transform_quantity={"divide_by": int(transform["divide_by"]),
+                                    "round": transform["round"]} if transform else None)
         if kind == "subscriptions":
             items = params.get("items") or []
             if not items or not items[0].get("price"):
@@ -350,7 +390,9 @@ class StripeDouble:
             trial = params.get("trial_period_days")
             return self.state.create_subscription(
                 target, _required(params, "customer"), items[0]["price"],
-                int(items[0].get("quantity", 1)), trial_days=int(trial) if trial else None)
+                int(items[0].get("quantity", 1)), trial_days=int(trial) if trial else None,
+                more_items=[(i["price"], int(i.get("quantity", 1))) for i in items[1:]],
+                coupons=[d["coupon"] for d in params.get("discounts") or [] if d.get("coupon")])
         if kind == "charges":
             return self.state.create_charge(target, params.get("customer"),
                                             int(_required(params, "amount")),
@@ -458,11 +500,19 @@ class StripeDouble:
 _STATE_METHODS = {"create_customer", "update_customer", "delete_customer", "create_product",
                   "create_price", "create_subscription", "update_subscription",
                   "cancel_subscription", "trial_will_end", "invoice_upcoming", "create_charge",
-                  "refund_charge", "deauthorize", "emit"}
+                  "refund_charge", "deauthorize", "emit", "capture_charge", "dispute_charge",
+                  "create_coupon"}
 
 
 class MissingParam(ValueError):
     """A required parameter is absent (Stripe answers 400 ``parameter_missing``)."""
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return header[7:]
+    return request.authorization.username if request.authorization else None
 
 
 def _required(params: dict, name: str) -> Any:

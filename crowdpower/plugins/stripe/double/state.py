@@ -134,12 +134,15 @@ class Account:
         self.subscriptions = Collection()
         self.charges = Collection()
         self.refunds = Collection(owner="charge")
+        self.disputes = Collection(owner="charge")
+        self.coupons: dict[str, dict] = {}
         self.events = Collection()
 
     def collection(self, kind: str) -> Collection:
         return {"customer": self.customers, "product": self.products, "price": self.prices,
                 "subscription": self.subscriptions, "charge": self.charges,
-                "refund": self.refunds, "event": self.events}[kind]
+                "refund": self.refunds, "dispute": self.disputes,
+                "event": self.events}[kind]
 
     # -- rendering ------------------------------------------------------------------
     def render(self, kind: str, core: dict, expand: set[str] | frozenset = frozenset()) -> dict:
@@ -149,14 +152,24 @@ class Account:
             out = O.product(core)
         elif kind == "price":
             out = O.price(core, _ProductView(self),  # type: ignore[arg-type]
-                          "product" in expand or "data.product" in expand)
+                          "product" in expand or "data.product" in expand,
+                          include_tiers="tiers" in expand or "data.tiers" in expand)
         elif kind == "subscription":
             deep = any(e.endswith("items.data.price.product") for e in expand)
-            out = O.subscription(core, _PriceView(self), _ProductView(self), deep)
+            whole = any(e.endswith("discounts") or "discounts." in e for e in expand)
+            coupon = any(e.endswith("discounts.source.coupon") for e in expand)
+            discounts = [O.discount(d, self.coupons, coupon) if whole else d["id"]
+                         for d in core.get("discounts") or []]
+            out = O.subscription(core, _PriceView(self), _ProductView(self), deep, discounts)
         elif kind == "charge":
             out = O.charge(core, self.refunds_of(core["id"]))
         elif kind == "refund":
             out = O.refund(core)
+        elif kind == "dispute":
+            charge = self.charges.get(core["charge"])
+            expanded = "charge" in expand or "data.charge" in expand
+            out = O.dispute(core, O.charge(charge, self.refunds_of(charge["id"]))
+                            if expanded and charge else None)
         elif kind == "event":
             return core["body"]
         else:  # pragma: no cover
@@ -246,18 +259,21 @@ class State:
     def create_customer(self, account_id: str, email: str | None = None,
                         name: str | None = None, created: int | None = None,
                         metadata: dict | None = None, currency: str | None = None,
-                        emit: bool = True, customer_id: str | None = None) -> dict:
+                        emit: bool = True, customer_id: str | None = None,
+                        livemode: bool | None = None) -> dict:
+        """``livemode=False`` on a live account: a test-mode customer (its own data set,
+        which a live key cannot read)."""
         with self.lock:
             acct = self.account(account_id)
             core = {"id": customer_id or O.new_id("cus", 14), "object": "customer",
                     "email": email, "name": name, "created": self._now(created),
-                    "livemode": acct.livemode, "metadata": dict(metadata or {}),
+                    "livemode": acct.livemode if livemode is None else livemode, "metadata": dict(metadata or {}),
                     "currency": currency, "delinquent": False,
                     "invoice_prefix": O.new_id("x", 8)[2:].upper()}
             acct.customers.add(core)
             obj = acct.render("customer", core)
         if emit:
-            self.emit(account_id, "customer.created", obj)
+            self.emit(account_id, "customer.created", obj, livemode=core["livemode"])
         return obj
 
     def update_customer(self, account_id: str, customer_id: str, **changes: Any) -> dict:
@@ -303,23 +319,58 @@ class State:
             acct.products.add(core)
             return acct.render("product", core)
 
-    def create_price(self, account_id: str, unit_amount: int, currency: str = "usd",
+    def create_price(self, account_id: str, unit_amount: int | None, currency: str = "usd",
                      interval: str = "month", interval_count: int = 1,
                      product: str | None = None, product_name: str | None = None,
-                     nickname: str | None = None, created: int | None = None) -> dict:
+                     nickname: str | None = None, created: int | None = None,
+                     unit_amount_decimal: str | None = None, usage_type: str = "licensed",
+                     tiers: list[dict] | None = None, tiers_mode: str | None = None,
+                     transform_quantity: dict | None = None) -> dict:
+        """A recurring price: per unit (``unit_amount`` or a fractional
+        ``unit_amount_decimal``), or ``tiers`` (``tiers_mode`` volume/graduated; then
+        ``unit_amount`` is null, as Stripe's); ``usage_type`` licensed or metered."""
         with self.lock:
             acct = self.account(account_id)
             if product is None:
                 product = self.create_product(account_id, product_name or "Plan")["id"]
             core = {"id": O.new_id("price", 24), "object": "price", "product": product,
-                    "unit_amount": int(unit_amount), "currency": currency.lower(),
+                    "unit_amount": None if unit_amount is None or tiers else int(unit_amount),
+                    "currency": currency.lower(),
                     "nickname": nickname, "created": self._now(created),
                     "livemode": acct.livemode, "active": True, "type": "recurring",
                     "recurring": {"interval": interval, "interval_count": interval_count,
-                                  "meter": None, "usage_type": "licensed",
+                                  "meter": None, "usage_type": usage_type,
                                   "trial_period_days": None}}
+            if unit_amount_decimal is not None:
+                core["unit_amount_decimal"] = unit_amount_decimal
+                core["unit_amount"] = int(float(unit_amount_decimal)) \
+                    if float(unit_amount_decimal).is_integer() else None
+            if tiers:
+                core.update(billing_scheme="tiered", tiers_mode=tiers_mode or "volume",
+                            unit_amount_decimal=None,
+                            tiers=[{"flat_amount": None, "flat_amount_decimal": None,
+                                    "unit_amount": None, "unit_amount_decimal": None,
+                                    "up_to": None, **t} for t in tiers])
+                for t in core["tiers"]:
+                    for field in ("flat_amount", "unit_amount"):
+                        if t[field] is not None and t[f"{field}_decimal"] is None:
+                            t[f"{field}_decimal"] = str(t[field])
+            if transform_quantity:
+                core["transform_quantity"] = dict(transform_quantity)
             acct.prices.add(core)
             return acct.render("price", core)
+
+    def create_coupon(self, account_id: str, percent_off: float | None = None,
+                      amount_off: int | None = None, currency: str | None = None,
+                      duration: str = "forever", name: str | None = None) -> dict:
+        with self.lock:
+            acct = self.account(account_id)
+            core = {"id": O.new_id("co", 8), "percent_off": percent_off,
+                    "amount_off": amount_off, "currency": currency, "duration": duration,
+                    "name": name, "created": self._now(None), "livemode": acct.livemode,
+                    "duration_in_months": 3 if duration == "repeating" else None}
+            acct.coupons[core["id"]] = core
+            return O.coupon(core)
 
     # -- subscriptions --------------------------------------------------------------
     def _period(self, acct: Account, price_id: str) -> int:
@@ -332,7 +383,11 @@ class State:
                             quantity: int = 1, status: str | None = None,
                             trial_days: int | None = None, created: int | None = None,
                             cancel_at_period_end: bool = False, emit: bool = True,
-                            period_start: int | None = None) -> dict:
+                            period_start: int | None = None,
+                            more_items: list[tuple[str, int]] | None = None,
+                            coupons: list[str] | None = None) -> dict:
+        """``more_items``: further ``(price, quantity)`` items; ``coupons``: coupon ids
+        (from ``create_coupon``) applied as the subscription's discounts."""
         with self.lock:
             acct = self.account(account_id)
             self._get(acct, "customer", customer)
@@ -352,9 +407,17 @@ class State:
                     "cancel_at_period_end": cancel_at_period_end,
                     "cancel_at": end if cancel_at_period_end else None,
                     "canceled_at": None, "ended_at": None,
-                    "items": [{"id": O.new_id("si", 14), "price": price, "quantity": quantity,
+                    "items": [{"id": O.new_id("si", 14), "price": p, "quantity": q,
                                "created": now, "current_period_start": start,
-                               "current_period_end": end}]}
+                               "current_period_end": end}
+                              for p, q in [(price, quantity), *(more_items or [])]]}
+            for p, _q in more_items or []:
+                if acct.prices.get(p) is None:
+                    raise LookupError("price", p)
+            if coupons:
+                core["discounts"] = [{"id": O.new_id("di", 24), "coupon": c,
+                                      "customer": customer, "subscription": core["id"],
+                                      "start": now, "end": None} for c in coupons]
             if status in ("canceled", "incomplete_expired"):
                 core["canceled_at"] = core["ended_at"] = min(end, int(time.time()))
             acct.subscriptions.add(core)
@@ -429,17 +492,23 @@ class State:
 
     def invoice_upcoming(self, account_id: str, subscription_id: str) -> dict:
         """Stripe sends this some days before a subscription renews."""
+        from crowdpower.plugins.stripe.mapping import item_amount
+
         with self.lock:
             acct = self.account(account_id)
             core = self._get(acct, "subscription", subscription_id)
             sub = acct.render("subscription", core)
-            item = core["items"][0]
-            price = acct.prices.get(item["price"]) or {}
-            amount = int(price.get("unit_amount") or 0) * int(item.get("quantity", 1))
-            start = item["current_period_end"]
-            end = start + self._period(acct, item["price"])
+            lines = []
+            for item, rendered in zip(core["items"], sub["items"]["data"], strict=True):
+                price = acct.prices.get(item["price"]) or {}
+                full = O.price(price, include_tiers=True)
+                start = item["current_period_end"]
+                lines.append((round(item_amount({**rendered, "price": full})), item["id"],
+                              start, start + self._period(acct, item["price"])))
+            first = core["items"][0]
             cus = acct.customers.get(core["customer"]) or {}
-            invoice = O.upcoming_invoice(sub, amount, start, end, int(time.time()),
+            invoice = O.upcoming_invoice(sub, lines, first["current_period_start"],
+                                         first["current_period_end"], int(time.time()),
                                          cus.get("email"))
         return self.emit(account_id, "invoice.upcoming", invoice)
 
@@ -448,7 +517,10 @@ class State:
                       currency: str = "usd", status: str = "succeeded",
                       failure_code: str | None = None, failure_message: str | None = None,
                       created: int | None = None, description: str | None = None,
-                      emit: bool = True) -> dict:
+                      emit: bool = True, captured: bool = True,
+                      billing_email: str | None = None, livemode: bool | None = None) -> dict:
+        """A charge; ``captured=False`` authorises only (capture later with
+        ``capture_charge``); without ``customer`` it is a guest's (``billing_email``)."""
         if status not in ("succeeded", "failed", "pending"):
             raise ValueError(f"charge status {status!r}")
         with self.lock:
@@ -465,10 +537,16 @@ class State:
                     "receipt_email": (cus or {}).get("email"),
                     "billing_name": (cus or {}).get("name"),
                     "balance_transaction": None if status == "failed" else O.new_id("txn", 24)}
+            if not captured:
+                core.update(captured=False, amount_captured=0)
+            if livemode is not None:
+                core["livemode"] = livemode
+            if billing_email:
+                core["billing_email"] = billing_email
             acct.charges.add(core)
             obj = acct.render("charge", core)
         if emit and status != "pending":
-            self.emit(account_id, f"charge.{status}", obj)
+            self.emit(account_id, f"charge.{status}", obj, livemode=core["livemode"])
         return obj
 
     def refund_charge(self, account_id: str, charge_id: str, amount: int | None = None,
@@ -497,6 +575,52 @@ class State:
         if emit:
             self.emit(account_id, "charge.refunded", after, previous)
         return after
+
+    def capture_charge(self, account_id: str, charge_id: str, amount: int | None = None,
+                       emit: bool = True) -> dict:
+        """Capture an uncaptured charge, all or part; the rest is released as a refund."""
+        with self.lock:
+            acct = self.account(account_id)
+            core = self._get(acct, "charge", charge_id)
+            if core.get("captured", True):
+                raise ValueError(f"Charge {charge_id} has already been captured.")
+            amount = core["amount"] if amount is None else int(amount)
+            core["captured"], core["amount_captured"] = True, amount
+            if amount < core["amount"]:
+                rest = core["amount"] - amount
+                acct.refunds.add({"id": O.new_id("re", 24), "object": "refund", "amount": rest,
+                                  "charge": charge_id, "currency": core["currency"],
+                                  "created": self._now(None), "status": "succeeded",
+                                  "customer": core.get("customer")})
+                core["amount_refunded"] += rest
+            obj = acct.render("charge", core)
+        if emit:
+            self.emit(account_id, "charge.captured", obj)
+        return obj
+
+    def dispute_charge(self, account_id: str, charge_id: str, status: str = "needs_response",
+                       emit: bool = True, created: int | None = None) -> dict:
+        """Open (or settle: ``status`` won/lost) a dispute of a whole charge."""
+        with self.lock:
+            acct = self.account(account_id)
+            core = self._get(acct, "charge", charge_id)
+            found = [acct.disputes.items[p] for p in acct.disputes.by_customer.get(charge_id, [])]
+            if found:
+                found[0]["status"] = status
+                dispute = found[0]
+            else:
+                dispute = {"id": O.new_id("dp", 24), "object": "dispute", "charge": charge_id,
+                           "amount": core.get("amount_captured", core["amount"]), "currency": core["currency"],
+                           "status": status, "created": self._now(created),
+                           "livemode": acct.livemode}
+                acct.disputes.add(dispute)
+            core["disputed"] = True
+            obj = acct.render("dispute", dispute)
+        if emit:
+            closed = status in ("won", "lost", "warning_closed")
+            self.emit(account_id, "charge.dispute.closed" if closed
+                      else "charge.dispute.created", obj)
+        return obj
 
     # -- connect --------------------------------------------------------------------
     def deauthorize(self, account_id: str, client_id: str) -> dict:
