@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from flask import Blueprint, Flask, g, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from crowdpower import inputs, schemas
 from crowdpower import segments as segment_service
 from crowdpower.auth import api_error, api_key_required
 from crowdpower.customers import customer_json, get_traits, record_event, upsert_customer
@@ -44,21 +45,26 @@ def _method_not_allowed(_exc):
     return api_error(405, "method_not_allowed", "Method not allowed on this resource.")
 
 
-def page_args() -> tuple[int, int | None]:
+def page_args(model: type[schemas.Page] = schemas.Page) -> tuple[int, int | None]:
     """``limit`` (1–100, default 20) and ``starting_after`` (an id) from the query string."""
+    page = query_args(model)
+    return page.limit, page.starting_after
+
+
+def query_args(model: type[schemas._Query]):
+    """The query string as ``model`` (pydantic); a 400 ``invalid_<arg>`` if it does not fit."""
     try:
-        limit = int(request.args.get("limit", 20))
-    except ValueError:
-        raise ApiError(400, "invalid_limit", "limit must be an integer from 1 to 100.") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ApiError(400, "invalid_limit", "limit must be an integer from 1 to 100.")
-    after = request.args.get("starting_after")
-    if after is None or after == "":
-        return limit, None
+        return schemas.parse(model, request.args.to_dict())
+    except schemas.Invalid as exc:
+        raise ApiError(400, exc.code, exc.message) from None
+
+
+def body_as(model: type[schemas._Body]):
+    """The JSON body as ``model`` (pydantic); a 400 ``invalid_<field>`` if it does not fit."""
     try:
-        return limit, int(after)
-    except ValueError:
-        raise ApiError(400, "invalid_cursor", "starting_after must be an id.") from None
+        return schemas.parse(model, json_body())
+    except schemas.Invalid as exc:
+        raise ApiError(400, exc.code, exc.message) from None
 
 
 def paginate(stmt, id_column, limit: int, after: int | None) -> tuple[list, bool]:
@@ -70,7 +76,12 @@ def paginate(stmt, id_column, limit: int, after: int | None) -> tuple[list, bool
 
 
 def json_body() -> dict:
-    data = request.get_json(silent=True)
+    """The request's JSON object, through the strict parser (``crowdpower.inputs``)."""
+    try:
+        data = inputs.parse_json(request.get_data(cache=True))
+    except inputs.BadInput as exc:
+        code = f"invalid_{exc.field}" if exc.field else "invalid_json"
+        raise ApiError(400, code, str(exc)) from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object.")
     return data
@@ -79,17 +90,15 @@ def json_body() -> dict:
 @bp.get("/customers")
 @api_key_required
 def list_customers():
-    limit, after = page_args()
+    args = query_args(schemas.CustomerQuery)
     pid = g.project.id
     stmt = select(Customer).where(Customer.project_id == pid)
-    email = request.args.get("email")
-    if email:
-        stmt = stmt.where(Customer.email_key == Customer.normalise_email(email))
-    segment_id = request.args.get("segment")
-    if segment_id:
-        segment = get_or_404(Segment, segment_id, pid)
+    if args.email:
+        stmt = stmt.where(Customer.email_key == Customer.normalise_email(args.email))
+    if args.segment:
+        segment = get_or_404(Segment, args.segment, pid)
         stmt = stmt.where(segment_service.condition(segment))
-    rows, more = paginate(stmt, Customer.id, limit, after)
+    rows, more = paginate(stmt, Customer.id, args.limit, args.starting_after)
     traits = get_traits(pid, [c.id for c in rows])
     return jsonify({"data": [customer_json(c, traits[c.id]) for c in rows], "has_more": more})
 
@@ -97,17 +106,10 @@ def list_customers():
 @bp.post("/customers")
 @api_key_required
 def create_customer():
-    data = json_body()
-    email = data.get("email")
-    if not isinstance(email, str) or "@" not in email or len(email) > 320:
-        raise ApiError(400, "invalid_email", "email must be a valid email address.")
-    name = data.get("name")
-    if name is not None and not isinstance(name, str):
-        raise ApiError(400, "invalid_name", "name must be a string.")
-    if name is not None and len(name) > 300:
-        raise ApiError(400, "invalid_name", "name is at most 300 characters.")
-    traits = check_traits(data.get("traits") or {})
-    customer, created = upsert_customer(g.project.id, email, name, traits, source="api")
+    body = body_as(schemas.CustomerBody)
+    traits = check_traits(body.traits or {})
+    customer, created = upsert_customer(g.project.id, body.email, body.name, traits,
+                                        source="api")
     define_traits(g.project.id, traits)
     db.session.commit()
     body = customer_json(customer, get_traits(g.project.id, [customer.id])[customer.id])
@@ -191,27 +193,10 @@ def customer_events(customer_id):
 def track_event(customer_id):
     """Record an event; 201, or 200 with the earlier event when ``external_id`` repeats."""
     customer = get_or_404(Customer, customer_id, g.project.id)
-    data = json_body()
-    name, properties = data.get("name"), data.get("properties") or {}
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise ApiError(400, "invalid_name", "name must be a string of 1 to 200 characters.")
-    if not isinstance(properties, dict):
-        raise ApiError(400, "invalid_properties", "properties must be an object.")
-    external_id = data.get("external_id")
-    if external_id is not None and (not isinstance(external_id, str) or not external_id
-                                    or len(external_id) > 255):
-        raise ApiError(400, "invalid_external_id", "external_id must be a string (≤ 255).")
-    occurred_at = None
-    if data.get("occurred_at") is not None:
-        try:
-            occurred_at = datetime.fromisoformat(str(data["occurred_at"]))
-        except ValueError:
-            raise ApiError(400, "invalid_occurred_at",
-                           "occurred_at must be an ISO 8601 date-time.") from None
-        if occurred_at.tzinfo is None:
-            occurred_at = occurred_at.replace(tzinfo=UTC)
-    event = record_event(g.project.id, customer.id, name.strip(), properties,
-                         occurred_at=occurred_at, source="api", external_id=external_id)
+    body = body_as(schemas.EventBody)
+    external_id = body.external_id
+    event = record_event(g.project.id, customer.id, body.name, body.properties or {},
+                         occurred_at=body.occurred_at, source="api", external_id=external_id)
     db.session.commit()
     if event is None:
         event = db.session.scalar(select(Event).where(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from crowdpower import auth, jobs, plugins, tenancy
+from crowdpower import auth, inputs, jobs, plugins, security, tenancy
 from crowdpower.config import ensure_secret_key, from_environment
 from crowdpower.extensions import csrf, db, migrate, oauth
 
@@ -54,11 +54,15 @@ def create_app(config: dict | None = None) -> Flask:
     plugins.init_app(app)
     jobs.init_app(app)
     auth.init_app(app)
+    inputs.init_app(app)
+    security.init_app(app)
 
-    from crowdpower import api, web
+    from crowdpower import api, openapi, web
 
     web.init_app(app)
+    security.throttle_login(app)
     api.init_app(app)
+    openapi.init_app(app)
     pm = plugins.get_pm_for(app)
     pm.hook.crowdpower_register_oauth_clients(oauth=oauth, app=app)
     pm.hook.crowdpower_register_blueprints(app=app)

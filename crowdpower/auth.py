@@ -23,7 +23,25 @@ def _load_user() -> None:
     g.project_scope_token = None
     user_id = session.get("user_id")
     if user_id is not None:
-        g.user = db.session.get(User, user_id)
+        user = db.session.get(User, user_id) if isinstance(user_id, int) else None
+        if user is None or session.get("sv") != user.session_version:
+            session.clear()  # logged out, or the password changed, since it was issued
+            return
+        g.user = user
+
+
+def start_session(user: User) -> None:
+    """A fresh session for ``user`` (no fixation), bound to its session version."""
+    session.clear()
+    session["user_id"] = user.id
+    session["sv"] = user.session_version
+
+
+def end_sessions(user: User) -> None:
+    """Log ``user`` out everywhere: every cookie issued so far stops working."""
+    user.session_version = (user.session_version or 0) + 1
+    db.session.commit()
+    session.clear()
 
 
 def _reset_scope(_exc=None) -> None:

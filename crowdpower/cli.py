@@ -15,11 +15,17 @@ from sqlalchemy import select
 from crowdpower.extensions import db
 from crowdpower.models import ApiKey, Membership, Project, User
 
+DEV_COMMANDS = {"demo", "stripe-double"}  # run with no external services, keys optional
+
 
 def _create_app(*_args, **_kwargs):
+    import sys
+
     from crowdpower import create_app
 
-    return create_app()
+    args = [a for a in sys.argv[1:] if not a.startswith("-")]
+    return create_app({"CROWDPOWER_DEV": True} if args[:1] and args[0] in DEV_COMMANDS
+                      else None)
 
 
 class CrowdPowerGroup(FlaskGroup):
@@ -114,6 +120,18 @@ def add_member(email: str, password: str, project_id: int) -> User:
         db.session.add(Membership(user_id=user.id, project_id=project_id))
     db.session.commit()
     return user
+
+
+@cli.command("rotate-encryption")
+@with_appcontext
+def rotate_encryption() -> None:
+    """Re-encrypt every stored secret with the first of ENCRYPTION_KEYS (prints counts)."""
+    from crowdpower.crypto import reencrypt_all
+    from crowdpower.tenancy import unscoped
+
+    with unscoped():
+        counts = reencrypt_all(db.session, db.metadata)
+    click.echo(json.dumps(counts, sort_keys=True))
 
 
 @cli.command("worker")

@@ -12,6 +12,10 @@ def from_environment(instance_path: str) -> dict:
     """Read every setting CrowdPower understands; sensible embedded defaults."""
     return {
         "SECRET_KEY": os.environ.get("SECRET_KEY") or None,
+        # Keys of stored secrets, newest first (older ones only decrypt); unset: derived
+        # from SECRET_KEY. `crowdpower rotate-encryption` re-encrypts with the first.
+        "ENCRYPTION_KEYS": [k.strip() for k in os.environ.get("ENCRYPTION_KEYS", "").split(",")
+                            if k.strip()],
         "SQLALCHEMY_DATABASE_URI": normalise_database_url(
             os.environ.get("DATABASE_URL")
             or f"sqlite:///{os.path.join(instance_path, 'crowdpower.sqlite3')}"
@@ -21,14 +25,30 @@ def from_environment(instance_path: str) -> dict:
         "SMTP_URL": os.environ.get("SMTP_URL") or None,
         "MAIL_FROM": os.environ.get("MAIL_FROM", "CrowdPower <noreply@crowdpower.local>"),
         "BASE_URL": os.environ.get("BASE_URL") or None,
+        # Secure cookies: on when asked, or when the public URL is https
+        "SESSION_COOKIE_SECURE": _flag(os.environ.get("SESSION_COOKIE_SECURE"),
+                                       (os.environ.get("BASE_URL") or "").startswith("https:")),
+        "SESSION_COOKIE_SAMESITE": os.environ.get("SESSION_COOKIE_SAMESITE") or "Lax",
         "STRIPE_CLIENT_ID": os.environ.get("STRIPE_CLIENT_ID"),
         "STRIPE_SECRET_KEY": os.environ.get("STRIPE_SECRET_KEY"),
         "STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET"),
         "STRIPE_API_BASE": os.environ.get("STRIPE_API_BASE", "https://api.stripe.com"),
         "STRIPE_CONNECT_BASE": os.environ.get("STRIPE_CONNECT_BASE", "https://connect.stripe.com"),
+        "OUTBOUND_ALLOWLIST": os.environ.get("OUTBOUND_ALLOWLIST", ""),
+        **({"OUTBOUND_ALLOWED_PORTS": [int(p) for p in os.environ["OUTBOUND_ALLOWED_PORTS"]
+                                       .split(",") if p.strip()]}
+           if os.environ.get("OUTBOUND_ALLOWED_PORTS") else {}),
+        **{k: os.environ[k] for k in ("LOGIN_LIMIT_PER_ADDRESS", "LOGIN_LIMIT_PER_ACCOUNT")
+           if os.environ.get(k)},
         "JOB_RETRY_INTERVALS": [10, 60, 300],
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     }
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def normalise_database_url(url: str) -> str:
@@ -40,8 +60,26 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+class InsecureConfiguration(RuntimeError):
+    """Refusing to start: a production install without its own keys."""
+
+
+def development_mode(config: dict) -> bool:
+    """Explicit development mode: ``CROWDPOWER_DEV=1``, the demo, tests, or debug."""
+    return bool(config.get("CROWDPOWER_DEV") or config.get("TESTING") or config.get("DEBUG")
+                or _flag(os.environ.get("CROWDPOWER_DEV"), False))
+
+
 def ensure_secret_key(config: dict) -> None:
-    """Fall back to the development key (loudly) when no SECRET_KEY was given at all."""
-    if not config.get("SECRET_KEY"):
+    """Production refuses to start without its own ``SECRET_KEY``: a public dev key would
+    let anyone forge session cookies. Development mode falls back to it, loudly."""
+    key = config.get("SECRET_KEY")
+    if key and key != DEV_SECRET_KEY:
+        return
+    if not development_mode(config):
+        raise InsecureConfiguration(
+            "SECRET_KEY is not set (or is the public development key): set a long random "
+            "SECRET_KEY, or CROWDPOWER_DEV=1 for a development install")
+    if not key:
         warnings.warn("SECRET_KEY is not set: using the development key", stacklevel=3)
         config["SECRET_KEY"] = DEV_SECRET_KEY

@@ -137,9 +137,18 @@ def upsert_customer(
     if created:
         customer = Customer(project_id=project_id, email=(email or "").strip() or None,
                             email_key=Customer.normalise_email(email), name=name)
-        db.session.add(customer)
-        db.session.flush()
-    elif name is not None:
+        savepoint = db.session.begin_nested()
+        try:
+            db.session.add(customer)
+            db.session.flush()
+            savepoint.commit()
+        except IntegrityError:  # a concurrent request created this email first: update it
+            savepoint.rollback()
+            customer = find_by_email(project_id, email)
+            if customer is None:
+                raise
+            created = False
+    if not created and name is not None:
         customer.name = name
     if traits:
         set_traits(project_id, customer.id, traits, source=source)

@@ -325,11 +325,13 @@ def run_periodic_jobs(app: Flask, stop: threading.Event, redis=None) -> None:
 
     with app.app_context():
         jobs = [j for batch in get_pm().hook.crowdpower_periodic_jobs() for j in batch or []]
+    prefix = app.config.get("RQ_QUEUE_PREFIX", "")  # installations sharing a Redis
     last: dict[str, float] = {}
     while not stop.is_set():
         for dotted, every, queue in jobs:
             if redis is not None:
-                due = redis.set(f"crowdpower:periodic:{dotted}", "1", nx=True, ex=int(every))
+                due = redis.set(f"{prefix}crowdpower:periodic:{dotted}", "1", nx=True,
+                                ex=int(every))
             else:
                 due = time.monotonic() - last.get(dotted, 0) >= every
             if due:

@@ -28,6 +28,9 @@ OPS = {"eq", "neq", "in", "not_in", "exists", "not_exists", "gt", "gte", "lt", "
        "within_last", "before_last"}
 NEGATIVE = {"neq": "eq", "not_in": "in", "not_exists": "exists"}
 MAX_DEPTH = 5
+MAX_CONDITIONS = 25   # conditions and groups in one rule: counts stay one cheap query
+MAX_LIST = 100        # values of one in/not_in
+MAX_KEY = 100         # a trait name (TraitValue.key)
 MAX_DAYS = 36_600  # ~100 years: further back than any stored date, and no datetime overflow
 TEXT_LIMIT = 500  # TraitValue.value_text keeps this many characters
 
@@ -62,7 +65,29 @@ def _days(value: Any) -> float:
 
 
 def validate(rule: Any, depth: int = 0) -> None:
-    """Check a rule's shape; raise ``RuleError`` with a readable message."""
+    """Check a rule's shape and size; raise ``RuleError`` with a readable message.
+
+    Size and depth are checked before anything else looks at the rule, so a huge rule
+    is refused before it is saved or counted.
+    """
+    nodes = _count_nodes(rule, 0)
+    if nodes > MAX_CONDITIONS:
+        raise RuleError(f"a rule has at most {MAX_CONDITIONS} conditions and groups")
+    _validate(rule, depth)
+
+
+def _count_nodes(rule: Any, depth: int) -> int:
+    if depth > MAX_DEPTH + 1:
+        raise RuleError(f"rules are nested too deeply (at most {MAX_DEPTH} levels)")
+    if isinstance(rule, dict) and isinstance(rule.get("all", rule.get("any")), list):
+        group = rule.get("all", rule.get("any"))
+        if len(group) > MAX_CONDITIONS:
+            raise RuleError(f"a rule has at most {MAX_CONDITIONS} conditions and groups")
+        return 1 + sum(_count_nodes(child, depth + 1) for child in group)
+    return 1
+
+
+def _validate(rule: Any, depth: int = 0) -> None:
     if depth > MAX_DEPTH:
         raise RuleError(f"rules are nested too deeply (at most {MAX_DEPTH} levels)")
     if not isinstance(rule, dict):
@@ -74,11 +99,13 @@ def validate(rule: Any, depth: int = 0) -> None:
         if not isinstance(group, list):
             raise RuleError("'all'/'any' must be a list of conditions")
         for child in group:
-            validate(child, depth + 1)
+            _validate(child, depth + 1)
         return
     key, op = rule.get("trait"), rule.get("op")
     if not isinstance(key, str) or not key:
         raise RuleError("a condition needs a 'trait' name")
+    if len(key) > MAX_KEY:
+        raise RuleError(f"trait names are at most {MAX_KEY} characters")
     if not isinstance(op, str) or op not in OPS:
         raise RuleError(f"unknown operator {op!r}; expected one of {sorted(OPS)}")
     value = rule.get("value")
@@ -88,6 +115,11 @@ def validate(rule: Any, depth: int = 0) -> None:
         not isinstance(value, list) or not all(_is_scalar(v) for v in value)
     ):
         raise RuleError(f"'{op}' needs a list of strings, numbers or booleans")
+    if op in {"in", "not_in"} and len(value) > MAX_LIST:
+        raise RuleError(f"'{op}' takes at most {MAX_LIST} values")
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, str) and len(item) > TEXT_LIMIT:
+            raise RuleError(f"values are at most {TEXT_LIMIT} characters")
     if op in {"within_last", "before_last"}:
         _days(value)
     if op in {"gt", "gte", "lt", "lte"} and (

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from crowdpower.extensions import db
 from crowdpower.models import Customer, Segment
@@ -77,8 +78,14 @@ def create(project_id: int, name: Any, rules: Any, description: Any = "",
         raise DuplicateSegment(f"a segment named {name!r} already exists")
     segment = Segment(project_id=project_id, name=name, description=description or "",
                       rules=rules, source=source)
-    db.session.add(segment)
-    db.session.flush()
+    savepoint = db.session.begin_nested()
+    try:
+        db.session.add(segment)
+        db.session.flush()
+    except IntegrityError:  # a concurrent request took the name between check and insert
+        savepoint.rollback()
+        raise DuplicateSegment(f"a segment named {name!r} already exists") from None
+    savepoint.commit()
     return segment
 
 

@@ -68,13 +68,18 @@ def unscoped() -> Iterator[None]:
         _unscoped.reset(token)
 
 
+MAX_ID = 2**31  # ids are 32-bit integer columns
+
+
 def get_or_404(model, object_id, project_id: int):
     """Load ``model`` by primary key within ``project_id``; anything else is a 404."""
     from crowdpower.extensions import db
 
     try:
         object_id = int(object_id)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
+        abort(404)
+    if not 0 < object_id < MAX_ID:  # beyond a database integer: nothing can have it
         abort(404)
     with project_scope(project_id):
         obj = db.session.get(model, object_id)
@@ -87,6 +92,12 @@ def get_by_id_and_project(model, object_id, project_id: int):
     """Like ``get_or_404`` but returns None (for jobs and services)."""
     from crowdpower.extensions import db
 
+    try:
+        object_id = int(object_id)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not 0 < object_id < MAX_ID:
+        return None
     with project_scope(project_id):
         obj = db.session.get(model, object_id)
     return obj if obj is not None and obj.project_id == project_id else None

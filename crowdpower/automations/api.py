@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from flask import g, jsonify, request
+from flask import g, jsonify
 from sqlalchemy import select
 
-from crowdpower.api import ApiError, json_body, page_args, paginate
+from crowdpower import schemas
+from crowdpower.api import ApiError, json_body, paginate, query_args
 from crowdpower.auth import api_error, api_key_required
 from crowdpower.automations import attribution, bp
-from crowdpower.automations.models import STATES, Automation, AutomationSettings, Message
+from crowdpower.automations.models import Automation, AutomationSettings, Message
 from crowdpower.automations.validation import FIELDS, Invalid, apply, clean
 from crowdpower.extensions import db
 from crowdpower.models import Customer
@@ -57,12 +58,11 @@ def _cleaned(data: dict, automation: Automation | None = None) -> dict:
 @bp.get("/api/v1/automations")
 @api_key_required
 def api_list_automations():
-    limit, after = page_args()
+    args = query_args(schemas.AutomationQuery)
     stmt = select(Automation).where(Automation.project_id == g.project.id)
-    trigger = request.args.get("trigger")
-    if trigger:
-        stmt = stmt.where(Automation.trigger == trigger)
-    rows, more = paginate(stmt, Automation.id, limit, after)
+    if args.trigger:
+        stmt = stmt.where(Automation.trigger == args.trigger)
+    rows, more = paginate(stmt, Automation.id, args.limit, args.starting_after)
     figures = attribution.stats(g.project.id, [a.id for a in rows])
     return jsonify({"data": [{**automation_json(a), "stats": figures[a.id]} for a in rows],
                     "has_more": more})
@@ -96,21 +96,17 @@ def api_update_automation(automation_id):
 @bp.get("/api/v1/messages")
 @api_key_required
 def api_list_messages():
-    limit, after = page_args()
+    args = query_args(schemas.MessageQuery)
     pid = g.project.id
     stmt = select(Message).where(Message.project_id == pid)
-    if request.args.get("customer_id"):
-        stmt = stmt.where(Message.customer_id == get_or_404(
-            Customer, request.args["customer_id"], pid).id)
-    if request.args.get("automation_id"):
+    if args.customer_id:
+        stmt = stmt.where(Message.customer_id == get_or_404(Customer, args.customer_id, pid).id)
+    if args.automation_id:
         stmt = stmt.where(Message.automation_id == get_or_404(
-            Automation, request.args["automation_id"], pid).id)
-    state = request.args.get("state")
-    if state:
-        if state not in STATES:
-            raise ApiError(400, "invalid_state", f"state must be one of {', '.join(STATES)}.")
-        stmt = stmt.where(Message.state == state)
-    rows, more = paginate(stmt, Message.id, limit, after)
+            Automation, args.automation_id, pid).id)
+    if args.state:
+        stmt = stmt.where(Message.state == args.state)
+    rows, more = paginate(stmt, Message.id, args.limit, args.starting_after)
     return jsonify({"data": [message_json(m) for m in rows], "has_more": more})
 
 
@@ -136,7 +132,7 @@ def parse_cap(value) -> int | None:
         return None
     try:
         hours = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         hours = -1
     if isinstance(value, bool) or isinstance(value, float) or not 1 <= hours <= 720:
         raise ValueError("frequency_cap_hours must be empty/null (off) or 1–720 hours")

@@ -25,11 +25,11 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import requests
+import urllib3
 from flask import current_app
 from sqlalchemy import and_, or_, select, update
 
-from crowdpower import jobs
+from crowdpower import jobs, outbound
 from crowdpower.automations import engine, templating
 from crowdpower.automations.models import Automation, Message
 from crowdpower.automations.unsubscribe import url_for_message
@@ -281,24 +281,27 @@ def _decode(value: bytes | str) -> str:
 # -- webhook ---------------------------------------------------------------------------
 
 def _post_webhook(message: Message, event: Event) -> int:
-    """POST the rendered JSON body; the status code if 2xx, else raise."""
+    """POST the rendered JSON body to the checked address; the status code if 2xx.
+
+    Only the status line is ever kept: the receiver's body is not read, so an internal
+    service cannot be read back through a message's ``error``.
+    """
     try:
-        with requests.post(
-                message.recipient or "", data=(message.body_text or "").encode(),
-                allow_redirects=False, stream=True,
-                timeout=current_app.config["WEBHOOK_TIMEOUT"],
-                headers={"Content-Type": "application/json",
-                         "User-Agent": "CrowdPower-Automations/1",
-                         "X-CrowdPower-Message-Id": message.uuid,
-                         "X-CrowdPower-Event": event.name}) as response:
-            status = response.status_code
-            excerpt = "" if 200 <= status < 300 else _decode(response.raw.read(200))
-    except requests.RequestException as exc:
-        raise Transient(f"webhook request failed: {exc!r}") from exc
+        status = outbound.post(
+            message.recipient or "", (message.body_text or "").encode(),
+            {"Content-Type": "application/json", "User-Agent": "CrowdPower-Automations/1",
+             "X-CrowdPower-Message-Id": message.uuid, "X-CrowdPower-Event": event.name},
+            timeout=current_app.config["WEBHOOK_TIMEOUT"])
+    except outbound.Unresolvable as exc:
+        raise Transient(str(exc)) from exc
+    except outbound.UnsafeURL as exc:
+        raise Permanent(f"webhook URL refused: {exc}") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise Transient(f"webhook request failed: {type(exc).__name__}") from exc
     message.response_status = status
     if 200 <= status < 300:
         return status
-    detail = f"webhook answered HTTP {status}: {excerpt}"
+    detail = f"webhook answered HTTP {status}"
     if status >= 500 or status in (408, 429):
         raise Transient(detail)
     raise Permanent(detail)

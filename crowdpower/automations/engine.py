@@ -14,15 +14,20 @@ import logging
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from crowdpower import jobs, rules
-from crowdpower.automations.models import Automation, AutomationSettings, Message
+from crowdpower.automations.models import (
+    Automation,
+    AutomationSettings,
+    Message,
+    PendingDispatch,
+)
 from crowdpower.extensions import db
 from crowdpower.models import Customer, Event, Segment, utcnow
 from crowdpower.segments import condition as segment_condition
-from crowdpower.tenancy import current_project_id, get_by_id_and_project
+from crowdpower.tenancy import current_project_id, get_by_id_and_project, unscoped
 
 log = logging.getLogger(__name__)
 QUEUE = "messages"
@@ -45,8 +50,39 @@ def on_event(project_id: int, event_id: int) -> bool:
             return False
     # Deciding who gets a message is as urgent as recording the event: it shares the
     # webhooks queue, so a backlog of webhooks cannot starve it (sends stay on ``messages``).
-    jobs.enqueue(dispatch_event, event_id, queue=DISPATCH_QUEUE, project_id=project_id)
+    try:
+        jobs.enqueue(dispatch_event, event_id, queue=DISPATCH_QUEUE, project_id=project_id)
+    except Exception:  # the queue is down: keep the event for ``sweep_dispatches``
+        log.exception("dispatch of event %s not queued; recorded for the sweeper", event_id)
+        _record_pending(project_id, event_id)
     return True
+
+
+def _record_pending(project_id: int, event_id: int) -> None:
+    insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
+    with db.engine.begin() as conn:
+        conn.execute(insert(PendingDispatch).values(
+            project_id=project_id, event_id=event_id, created_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["event_id"]))
+
+
+def sweep_dispatches(limit: int = 1000) -> int:
+    """Periodic job: queue the dispatches that could not be queued when their event was
+    recorded. A row is deleted only once its job is queued; ``dispatch_event`` is
+    idempotent (one message per automation and event), so a repeat is harmless."""
+    with unscoped():  # a maintenance job across every project, by design
+        rows = db.session.execute(select(PendingDispatch.id, PendingDispatch.project_id,
+                                         PendingDispatch.event_id)
+                                  .order_by(PendingDispatch.id).limit(limit)).all()
+    done = []
+    for row_id, project_id, event_id in rows:
+        jobs.enqueue(dispatch_event, event_id, queue=DISPATCH_QUEUE, project_id=project_id)
+        done.append(row_id)
+    if done:
+        with unscoped():
+            db.session.execute(delete(PendingDispatch).where(PendingDispatch.id.in_(done)))
+        db.session.commit()
+    return len(done)
 
 
 def dispatch_event(event_id: int) -> list[int]:

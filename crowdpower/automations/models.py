@@ -124,3 +124,15 @@ class Conversion(TenantMixin, db.Model):
     currency: Mapped[str | None] = mapped_column(String(10))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PendingDispatch(TenantMixin, db.Model):
+    """An event whose ``dispatch_event`` job could not be queued (Redis unreachable after
+    the event was committed); the periodic sweep queues it again and deletes the row."""
+
+    __tablename__ = "automation_pending_dispatches"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"),
+                                          unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

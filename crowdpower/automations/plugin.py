@@ -12,6 +12,9 @@ log = logging.getLogger(__name__)
 CONFIG_DEFAULTS = {
     "SMTP_TIMEOUT": 30,
     "WEBHOOK_TIMEOUT": 10,
+    # Networks/host names webhooks may reach although internal (on-premise installs).
+    "OUTBOUND_ALLOWLIST": [],
+    "OUTBOUND_ALLOWED_PORTS": [80, 443, 8080, 8443],
     # Seconds before retry 1, 2, 3 of a transient SMTP/webhook failure; then it fails.
     "MESSAGE_RETRY_DELAYS": [60, 300, 1800],
     # A message "sending" for longer than this had its worker die; the sweep retries it.
@@ -75,4 +78,5 @@ def crowdpower_queues():
 
 @hookimpl
 def crowdpower_periodic_jobs():
-    return [("crowdpower.automations.delivery.sweep", 60, "messages")]
+    return [("crowdpower.automations.delivery.sweep", 60, "messages"),
+            ("crowdpower.automations.engine.sweep_dispatches", 30, "webhooks")]

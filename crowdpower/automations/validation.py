@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from crowdpower import rules
+from crowdpower import outbound, rules
 from crowdpower.automations import attribution, templating
 from crowdpower.automations.models import ACTIONS, Automation
 from crowdpower.models import Segment
@@ -81,6 +81,7 @@ def clean(data: dict[str, Any], project_id: int,
             values[field] = ""
         elif not isinstance(values[field], str):
             fail(field, "must be a string")
+            values[field] = ""  # reported; the checks below see an empty string
     conditions = values.get("conditions") or {}
     if not isinstance(conditions, dict) or set(conditions) - {"event", "traits"}:
         fail("conditions", 'must be {"event": rule, "traits": rule} (both optional)')
@@ -115,6 +116,13 @@ def clean(data: dict[str, Any], project_id: int,
         parts = urlsplit(url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
             fail("webhook_url", "an http(s) URL")
+        else:
+            try:  # checked again, and pinned to the checked address, at send time
+                outbound.check_url(url)
+            except outbound.Unresolvable:
+                pass  # DNS may not exist yet; the send-time check refuses it if unsafe
+            except outbound.UnsafeURL as exc:
+                fail("webhook_url", f"not allowed: {exc}", "unsafe_webhook_url")
         values["webhook_url"] = url.strip()
     if not errors:
         sources = {f: values[f] for f in ("subject", "html", "text", "webhook_body")}

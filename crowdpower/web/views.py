@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import re
+import secrets
+from urllib.parse import unquote
 
 from flask import flash, g, redirect, render_template, request, session, url_for
 from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from crowdpower import segments as segment_service
-from crowdpower.auth import login_required, project_required, user_projects
+from crowdpower.auth import (
+    end_sessions,
+    login_required,
+    project_required,
+    start_session,
+    user_projects,
+)
 from crowdpower.customers import get_traits
 from crowdpower.extensions import db
 from crowdpower.models import Customer, Event, Segment, User
@@ -57,16 +68,20 @@ def server_error(_exc):
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
+    """Log in; failed attempts are throttled (``security.throttle_login``)."""
     error = None
     if request.method == "POST":
         email = (request.form.get("email") or "").strip().lower()
         password = request.form.get("password") or ""
-        user = db.session.scalar(select(User).where(User.email == email)) if email else None
-        if user is None or not user.check_password(password):
+        user = db.session.scalar(select(User).where(User.email == email)) \
+            if email and len(email) <= 320 else None
+        if user is None:
+            check_password_hash(_dummy_hash(), password)  # as slow as a real check
+            error = "Wrong email or password."
+        elif not user.check_password(password):
             error = "Wrong email or password."
         else:
-            session.clear()
-            session["user_id"] = user.id
+            start_session(user)
             target = request.args.get("next") or ""
             if not is_local_path(target):
                 target = url_for("web.index")
@@ -74,14 +89,33 @@ def login():
     return render_template("login.html", error=error), (401 if error else 200)
 
 
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of nothing, checked for unknown emails so they answer as slowly as known
+    ones (no account enumeration by timing)."""
+    return generate_password_hash(secrets.token_hex(16))
+
+
+_LOCAL_PATH = re.compile(r"^/(?![/\\])[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]*$")
+
+
 def is_local_path(target: str) -> bool:
-    """A path on this site; browsers read ``//host`` and ``/\\host`` as other sites."""
-    return (target.startswith("/") and not target.startswith(("//", "/\\"))
-            and not any(c in target for c in "\r\n"))
+    """A path on this site, strictly: one leading ``/``, then URL characters only.
+
+    Browsers read ``//host``, ``/\\host`` and ``/<tab>/host`` as other sites (they drop
+    tabs and newlines), so any control or space character, backslash, or a second
+    leading slash after decoding, refuses the target."""
+    if not _LOCAL_PATH.match(target):
+        return False
+    decoded = unquote(target)
+    return not decoded.startswith(("//", "/\\")) and not any(
+        c in decoded for c in "\\\t\r\n\x00")
 
 
 @bp.post("/logout")
 def logout():
+    if g.get("user") is not None:
+        end_sessions(g.user)
     session.clear()
     return redirect(url_for("web.login"))
 

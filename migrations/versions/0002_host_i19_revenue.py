@@ -1,7 +1,7 @@
 """revenue snapshots, movements, automation conversions
 
 Revision ID: 0002_host_i19
-Revises: 0001_host
+Revises: 0002_host_i14
 Create Date: 2026-11-29 23:06:18.962583
 
 """
@@ -13,7 +13,7 @@ import crowdpower.models  # noqa: F401
 
 # revision identifiers, used by Alembic.
 revision = '0002_host_i19'
-down_revision = '0001_host'
+down_revision = '0002_host_i14'
 branch_labels = None
 depends_on = None
 

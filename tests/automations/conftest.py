@@ -92,6 +92,7 @@ def automation_config(app_config, smtp_server):
         "MESSAGE_RETRY_DELAYS": [0, 0],
         "SMTP_TIMEOUT": 5,
         "WEBHOOK_TIMEOUT": 5,
+        "OUTBOUND_ALLOWLIST": ["127.0.0.1/32"],  # the loopback webhook receiver
         "EXTRA_PLUGINS": [SuggestionsPlugin()],
     })
     return app_config

@@ -144,7 +144,8 @@ def crowdpower_queues():
 
 @hookimpl
 def crowdpower_periodic_jobs():
-    return [("crowdpower.plugins.stripe.webhooks.sweep_inbox", 30, "webhooks")]
+    return [("crowdpower.plugins.stripe.webhooks.sweep_inbox", 30, "webhooks"),
+            ("crowdpower.plugins.stripe.sync_sweeper.sweep_syncs", 60, "sync")]
 
 
 @hookimpl

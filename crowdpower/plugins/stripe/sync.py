@@ -141,6 +141,9 @@ def request_sync(project_id: int, reason: str = "connect") -> tuple[StripeSyncRu
 
 
 def _is_stale(run: StripeSyncRun) -> bool:
+    if run.heartbeat_at is not None and utcnow() - run.heartbeat_at > timedelta(
+            seconds=3 * float(setting("STRIPE_SYNC_LEASE_SECONDS"))):
+        return True  # its worker died mid-slice (the heartbeat stopped)
     seen = run.heartbeat_at or run.started_at or run.created_at
     return seen is not None and utcnow() - seen > timedelta(
         seconds=setting("STRIPE_SYNC_STALE_SECONDS"))

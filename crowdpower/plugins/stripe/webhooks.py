@@ -96,10 +96,52 @@ RETURNING id, project_id
                 bindparam("received_at", type_=UTCDateTime()))
 
 
+MAX_BODY = 1024 * 1024      # Stripe's events are far smaller; more is not Stripe
+FUTURE_SKEW = 60            # seconds a signature's timestamp may be ahead of our clock
+
+
+def _signed_in_future(header: str | None) -> bool:
+    """A ``t=`` ahead of our clock: the SDK checks only age, so a signature made for the
+    future would stay replayable for as long as it is ahead."""
+    for part in (header or "").split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t" and value.isdigit() and int(value) > time.time() + FUTURE_SKEW:
+            return True
+    return False
+
+
+def _shape_error(event: Any) -> str | None:
+    """What makes ``event`` not a Stripe event we can store (a 400, never a 5xx)."""
+    if not isinstance(event, dict):
+        return "not a Stripe event"
+    checks = (("id", str, 255), ("type", str, 100))
+    for key, kind, size in checks:
+        value = event.get(key)
+        if not isinstance(value, kind) or not 0 < len(value) <= size:
+            return f"'{key}' must be a string of 1 to {size} characters"
+    account = event.get("account")
+    if account is not None and (not isinstance(account, str) or not 0 < len(account) <= 64):
+        return "'account' must be an account id"
+    created = event.get("created", 0)
+    if isinstance(created, bool) or not isinstance(created, int) or not 0 <= created < 2**31:
+        return "'created' must be a Unix timestamp"
+    if not isinstance(event.get("livemode", False), bool):
+        return "'livemode' must be a boolean"
+    data = event.get("data", {})
+    if not isinstance(data, dict) or not isinstance(data.get("object", {}), dict) \
+            or not isinstance(data.get("previous_attributes", {}) or {}, dict):
+        return "'data' must be an object with an object 'object'"
+    return None
+
+
 @bp.post("/integrations/stripe/webhook")
 def receive():
     """One endpoint for every connected account (the event's ``account`` names it)."""
-    payload = request.get_data(cache=False)
+    if (request.content_length or 0) > MAX_BODY:
+        return _reply(413, error=f"body larger than {MAX_BODY} bytes")
+    payload = request.stream.read(MAX_BODY + 1)
+    if len(payload) > MAX_BODY:
+        return _reply(413, error=f"body larger than {MAX_BODY} bytes")
     secrets = webhook_secrets()
     if not secrets:
         log.error("STRIPE_WEBHOOK_SECRET is not set: refusing webhooks")
@@ -107,20 +149,25 @@ def receive():
     if not verify(payload, request.headers.get("Stripe-Signature"), secrets,
                   int(current_app.config["STRIPE_WEBHOOK_TOLERANCE"])):
         return _reply(400, error="invalid or missing Stripe-Signature")
+    if _signed_in_future(request.headers.get("Stripe-Signature")):
+        return _reply(400, error="Stripe-Signature timestamp is in the future")
     try:
         event = json.loads(payload)
-    except ValueError:
-        return _reply(400, error="body is not JSON")
-    if not isinstance(event, dict) or not isinstance(event.get("id"), str) \
-            or not isinstance(event.get("type"), str):
-        return _reply(400, error="not a Stripe event")
+        problem = _shape_error(event)
+        object_key = None if problem else mapping.event_object_key(event)[:200]
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        return _reply(400, error="body is not a JSON Stripe event")
+    if problem:
+        return _reply(400, error=problem)
+    if b"\\u0000" in payload:  # no database stores NUL in text; Stripe never sends one
+        return _reply(400, error="NUL characters are not accepted")
     account = event.get("account")
     try:
         # One statement, autocommitted: durable when it returns, in one round trip.
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             row = conn.execute(STORE_EVENT, {
                 "event_id": event["id"], "account_id": account, "type": event["type"][:100],
-                "object_key": mapping.event_object_key(event)[:200],
+                "object_key": object_key,
                 "livemode": bool(event.get("livemode")),
                 "created": int(event.get("created") or 0),
                 "payload": payload.decode("utf-8"), "received_at": utcnow()}).first()
@@ -455,14 +502,26 @@ def _customer_event(project_id: int, type_: str, obj: dict,
 
 
 def _is_twin(project_id: int, row: StripeWebhookEvent) -> bool:
-    """Another event of the same change was already recorded within the dedupe window."""
+    """Another event of the same change was already recorded within the dedupe window,
+    and no other change of that object came in between (A→B, B→A, A→B are three real
+    changes, even though the first and the last look alike)."""
     window = int(current_app.config["STRIPE_DEDUPE_WINDOW_SECONDS"])
-    return db.session.scalar(select(StripeWebhookEvent.id).where(
-        StripeWebhookEvent.project_id == project_id,
-        StripeWebhookEvent.object_key == row.object_key,
-        StripeWebhookEvent.id != row.id, StripeWebhookEvent.status == "processed",
-        StripeWebhookEvent.created.between(row.created - window, row.created + window),
-    ).limit(1)) is not None
+    events = StripeWebhookEvent
+    twin = db.session.execute(select(events.id, events.created).where(
+        events.project_id == project_id, events.object_key == row.object_key,
+        events.id != row.id, events.status == "processed",
+        events.created.between(row.created - window, row.created + window),
+    ).order_by(events.id.desc()).limit(1)).first()
+    if twin is None:
+        return False
+    obj = ":".join((row.object_key or "").split(":")[:2]) + ":"
+    low, high = sorted((twin.created, row.created))
+    between = db.session.scalar(select(events.id).where(
+        events.project_id == project_id, events.object_key.startswith(obj, autoescape=True),
+        events.object_key != row.object_key, events.id != row.id,
+        events.status.in_(("processed", "pending", "retry")),
+        events.created.between(low, high)).limit(1))
+    return between is None
 
 
 def resolve_customer(project_id: int, conn: Connection, stripe_customer: str) -> int | None:
