@@ -104,9 +104,11 @@ def reencrypt_all(session, metadata) -> dict[str, int]:
             except InvalidToken:
                 counts["unreadable"] += 1
                 continue
-            session.execute(update(table).where(pk == row_id)
-                            .values({column.name: type_coerce(fresh, Text)}))
-            done += 1
+            # Compare-and-set: a value rewritten meanwhile (a Stripe App refresh token
+            # rotated by a worker) is newer than ours and must not be overwritten.
+            written = session.execute(update(table).where(pk == row_id, raw == token)
+                                      .values({column.name: type_coerce(fresh, Text)}))
+            done += written.rowcount
         counts[f"{table.name}.{column.name}"] = done
     session.commit()
     return counts

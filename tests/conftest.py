@@ -251,9 +251,13 @@ def api(client, api_key: str):
 # The Stripe double (crowdpower.plugins.stripe.double) is a real HTTP server on loopback;
 # the app talks to it with the real stripe SDK and authlib.
 
-STRIPE_SECRET = "sk_test_platform_double"
+STRIPE_SECRET = "sk_test_platform_double"   # the platform's live-mode key, for the double
+STRIPE_TEST_SECRET = "sk_test_platform_double_testmode"
 STRIPE_CLIENT_ID = "ca_test_double"
 STRIPE_WEBHOOK_SECRET = "whsec_test_double"
+# How connect_account links accounts: "app" (Stripe App install, the default) or
+# "connect" (legacy Connect OAuth); CROWDPOWER_TEST_STRIPE_KIND=connect runs the suite legacy.
+STRIPE_KIND = os.environ.get("CROWDPOWER_TEST_STRIPE_KIND", "app")
 
 
 @pytest.fixture(scope="session")
@@ -261,7 +265,8 @@ def stripe_double_server():
     from crowdpower.plugins.stripe.double import StripeDouble
 
     double = StripeDouble(secret_key=STRIPE_SECRET, client_id=STRIPE_CLIENT_ID,
-                          webhook_url=None, webhook_secrets=[STRIPE_WEBHOOK_SECRET])
+                          webhook_url=None, webhook_secrets=[STRIPE_WEBHOOK_SECRET],
+                          test_secret_key=STRIPE_TEST_SECRET)
     double.test_base_url = double.start()
     yield double
     double.stop()
@@ -276,8 +281,17 @@ def stripe_double(stripe_double_server, app_config):
     double.oauth_auto_approve = True
     double.oauth_next_account = None
     double.reset_request_log()
+    double.apps.reset()
+    double.test_secret_key = STRIPE_TEST_SECRET
     base = double.test_base_url
+    # A test module may pick the mode first (``app_config["STRIPE_CONNECT_MODE"]``).
+    app_config.setdefault("STRIPE_CONNECT_MODE", "app" if STRIPE_KIND == "app" else "connect")
     app_config.update({
+        "STRIPE_APP_AUTHORIZE_URL": f"{base}/oauth/v2/chnlink_double/authorize?client_id="
+                                    + double.apps.live_client_id,
+        "STRIPE_APP_TEST_AUTHORIZE_URL": f"{base}/oauth/v2/test/chnlink_double/authorize"
+                                         "?client_id=" + double.apps.test_client_id,
+        "STRIPE_TEST_SECRET_KEY": STRIPE_TEST_SECRET,
         "STRIPE_SECRET_KEY": STRIPE_SECRET,
         "STRIPE_CLIENT_ID": STRIPE_CLIENT_ID,
         "STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
@@ -293,11 +307,13 @@ def stripe_double(stripe_double_server, app_config):
 
 
 @pytest.fixture
-def connect_account(app):
+def connect_account(app, request):
     """Record a connection of ``account`` to ``project_id`` directly (no OAuth dance).
 
-    For tests of sync and webhooks; the OAuth flow itself is tested end to end in
-    tests/stripe_connect.
+    ``kind="app"`` (default, ``STRIPE_KIND``): the double installs the Stripe App and hands
+    out its tokens, stored as the callback stores them; ``"connect"``: a legacy link. For
+    tests of sync and webhooks; the flows themselves are tested end to end in
+    tests/stripe_plugin and tests/stripe_app.
     """
     from crowdpower import integrations
     from crowdpower.models import utcnow
@@ -305,7 +321,11 @@ def connect_account(app):
     from crowdpower.tenancy import project_scope
 
     def connect(project_id: int, account: str, livemode: bool = False,
-                accept_test_data: bool = False) -> None:
+                accept_test_data: bool = False, kind: str | None = None,
+                permissions: set[str] | None = None) -> None:
+        from crowdpower.plugins.stripe import tokens
+
+        kind = kind or STRIPE_KIND
         with project_scope(project_id):
             conn = db.session.scalar(db.select(StripeConnection).where(
                 StripeConnection.project_id == project_id))
@@ -314,8 +334,14 @@ def connect_account(app):
                 db.session.add(conn)
             conn.status, conn.stripe_user_id, conn.active_account_id = (
                 "connected", account, account)
-            conn.livemode, conn.scope = livemode, "read_write"
+            conn.livemode, conn.scope, conn.kind = livemode, "read_write", kind
             conn.access_token = "sk_test_connected_" + account
+            if kind == "app":
+                double = request.getfixturevalue("stripe_double_server")
+                conn.scope, conn.access_token = "stripe_apps", None
+                tokens.forget(project_id)
+                tokens.save_install(project_id, double.install_app(account, livemode,
+                                                                   permissions))
             conn.accept_test_data = accept_test_data
             conn.connected_at = utcnow()
             integrations.enable(project_id, "stripe")

@@ -34,10 +34,11 @@ def test_demo_journey(tmp_path):
         page = web.get(demo.base_url + "/login")
         web.post(demo.base_url + "/login", data={"email": DEMO_EMAIL, "password": DEMO_PASSWORD,
                                                  "csrf_token": csrf_from(page.text)})
-        consent = web.get(f"{demo.base_url}/projects/{demo.project_id}/integrations/stripe/connect")
-        assert "Connect my Stripe account" in consent.text  # the double's consent page
+        consent = web.get(f"{demo.base_url}/projects/{demo.project_id}/integrations/stripe/"
+                          "connect?mode=test")
+        assert "Connect my Stripe account" in consent.text  # the double's install page
         form = {k: v[0] for k, v in parse_qs(urlparse(consent.url).query).items()}
-        done = web.post(demo.stripe_url + "/oauth/authorize",
+        done = web.post(demo.stripe_url + urlparse(consent.url).path,
                         data={**form, "account": demo.account, "decision": "approve"})
         assert "connected" in done.text
 

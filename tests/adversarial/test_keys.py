@@ -50,7 +50,7 @@ TOKEN = "sk_test_connected_acct_keys"
 def test_rotation_new_key_first_old_still_decrypts_cli_reencrypts(app, make_project,
                                                                     connect_account):
     pid, _key = make_project("Acme")
-    connect_account(pid, "acct_keys")
+    connect_account(pid, "acct_keys", kind="connect")  # a legacy link keeps its token here
     before = _stored(pid)
     new_key = Fernet.generate_key().decode()
     app.config["ENCRYPTION_KEYS"] = [new_key]  # new first; the SECRET_KEY-derived still reads
@@ -83,7 +83,7 @@ def test_undecryptable_secret_is_not_a_500(app, make_project, make_user, login, 
                                            connect_account):
     pid, key = make_project("Acme")
     make_user("ann@acme.test", pid)
-    connect_account(pid, "acct_keys")
+    connect_account(pid, "acct_keys", kind="connect")  # a legacy link keeps its token here
     app.config["SECRET_KEY"] = "a-different-secret-key"   # the key changed, no list kept
     app.config["ENCRYPTION_KEYS"] = []
     db.session.expire_all()

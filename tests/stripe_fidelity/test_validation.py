@@ -164,7 +164,11 @@ def test_every_api_route_of_the_double_is_an_sdk_endpoint(double: StripeDouble) 
                     continue  # routed, but answered "cannot be created/updated" by the double
                 if validation.endpoint_for(method, path) is None:
                     missing.append(f"{method} {path}")
-    allowed_gaps = {"POST /v1/events", "DELETE /v1/charges/x_1", "DELETE /v1/prices/x_1"}
+    # POST /v1/oauth/token is the Stripe Apps token endpoint: documented by Stripe
+    # (stripe-apps/api-authentication/oauth), not in stripe-python (its ``oauth`` speaks
+    # only to connect.stripe.com).
+    allowed_gaps = {"POST /v1/events", "DELETE /v1/charges/x_1", "DELETE /v1/prices/x_1",
+                    "POST /v1/oauth/token"}
     assert set(missing) <= allowed_gaps, missing
 
 

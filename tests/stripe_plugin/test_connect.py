@@ -1,4 +1,4 @@
-"""Connect OAuth end to end: browser session → the double's consent → callback → sync."""
+"""Legacy Connect OAuth end to end: browser session → the double's consent → callback → sync."""
 
 from __future__ import annotations
 
@@ -27,6 +27,13 @@ def connection(project_id: int) -> StripeConnection | None:
     with project_scope(project_id):
         return db.session.scalar(select(StripeConnection).where(
             StripeConnection.project_id == project_id))
+
+
+@pytest.fixture(autouse=True)
+def legacy_connect_mode(app_config):
+    """These are legacy Connect OAuth's tests (``STRIPE_CONNECT_MODE=connect``); the Stripe
+    App flow has its own in tests/stripe_app."""
+    app_config["STRIPE_CONNECT_MODE"] = "connect"
 
 
 @pytest.fixture

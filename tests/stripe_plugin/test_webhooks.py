@@ -524,11 +524,13 @@ def mapping_iso(ts: int) -> str:
 @pytest.fixture
 def live_with_test_data(wired, tenant, connect_account):
     """A live account connected with test data accepted, holding a test-mode customer that
-    we have not seen (applying its events needs a look-up in Stripe)."""
+    we have not seen (applying its events needs a look-up in Stripe). A legacy link: only
+    the platform's test key reads test objects of a live account (an App install reads its
+    own mode; see tests/stripe_app)."""
     project_id = tenant[0]
     double = wired.double
     account = double.create_account(livemode=True)
-    connect_account(project_id, account, livemode=True, accept_test_data=True)
+    connect_account(project_id, account, livemode=True, accept_test_data=True, kind="connect")
     cus = double.create_customer(account, email="tester@example.com", emit=False,
                                  livemode=False)
     yield project_id, account, cus

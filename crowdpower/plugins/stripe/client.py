@@ -10,6 +10,8 @@ mapping reads even if the account's default version moves.
 
 from __future__ import annotations
 
+import re
+
 import stripe
 from flask import current_app
 
@@ -17,18 +19,21 @@ API_VERSION: str = stripe.api_version  # e.g. "2026-10-28.endive" for stripe 16.
 
 
 def stripe_client(account: str | None = None, max_network_retries: int | None = None,
-                  config: dict | None = None, test_data: bool = False) -> stripe.StripeClient:
-    """``test_data``: read test-mode objects of a live account, which only the platform's
-    test key can (``STRIPE_TEST_SECRET_KEY``; a live key gets 404 for them)."""
+                  config: dict | None = None, test_data: bool = False,
+                  api_key: str | None = None) -> stripe.StripeClient:
+    """A client with the platform key (``account`` for legacy links), or with ``api_key``
+    (an App install's access token). ``test_data``: read test-mode objects of a live
+    account, which only the platform's test key can (``STRIPE_TEST_SECRET_KEY``; a live
+    key gets 404 for them)."""
     cfg = config or current_app.config
-    if not cfg.get("STRIPE_SECRET_KEY"):
+    if not api_key and not cfg.get("STRIPE_SECRET_KEY"):
         raise RuntimeError("STRIPE_SECRET_KEY is not configured")
-    if test_data and not cfg.get("STRIPE_TEST_SECRET_KEY"):
+    if test_data and not api_key and not cfg.get("STRIPE_TEST_SECRET_KEY"):
         raise RuntimeError("STRIPE_TEST_SECRET_KEY is not configured")
     retries = cfg["STRIPE_MAX_NETWORK_RETRIES"] if max_network_retries is None \
         else max_network_retries
     return stripe.StripeClient(
-        cfg["STRIPE_TEST_SECRET_KEY"] if test_data else cfg["STRIPE_SECRET_KEY"],
+        api_key or (cfg["STRIPE_TEST_SECRET_KEY"] if test_data else cfg["STRIPE_SECRET_KEY"]),
         stripe_account=account,
         client_id=cfg.get("STRIPE_CLIENT_ID"),
         base_addresses={"api": cfg["STRIPE_API_BASE"], "connect": cfg["STRIPE_CONNECT_BASE"],
@@ -36,3 +41,145 @@ def stripe_client(account: str | None = None, max_network_retries: int | None = 
         max_network_retries=retries,
         stripe_version=API_VERSION,
     )
+
+
+def error_code(exc: stripe.StripeError) -> str | None:
+    """Stripe's ``error.code`` (the SDK sets ``.code`` only on some error classes)."""
+    body = exc.json_body if isinstance(exc.json_body, dict) else {}
+    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    return getattr(exc, "code", None) or error.get("code")
+
+
+# Access tokens Stripe answered 401 for while the refresh had to wait (SQLite only, one
+# process): the next use refreshes them first, before its job writes anything.
+STALE_TOKENS: set[str] = set()
+
+
+class RefreshDeferred(Exception):
+    """A 401 came while this thread holds SQLite's write lock: the refresh (which commits on
+    its own connection) cannot run now; the caller rolls back and retries."""
+
+
+def _holds_sqlite_write_lock() -> bool:
+    from flask import has_app_context
+
+    from crowdpower.extensions import db
+
+    if not has_app_context() or db.engine.dialect.name != "sqlite":
+        return False
+    if not db.session().in_transaction():
+        return False
+    dbapi = db.session.connection().connection.dbapi_connection
+    return bool(getattr(dbapi, "in_transaction", False))
+
+
+class MissingPermission(Exception):
+    """A 403 ``more_permissions_required_for_application``: the install lacks ``permission``."""
+
+    def __init__(self, permission: str, message: str) -> None:
+        super().__init__(message)
+        self.permission = permission
+
+
+def needed_permission(path: str, params: dict, message: str) -> str:
+    """The permission a refused read needed: as Stripe's message names it, else ours."""
+    from crowdpower.plugins.stripe.permissions import permission_for
+
+    found = re.search(r"'([a-z_]+_(?:read|write))'", message or "")
+    return found.group(1) if found else permission_for(path, params)
+
+
+class AccountClient:
+    """Reads one connected account, whichever way it is connected (the one client factory).
+
+    App installs: the install's access token is the API key (no ``Stripe-Account``), refreshed
+    ahead of expiry and once on a 401 (``api_key_expired``; then the same request is sent
+    again); a refused refresh raises ``tokens.ReconnectNeeded``. Legacy Connect links: the
+    platform key with ``Stripe-Account``. A 403 for a missing App permission raises
+    ``MissingPermission``. Safe to use from a helper thread (no app context needed).
+    """
+
+    def __init__(self, app, project_id: int, account: str, livemode: bool, kind: str,
+                 max_network_retries: int | None = None) -> None:
+        self.app, self.project_id, self.account = app, project_id, account
+        self.livemode, self.kind = livemode, kind
+        self.retries = max_network_retries
+        self._token: str | None = None
+        self._issued = None
+        self._client: stripe.StripeClient | None = None
+        self.calls = 0  # requests sent (a 401 and its retry are two)
+
+    def _app_client(self, refresh_stale: str | None = None) -> stripe.StripeClient:
+        from crowdpower.plugins.stripe import tokens
+
+        if refresh_stale is None and self._token is not None and \
+                self._token not in STALE_TOKENS and not tokens._due(self._issued,
+                                                                    self.app.config):
+            return self._client  # type: ignore[return-value]
+        if refresh_stale is None:
+            token = tokens.current(self.app, self.project_id, self.account, self.livemode)
+            if token.access_token in STALE_TOKENS:
+                refresh_stale = token.access_token
+        if refresh_stale is not None:
+            token = tokens.refresh(self.app, self.project_id, self.account, self.livemode,
+                                   stale=refresh_stale)
+            STALE_TOKENS.discard(refresh_stale)
+        if token.access_token != self._token or self._client is None:
+            self._token, self._issued = token.access_token, token.issued_at
+            self._client = stripe_client(max_network_retries=self.retries,
+                                         config=self.app.config, api_key=token.access_token)
+        return self._client
+
+    def prepare(self) -> None:
+        """Have a usable access token now (refreshing if due), before the caller writes."""
+        if self.kind == "app":
+            self._app_client()
+
+    def get(self, path: str, test_data: bool = False, **params) -> dict:
+        """``GET path`` → the decoded JSON object (``StripeError`` on failure, as the SDK).
+
+        ``test_data`` (legacy links): a test-mode object of a live account, read with the
+        platform's test key. An App install reads only its own mode.
+        """
+        try:
+            self.calls += 1
+            if self.kind != "app":
+                return stripe_client(self.account, self.retries, self.app.config,
+                                     test_data=test_data).raw_request(
+                    "get", path, stripe_account=self.account, **params).data
+            client = self._app_client()
+            try:
+                return client.raw_request("get", path, **params).data
+            except stripe.AuthenticationError:
+                # ``api_key_expired`` (the token outlived our clock), or a token Stripe no
+                # longer knows (the app was uninstalled): refresh once, then send the same
+                # request again. A refused refresh raises ``ReconnectNeeded``.
+                self.calls += 1
+                if _holds_sqlite_write_lock():
+                    STALE_TOKENS.add(self._token)  # type: ignore[arg-type]
+                    raise RefreshDeferred("Stripe access token expired mid-transaction; "
+                                          "retrying after a refresh") from None
+                return self._app_client(refresh_stale=self._token).raw_request(
+                    "get", path, **params).data
+        except stripe.PermissionError as exc:
+            if error_code(exc) != "more_permissions_required_for_application":
+                raise
+            permission = needed_permission(path, params, exc.user_message or str(exc))
+            raise MissingPermission(permission, (
+                f"CrowdPower's Stripe App is missing the permission {permission} on this "
+                "account: update the app's permissions in Stripe (reinstall it) and "
+                "Reconnect.")) from exc
+
+
+def account_client(project_id: int, max_network_retries: int | None = None,
+                   conn=None) -> AccountClient:
+    """The client for a project's connected account (its ``StripeConnection``)."""
+    if conn is None:
+        from crowdpower.plugins.stripe.status import connection_for
+
+        conn = connection_for(project_id)
+    if conn is None or not conn.stripe_user_id:
+        raise RuntimeError("Stripe is not connected to this project")
+    return AccountClient(current_app._get_current_object(), project_id,  # type: ignore[attr-defined]
+                         conn.stripe_user_id, bool(conn.livemode),
+                         getattr(conn, "kind", None) or "connect", max_network_retries)

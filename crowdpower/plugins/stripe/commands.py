@@ -42,9 +42,10 @@ def prepare_demo(port: int = 5000, stripe_port: int = 0, customers: int = 250,
 
     base_url = f"http://{host}:{port}"
     webhook_secret = "whsec_demo_" + secrets.token_hex(8)
-    double = StripeDouble(secret_key="sk_test_demo_platform", client_id="ca_demo_platform",
+    double = StripeDouble(secret_key="sk_live_demo_platform", client_id="ca_demo_platform",
                           webhook_url=base_url + "/integrations/stripe/webhook",
-                          webhook_secrets=[webhook_secret])
+                          webhook_secrets=[webhook_secret],
+                          test_secret_key="sk_test_demo_platform")
     stripe_url = double.start(port=stripe_port) if stripe_port else double.start()
     account = double.create_account(livemode=False, email="billing@demo-shop.test")
     double.seed(account, customers=customers, seed=42)
@@ -64,7 +65,15 @@ def prepare_demo(port: int = 5000, stripe_port: int = 0, customers: int = 250,
         "SECRET_KEY": os.environ.get("SECRET_KEY") or "demo-" + secrets.token_hex(16),
         "BASE_URL": base_url,
         "STRIPE_CLIENT_ID": "ca_demo_platform",
-        "STRIPE_SECRET_KEY": "sk_test_demo_platform",
+        "STRIPE_SECRET_KEY": "sk_live_demo_platform",
+        "STRIPE_TEST_SECRET_KEY": "sk_test_demo_platform",
+        "STRIPE_CONNECT_MODE": "app",
+        # The App's install links, as Stripe's Dashboard shows them (here the double's).
+        "STRIPE_APP_AUTHORIZE_URL": f"{stripe_url}/oauth/v2/chnlink_demo/authorize"
+                                    f"?client_id={double.apps.live_client_id}",
+        "STRIPE_APP_TEST_AUTHORIZE_URL": f"{stripe_url}/oauth/v2/test/chnlink_demo/authorize"
+                                         f"?client_id={double.apps.test_client_id}",
+        "STRIPE_TEST_WEBHOOK_SECRET": webhook_secret,
         "STRIPE_WEBHOOK_SECRET": webhook_secret,
         "STRIPE_API_BASE": stripe_url,
         "STRIPE_CONNECT_BASE": stripe_url,
@@ -128,7 +137,7 @@ def demo(port: int, stripe_port: int, customers: int, host: str) -> None:
 CrowdPower demo is running.
 
   1. Open {d.base_url}/login and log in as {DEMO_EMAIL} / {DEMO_PASSWORD}
-  2. Integrations → Connect Stripe → Approve on the (fake) Stripe consent page
+  2. Integrations → Connect a test-mode account → approve the (fake) Stripe App install
   3. Watch the sync's progress bar, then open Customers and a customer's profile
   4. Fire billing events at {d.stripe_url}/_double/ ("charge failed" for a customer…)
      and see them land on the profile (and the dunning automation's email in the outbox)

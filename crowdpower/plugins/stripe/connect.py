@@ -1,4 +1,11 @@
-"""Stripe Connect OAuth: connect, callback, disconnect, resync, settings.
+"""Connecting a Stripe account: Stripe App install (default) or legacy Connect OAuth.
+
+``STRIPE_CONNECT_MODE=app``: "Connect Stripe" / "Connect a test-mode account" send the
+user to the App's install link of that mode (copied from Stripe's Dashboard; we append
+``redirect_uri`` and ``state``); the callback exchanges the code at
+``POST {STRIPE_API_BASE}/v1/oauth/token`` with our secret key of that mode and stores
+the tokens per (account, mode) (``tokens``). ``connect``: legacy Connect OAuth with the
+platform key (``read_write``), kept for existing links.
 
 The ``state`` is random, single-use, short-lived (``STRIPE_OAUTH_STATE_TTL``) and
 bound to the user, the browser session and the project (a ``StripeOAuthState`` row).
@@ -13,7 +20,9 @@ import hashlib
 import logging
 import secrets
 from datetime import timedelta
+from urllib.parse import urlencode
 
+import requests
 import stripe
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
@@ -24,6 +33,7 @@ from crowdpower import integrations
 from crowdpower.auth import login_required, project_required
 from crowdpower.extensions import db
 from crowdpower.models import utcnow
+from crowdpower.plugins.stripe import tokens
 from crowdpower.plugins.stripe.blueprint import bp
 from crowdpower.plugins.stripe.client import stripe_client
 from crowdpower.plugins.stripe.models import StripeConnection, StripeOAuthState
@@ -82,21 +92,45 @@ def connection(project_id: int) -> StripeConnection | None:
             StripeConnection.project_id == project_id))
 
 
-@bp.get("/projects/<int:project_id>/integrations/stripe/connect")
-@project_required
-def connect(project_id: int):
-    """Send the user to Stripe's consent page with a fresh state."""
-    if not current_app.config.get("STRIPE_CLIENT_ID") or not current_app.config.get(
-            "STRIPE_SECRET_KEY"):
-        flash("Stripe is not configured on this CrowdPower installation "
-              "(STRIPE_CLIENT_ID / STRIPE_SECRET_KEY).")
-        return integrations_page(project_id)
+def app_mode() -> bool:
+    return (current_app.config.get("STRIPE_CONNECT_MODE") or "app") != "connect"
+
+
+def _new_state(project_id: int, mode: str | None) -> str:
     state = secrets.token_urlsafe(32)
     ttl = int(current_app.config["STRIPE_OAUTH_STATE_TTL"])
     db.session.add(StripeOAuthState(project_id=project_id, state=state, user_id=g.user.id,
-                                    session_hash=_session_hash(),
+                                    session_hash=_session_hash(), mode=mode,
                                     expires_at=utcnow() + timedelta(seconds=ttl)))
     db.session.commit()
+    return state
+
+
+@bp.get("/projects/<int:project_id>/integrations/stripe/connect")
+@project_required
+def connect(project_id: int):
+    """Send the user to the App's install link (or legacy consent page) with a fresh state."""
+    cfg = current_app.config
+    if app_mode():
+        mode = "test" if request.args.get("mode") == "test" else "live"
+        link = cfg.get("STRIPE_APP_TEST_AUTHORIZE_URL" if mode == "test"
+                       else "STRIPE_APP_AUTHORIZE_URL")
+        key = cfg.get("STRIPE_TEST_SECRET_KEY" if mode == "test" else "STRIPE_SECRET_KEY")
+        if not link or not key:
+            flash("Stripe is not configured for " + ("test-mode" if mode == "test" else "live")
+                  + " installs on this CrowdPower installation (" + (
+                      "STRIPE_APP_TEST_AUTHORIZE_URL / STRIPE_TEST_SECRET_KEY" if mode == "test"
+                      else "STRIPE_APP_AUTHORIZE_URL / STRIPE_SECRET_KEY") + ").")
+            return integrations_page(project_id)
+        state = _new_state(project_id, mode)
+        sep = "&" if "?" in link else "?"
+        return redirect(link + sep + urlencode({"redirect_uri": redirect_uri(),
+                                                "state": state}))
+    if not cfg.get("STRIPE_CLIENT_ID") or not cfg.get("STRIPE_SECRET_KEY"):
+        flash("Stripe is not configured on this CrowdPower installation "
+              "(STRIPE_CLIENT_ID / STRIPE_SECRET_KEY).")
+        return integrations_page(project_id)
+    state = _new_state(project_id, None)
     url, _state = oauth_session().create_authorization_url(
         current_app.config["STRIPE_CONNECT_BASE"] + "/oauth/authorize", state=state)
     return redirect(url)
@@ -139,6 +173,8 @@ def callback():
         code = request.args.get("code")
         if not code:
             abort(400, description="Stripe sent neither a code nor an error.")
+        if row.mode in ("live", "test"):
+            return _app_callback(project_id, code, livemode=row.mode == "live")
         try:  # exactly once: never retried (a reused code revokes the connection)
             token = oauth_session().fetch_token(
                 current_app.config["STRIPE_CONNECT_BASE"] + "/oauth/token", code=code,
@@ -153,13 +189,35 @@ def callback():
         return integrations_page(project_id)
 
 
+def _app_callback(project_id: int, code: str, livemode: bool):
+    """Exchange an App install's code once, with our secret key of the install's mode."""
+    try:  # exactly once: the code is single-use
+        token = tokens.token_request(livemode, {"grant_type": "authorization_code",
+                                                "code": code})
+    except tokens.TokenEndpointError as exc:
+        log.warning("Stripe App code exchange failed for project %s: %s", project_id, exc.error)
+        flash(f"Stripe refused the connection ({exc.description or exc.error}). "
+              "Please try again.")
+        return integrations_page(project_id)
+    except (requests.RequestException, RuntimeError) as exc:
+        log.warning("Stripe App code exchange failed for project %s: %s", project_id,
+                    type(exc).__name__)
+        flash(f"Stripe could not be reached ({type(exc).__name__}). Please try again.")
+        return integrations_page(project_id)
+    if bool(token.get("livemode")) != livemode:
+        flash("Stripe answered for the other mode; nothing was connected.")
+        return integrations_page(project_id)
+    flash(store_connection(project_id, token, kind="app"))
+    return integrations_page(project_id)
+
+
 def _describe(exc: Exception) -> str:
     if isinstance(exc, OAuthError):
         return exc.description or exc.error or "OAuth error"
     return type(exc).__name__
 
 
-def store_connection(project_id: int, token: dict) -> str:
+def store_connection(project_id: int, token: dict, kind: str = "connect") -> str:
     """Save the connection, seed what the plugin adds and start the initial sync."""
     from crowdpower.plugins.stripe.sync import request_sync
 
@@ -178,9 +236,14 @@ def store_connection(project_id: int, token: dict) -> str:
         db.session.add(conn)
         conn.status, conn.stripe_user_id, conn.active_account_id = "connected", account, account
         conn.livemode = bool(token.get("livemode"))
-        conn.scope = token.get("scope")
-        conn.access_token = token.get("access_token")
-        conn.refresh_token = token.get("refresh_token")
+        conn.scope, conn.kind = token.get("scope"), kind
+        if kind == "app":  # tokens per (account, mode), refreshed under a lock
+            conn.access_token = conn.refresh_token = None
+            tokens.forget(project_id)
+            tokens.save_install(project_id, token)
+        else:
+            conn.access_token = token.get("access_token")
+            conn.refresh_token = token.get("refresh_token")
         conn.publishable_key = token.get("stripe_publishable_key")
         conn.connected_at, conn.disconnected_at, conn.last_error = utcnow(), None, None
         integrations.enable(project_id, NAME)
@@ -197,6 +260,7 @@ def mark_disconnected(project_id: int, reason: str | None = None) -> bool:
     with project_scope(project_id):
         conn.status, conn.active_account_id = "disconnected", None
         conn.access_token = conn.refresh_token = None
+        tokens.forget(project_id)
         conn.disconnected_at, conn.last_error = utcnow(), reason
         integrations.disable(project_id, NAME)
     return True
@@ -210,14 +274,21 @@ def disconnect(project_id: int):
         flash("Stripe is not connected.")
         return integrations_page(project_id)
     note = ""
-    try:
-        stripe_client().oauth.deauthorize({"client_id": current_app.config[
-            "STRIPE_CLIENT_ID"], "stripe_user_id": conn.stripe_user_id})
-    except stripe.oauth_error.OAuthError as exc:  # already revoked on Stripe's side
-        log.info("deauthorize of %s: %s", conn.stripe_user_id, exc)
-    except stripe.StripeError as exc:
-        note = (" Stripe could not be reached to revoke access "
-                f"({type(exc).__name__}); revoke it in your Stripe Dashboard.")
+    if conn.kind == "app":  # Stripe has no uninstall API: the tenant does it in Stripe
+        base = current_app.config["STRIPE_APP_DASHBOARD_URL"]
+        url = base if conn.livemode else base.replace("dashboard.stripe.com/",
+                                                      "dashboard.stripe.com/test/", 1)
+        note = (" CrowdPower's access tokens are deleted. To remove the app from your "
+                f"Stripe account, uninstall it in Stripe's Dashboard: {url}")
+    else:
+        try:
+            stripe_client().oauth.deauthorize({"client_id": current_app.config[
+                "STRIPE_CLIENT_ID"], "stripe_user_id": conn.stripe_user_id})
+        except stripe.oauth_error.OAuthError as exc:  # already revoked on Stripe's side
+            log.info("deauthorize of %s: %s", conn.stripe_user_id, exc)
+        except stripe.StripeError as exc:
+            note = (" Stripe could not be reached to revoke access "
+                    f"({type(exc).__name__}); revoke it in your Stripe Dashboard.")
     mark_disconnected(project_id)
     db.session.commit()
     flash("Stripe disconnected. Your customers and their data are kept." + note)
@@ -230,6 +301,9 @@ def resync(project_id: int):
     from crowdpower.plugins.stripe.sync import request_sync
 
     conn = connection(project_id)
+    if conn is not None and conn.status == "reconnect_needed":
+        flash("Reconnect Stripe before syncing.")
+        return integrations_page(project_id)
     if conn is None or conn.status != "connected":
         flash("Connect Stripe before syncing.")
         return integrations_page(project_id)

@@ -26,7 +26,11 @@ class StripeConnection(TenantMixin, db.Model):
     __table_args__ = (UniqueConstraint("project_id"), UniqueConstraint("active_account_id"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # connected | reconnect_needed (refresh token refused) | disconnected
     status: Mapped[str] = mapped_column(String(20), default="disconnected")
+    # "app": a Stripe App install (tokens in ``stripe_app_tokens``); "connect": legacy
+    # Connect OAuth (platform key + ``Stripe-Account``), kept for existing links.
+    kind: Mapped[str] = mapped_column(String(10), default="connect", server_default="connect")
     stripe_user_id: Mapped[str | None] = mapped_column(String(64), index=True)
     active_account_id: Mapped[str | None] = mapped_column(String(64))
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -52,9 +56,37 @@ class StripeOAuthState(TenantMixin, db.Model):
     state: Mapped[str] = mapped_column(String(128), unique=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     session_hash: Mapped[str] = mapped_column(String(64))
+    # App installs: "live" or "test" (which link, and which secret key exchanges the
+    # code); NULL for legacy Connect OAuth.
+    mode: Mapped[str | None] = mapped_column(String(10))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StripeAppToken(TenantMixin, db.Model):
+    """A Stripe App install's tokens, per (Stripe account, mode), encrypted at rest.
+
+    Stripe gives no expiry: ``access_issued_at`` is when we got the access token (they
+    live one hour). Refresh tokens rotate, so a refresh locks this row (see ``tokens``)
+    and saves the new pair before anyone uses it; ``refreshes`` counts them.
+    """
+
+    __tablename__ = "stripe_app_tokens"
+    __table_args__ = (UniqueConstraint("account_id", "livemode"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64))
+    livemode: Mapped[bool] = mapped_column(Boolean)
+    access_token: Mapped[str | None] = mapped_column(EncryptedText)
+    refresh_token: Mapped[str | None] = mapped_column(EncryptedText)
+    access_issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    refresh_issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    refreshes: Mapped[int] = mapped_column(Integer, default=0)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def __repr__(self) -> str:  # never show tokens
+        return f"<StripeAppToken {self.account_id} livemode={self.livemode}>"
 
 
 class StripeWebhookEvent(db.Model):

@@ -39,8 +39,21 @@ CONFIG_DEFAULTS = {
     # A drain job works this long, then queues behind other tenants for more.
     "STRIPE_WEBHOOK_DRAIN_SECONDS": 2.0,
     # The platform's test-mode key: reads test-mode objects of live accounts (opt-in test
-    # data); unset, such look-ups are skipped and the event's note says so.
+    # data); unset, such look-ups are skipped and the event's note says so. It also
+    # exchanges and refreshes the Stripe App's test-mode tokens.
     "STRIPE_TEST_SECRET_KEY": None,
+    # Stripe App access tokens live one hour (Stripe sends no expiry); refresh early.
+    "STRIPE_APP_TOKEN_LIFETIME": 3600,
+    "STRIPE_APP_REFRESH_MARGIN": 300,
+}
+# Text settings (None: unset). STRIPE_CONNECT_MODE: "app" (Stripe App, the default) or
+# "connect" (legacy Connect OAuth, for existing links).
+TEXT_SETTINGS = {
+    "STRIPE_CONNECT_MODE": "app",
+    "STRIPE_APP_AUTHORIZE_URL": None,
+    "STRIPE_APP_TEST_AUTHORIZE_URL": None,
+    "STRIPE_TEST_WEBHOOK_SECRET": None,
+    "STRIPE_APP_DASHBOARD_URL": "https://dashboard.stripe.com/settings/apps",
 }
 
 
@@ -52,6 +65,9 @@ def crowdpower_load_config(config):
         if key not in config and raw not in (None, ""):
             config[key] = raw if value is None else type(value)(raw)
         config.setdefault(key, value)
+    for key, default in TEXT_SETTINGS.items():
+        if config.get(key) in (None, ""):
+            config[key] = os.environ.get(key) or default
 
 
 @hookimpl

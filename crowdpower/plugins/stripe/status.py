@@ -38,9 +38,13 @@ def sync_json(run: StripeSyncRun | None) -> dict | None:
 def integration_status(project_id: int) -> dict:
     """``{"status", "account_id", "livemode", "sync"}`` as in CONTRACT.md."""
     conn = connection_for(project_id)
-    status = conn.status if conn else "disconnected"
+    state = conn.status if conn else "disconnected"
+    # CONTRACT.md's statuses: a refused refresh token ("reconnect needed") is an error.
+    status = "error" if state == "reconnect_needed" else state
     return {
         "status": status,
+        "reconnect_needed": state == "reconnect_needed",
+        "connection": (conn.kind or "connect") if conn and state != "disconnected" else None,
         "account_id": conn.stripe_user_id if conn and status != "disconnected" else None,
         "livemode": bool(conn.livemode) if conn else None,
         "accept_test_data": bool(conn.accept_test_data) if conn else False,

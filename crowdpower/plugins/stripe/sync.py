@@ -34,6 +34,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import requests
 import stripe
 from flask import current_app
 from sqlalchemy import func, select, text
@@ -42,9 +43,10 @@ from crowdpower import jobs
 from crowdpower.extensions import db
 from crowdpower.models import utcnow
 from crowdpower.plugins.stripe import store
-from crowdpower.plugins.stripe.client import stripe_client
+from crowdpower.plugins.stripe.client import MissingPermission, account_client
 from crowdpower.plugins.stripe.models import StripeConnection, StripeCustomerLink, StripeSyncRun
 from crowdpower.plugins.stripe.ratelimit import limiter, rate_for
+from crowdpower.plugins.stripe.tokens import ReconnectNeeded, TokenEndpointError
 from crowdpower.tenancy import current_project_id, get_by_id_and_project, project_scope
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,7 @@ class Fetched:
     rate_limited: int = 0
     seconds: float = 0.0
     error: str | None = None
+    missing_permission: str | None = None
 
 
 class SyncFailed(Exception):
@@ -278,11 +281,16 @@ class Syncer:
         try:
             conn = db.session.scalar(select(StripeConnection).where(
                 StripeConnection.project_id == self.project_id))
+            if conn is not None and conn.status == "reconnect_needed":
+                raise SyncFailed("Stripe access needs reconnecting: reconnect Stripe, then "
+                                 "Resync.")
             if conn is None or conn.status != "connected" or not conn.stripe_user_id:
                 raise SyncFailed("Stripe is not connected to this project.")
             self.account, self.rate = conn.stripe_user_id, rate_for(current_app.config,
                                                                      conn.livemode)
-            self.client = stripe_client(self.account, max_network_retries=0)
+            # App installs read with the install's access token (refreshed as it expires,
+            # the failed page sent again); legacy links with the platform key.
+            self.client = account_client(self.project_id, max_network_retries=0, conn=conn)
             run.state, run.error = "running", None
             run.started_at = run.started_at or utcnow()
             run.attempts = (run.attempts or 0) + 1
@@ -453,12 +461,28 @@ class Syncer:
         while True:
             self.limiter.wait(self.account, self.rate)
             got.calls += 1
-            started = time.monotonic()
+            started, sent = time.monotonic(), self.client.calls
             try:
-                got.data = self.client.raw_request("get", path, stripe_account=self.account,
-                                                   **params).data
+                got.data = self.client.get(path, **params)
+                # A 401 for an expired token and the retry after refreshing: two calls.
+                got.calls += max(0, self.client.calls - sent - 1)
                 got.seconds += time.monotonic() - started
                 return got
+            except ReconnectNeeded as exc:
+                got.error = f"{exc} Syncing stopped; reconnect Stripe, then Resync."
+                return got
+            except MissingPermission as exc:
+                got.error, got.missing_permission = str(exc), exc.permission
+                return got
+            except (requests.RequestException, TokenEndpointError) as exc:
+                # The token refresh failed on its way (nothing spent): retry with backoff.
+                got.seconds += time.monotonic() - started
+                failures += 1
+                got.retries += 1
+                if failures >= self.max_attempts:
+                    got.error = f"Refreshing Stripe access failed ({exc}); Resync continues."
+                    return got
+                time.sleep(self._backoff(round(failures)))
             except stripe.StripeError as exc:
                 got.seconds += time.monotonic() - started
                 retry, wait = self._retryable(exc)
@@ -493,6 +517,11 @@ class Syncer:
             if got.rate_limited:
                 counts["rate_limited"] = counts.get("rate_limited", 0) + got.rate_limited
             run.counts = counts
+        if got.missing_permission:
+            conn = db.session.scalar(select(StripeConnection).where(
+                StripeConnection.project_id == self.project_id))
+            if conn is not None:
+                conn.last_error = got.error
         if got.error:
             raise SyncFailed(got.error)
         assert got.data is not None

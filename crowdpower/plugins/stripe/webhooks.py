@@ -32,7 +32,7 @@ from crowdpower.extensions import db
 from crowdpower.models import UTCDateTime, utcnow
 from crowdpower.plugins.stripe import mapping, store
 from crowdpower.plugins.stripe.blueprint import bp
-from crowdpower.plugins.stripe.client import stripe_client
+from crowdpower.plugins.stripe.client import AccountClient, MissingPermission, account_client
 from crowdpower.plugins.stripe.derived import record_derived
 from crowdpower.plugins.stripe.models import (
     StripeConnection,
@@ -55,10 +55,16 @@ def _reply(status: int, **body: Any):
 
 
 def webhook_secrets() -> list[str]:
-    raw = current_app.config.get("STRIPE_WEBHOOK_SECRET") or ""
-    if isinstance(raw, list | tuple):
-        return [s for s in raw if s]
-    return [s.strip() for s in raw.split(",") if s.strip()]
+    """The signing secrets of our Connect endpoints: live (``STRIPE_WEBHOOK_SECRET``) and
+    test mode (``STRIPE_TEST_WEBHOOK_SECRET``), each comma-separated during rotation."""
+    found: list[str] = []
+    for key in ("STRIPE_WEBHOOK_SECRET", "STRIPE_TEST_WEBHOOK_SECRET"):
+        raw = current_app.config.get(key) or ""
+        if isinstance(raw, list | tuple):
+            found += [s for s in raw if s]
+        else:
+            found += [s.strip() for s in raw.split(",") if s.strip()]
+    return found
 
 
 def verify(payload: bytes, header: str | None, secrets: list[str], tolerance: int) -> bool:
@@ -307,6 +313,7 @@ def _process_row(project_id: int, row: StripeWebhookEvent) -> str:
     attempts and error recorded, the row marked ``retry`` (``failed`` after
     ``MAX_ATTEMPTS``) and ``_Retry`` raised."""
     inbox_id = row.id
+    _prepare_client(project_id)  # a token refresh commits: do it before this row writes
     row.attempts = (row.attempts or 0) + 1
     attempts = row.attempts
     try:
@@ -341,6 +348,7 @@ class Connection:
     stripe_user_id: str | None
     livemode: bool
     accept_test_data: bool
+    kind: str = "connect"
     test_data: bool = False  # this event's objects are test-mode ones of a live account
 
 
@@ -350,10 +358,11 @@ def _connection(project_id: int) -> Connection | None:
     if project_id not in cache:
         row = db.session.execute(select(
             StripeConnection.status, StripeConnection.stripe_user_id,
-            StripeConnection.livemode, StripeConnection.accept_test_data).where(
+            StripeConnection.livemode, StripeConnection.accept_test_data,
+            StripeConnection.kind).where(
             StripeConnection.project_id == project_id)).first()
-        cache[project_id] = Connection(row[0], row[1], bool(row[2]), bool(row[3])) \
-            if row is not None else None
+        cache[project_id] = Connection(row[0], row[1], bool(row[2]), bool(row[3]),
+                                       row[4] or "connect") if row is not None else None
     return cache[project_id]
 
 
@@ -364,12 +373,63 @@ def accepts(conn: Connection | StripeConnection, livemode: bool) -> bool:
     return bool(conn.livemode) and not livemode and bool(conn.accept_test_data)
 
 
+def _client(project_id: int, conn: Connection) -> AccountClient:
+    """The look-up client of the connection (one per job: its token is reused)."""
+    cache = g.setdefault("stripe_clients", {})
+    if project_id not in cache:
+        cache[project_id] = account_client(project_id, conn=conn)
+    return cache[project_id]
+
+
+def _prepare_client(project_id: int) -> None:
+    """Refresh an App connection's access token if due, while nothing is written yet.
+
+    On SQLite the refresh (its own connection and transaction) could not commit while this
+    job's session holds the write lock; problems surface again in the look-up itself.
+    """
+    from crowdpower.plugins.stripe.tokens import ReconnectNeeded, TokenEndpointError
+
+    with db.session.no_autoflush:
+        conn = _connection(project_id)
+    if conn is None or conn.kind != "app" or conn.status != "connected":
+        return
+    try:
+        _client(project_id, conn).prepare()
+    except (ReconnectNeeded, TokenEndpointError, OSError, RuntimeError):
+        pass
+
+
 def apply_event(project_id: int, row: StripeWebhookEvent,
                 event: dict) -> tuple[str, str | None]:
-    """``(status, note)``: processed, ignored or duplicate."""
+    """``(status, note)``: processed, ignored or duplicate.
+
+    A look-up that finds Stripe access gone (refresh token refused) or a permission
+    missing leaves the event ``ignored`` with the reason: retrying cannot help, and the
+    card tells the tenant what to do.
+    """
+    from crowdpower.plugins.stripe.tokens import ReconnectNeeded
+
+    try:
+        return _apply_event(project_id, row, event)
+    except ReconnectNeeded as exc:
+        db.session.rollback()
+        g.pop("stripe_connections", None)
+        g.pop("stripe_clients", None)
+        return "ignored", f"reconnect needed: {exc}"
+    except MissingPermission as exc:
+        db.session.rollback()
+        with project_scope(project_id):
+            db.session.execute(StripeConnection.__table__.update().where(
+                StripeConnection.project_id == project_id).values(last_error=str(exc)))
+        return "ignored", str(exc)
+
+
+def _apply_event(project_id: int, row: StripeWebhookEvent,
+                 event: dict) -> tuple[str, str | None]:
     conn = _connection(project_id)
     account = event.get("account")
-    if conn is None or conn.status != "connected" or conn.stripe_user_id != account:
+    if conn is None or conn.status not in ("connected", "reconnect_needed") \
+            or conn.stripe_user_id != account:
         return "ignored", "the account is not connected to this project"
     livemode = bool(event.get("livemode"))
     if not accepts(conn, livemode):
@@ -384,6 +444,8 @@ def apply_event(project_id: int, row: StripeWebhookEvent,
         return "processed", "disconnected"
     if conn.livemode and not livemode:
         conn = replace(conn, test_data=True)  # reads need the platform's test key
+    if conn.status == "reconnect_needed":
+        return "ignored", "reconnect needed: Stripe access was refused"
     occurred = datetime.fromtimestamp(int(event.get("created") or 0), UTC)
     obj = mapping.event_object(event)
     if obj.get("object") == "customer":
@@ -553,11 +615,15 @@ def read(conn: Connection, path: str, **params: Any) -> dict:
     if conn.test_data and not current_app.config.get("STRIPE_TEST_SECRET_KEY"):
         raise CannotRead("test-mode data on a live connection: not looked up in Stripe "
                          "(set STRIPE_TEST_SECRET_KEY to read it)")
+    if conn.test_data and conn.kind == "app":
+        raise CannotRead("test-mode data on a live Stripe App install: not looked up (install "
+                         "the App in test mode to read test data)")
     limiter(current_app._get_current_object()).wait(  # type: ignore[attr-defined]
         conn.stripe_user_id or "", rate_for(current_app.config, conn.livemode
                                             and not conn.test_data))
-    client = stripe_client(conn.stripe_user_id, test_data=conn.test_data)
-    found = client.raw_request("get", path, stripe_account=conn.stripe_user_id, **params).data
+    project_id = current_project_id()
+    assert project_id is not None
+    found = _client(project_id, conn).get(path, test_data=conn.test_data, **params)
     return json.loads(json.dumps(found))
 
 

@@ -18,6 +18,10 @@ def stripe_double() -> None:
 @click.option("--port", default=12111, show_default=True)
 @click.option("--secret-key", default="sk_test_double", show_default=True)
 @click.option("--client-id", default="ca_double", show_default=True)
+@click.option("--test-secret-key", default=None,
+              help="The platform's test-mode key (Stripe App test-mode installs).")
+@click.option("--token-ttl", default=3600.0, show_default=True,
+              help="Seconds a Stripe App access token lives.")
 @click.option("--webhook-url", default=None, help="Where to POST Connect webhooks.")
 @click.option("--webhook-secret", multiple=True, help="Signing secret(s) (repeat to rotate).")
 @click.option("--customers", default=0, show_default=True, help="Seed one account with these.")
@@ -25,12 +29,15 @@ def stripe_double() -> None:
 @click.option("--cases/--no-cases", default=True, show_default=True,
               help="Also seed one customer per awkward real-world shape (tiered, metered, "
                    "JPY/BHD, discounts, captures, disputes, guests…).")
-def serve(port: int, secret_key: str, client_id: str, webhook_url: str | None,
-          webhook_secret: tuple[str, ...], customers: int, seed: int, cases: bool) -> None:
+def serve(port: int, secret_key: str, client_id: str, test_secret_key: str | None,
+          token_ttl: float, webhook_url: str | None, webhook_secret: tuple[str, ...],
+          customers: int, seed: int, cases: bool) -> None:
     """Serve the double until Ctrl-C."""
     from crowdpower.plugins.stripe.double import StripeDouble
 
-    double = StripeDouble(secret_key, client_id, webhook_url, list(webhook_secret))
+    double = StripeDouble(secret_key, client_id, webhook_url, list(webhook_secret),
+                          test_secret_key=test_secret_key)
+    double.apps.access_token_ttl = token_ttl
     url = double.start(port=port)
     if customers:
         account = double.create_account()
@@ -40,6 +47,11 @@ def serve(port: int, secret_key: str, client_id: str, webhook_url: str | None,
         double.oauth_next_account = account
         click.echo(f"seeded {account}: {json.dumps(counts)}")
     click.echo(f"Stripe double on {url} (control page {url}/_double/)")
+    click.echo("Stripe App install links: STRIPE_APP_AUTHORIZE_URL="
+               f"{url}/oauth/v2/chnlink_double/authorize?client_id={double.apps.live_client_id}"
+               " STRIPE_APP_TEST_AUTHORIZE_URL="
+               f"{url}/oauth/v2/test/chnlink_double/authorize?client_id="
+               f"{double.apps.test_client_id}")
     try:
         while True:
             time.sleep(3600)

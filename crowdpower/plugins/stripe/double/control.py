@@ -60,7 +60,7 @@ def page(title: str, body: str) -> str:
             f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>{body}</body></html>")
 
 
-def consent_page(double: StripeDouble, params: Any) -> str:
+def consent_page(double: StripeDouble, params: Any, action: str = "/oauth/authorize") -> str:
     """Stripe's "Connect your account" page, reduced to Approve/Deny and an account pick."""
     hidden = "".join(f'<input type=hidden name="{escape(k)}" value="{escape(v)}">'
                      for k, v in params.items() if k not in ("decision", "account"))
@@ -69,9 +69,12 @@ def consent_page(double: StripeDouble, params: Any) -> str:
         f'{escape(a.id)} — {escape(a.email or a.name or "account")} '
         f'({len(a.customers)} customers)</option>'
         for a in double.state.accounts.values() if a.id != "acct_platform")
+    what = (f'with <code>{escape(params.get("scope") or "read_only")}</code> access'
+            if action == "/oauth/authorize" else
+            "as a Stripe App (" + ", ".join(sorted(double.apps.permissions)) + ")")
     body = f"""<div class=card><p><b>CrowdPower</b> would like to connect to your Stripe
-account with <code>{escape(params.get("scope") or "read_only")}</code> access.</p>
-<form method=post action="/oauth/authorize">{hidden}
+account {what}.</p>
+<form method=post action="{escape(action)}">{hidden}
 <p><label>Account <select name=account>{options}<option value="">A new, empty account
 </option></select></label></p>
 <button name=decision value=approve>Connect my Stripe account</button>

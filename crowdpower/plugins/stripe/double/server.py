@@ -23,6 +23,7 @@ from werkzeug.wrappers import Request, Response
 
 from crowdpower.plugins.stripe.double import control, validation
 from crowdpower.plugins.stripe.double import objects as O  # noqa: N812
+from crowdpower.plugins.stripe.double.apps import Apps
 from crowdpower.plugins.stripe.double.faults import Faults
 from crowdpower.plugins.stripe.double.seed import seed_account, seed_cases
 from crowdpower.plugins.stripe.double.state import State
@@ -72,8 +73,15 @@ class StripeDouble:
     """A loopback Stripe: ``start()`` returns its base URL for the app's ``STRIPE_*_BASE``."""
 
     def __init__(self, secret_key: str = "sk_test_double", client_id: str = "ca_double",
-                 webhook_url: str | None = None, webhook_secrets: list[str] | None = None):
+                 webhook_url: str | None = None, webhook_secrets: list[str] | None = None,
+                 test_secret_key: str | None = None):
         self.secret_key, self.client_id = secret_key, client_id
+        # Stripe Apps: ``secret_key`` is the platform's live-mode key, ``test_secret_key``
+        # its test-mode key; each exchanges and refreshes tokens of its own mode only. The
+        # test key is also the only key that reads test-mode objects of a live account (any
+        # other key gets Stripe's "a similar object exists in test mode" 404).
+        self.test_secret_key = test_secret_key
+        self.apps = Apps()
         self.webhooks = Webhooks(webhook_url, webhook_secrets or [])
         self.state = State(emit=lambda acct, event: self.webhooks.submit(event))
         self.state.create_account(account_id=PLATFORM)
@@ -82,9 +90,6 @@ class StripeDouble:
         self.oauth_next_account: str | None = None
         self.codes: dict[str, dict] = {}
         self.tokens: dict[str, str] = {}   # access token → account
-        # The platform's test-mode key: the only key that reads test-mode objects of a live
-        # account (any other key gets Stripe's "a similar object exists in test mode" 404).
-        self.test_secret_key: str | None = None
         self.token_requests: list[dict] = []
         self._counts: Counter[tuple[str | None, str, str]] = Counter()
         self.versions: Counter[str | None] = Counter()  # Stripe-Version of API requests
@@ -101,6 +106,9 @@ class StripeDouble:
             Rule("/oauth/authorize", endpoint="authorize", methods=["GET", "POST"]),
             Rule("/oauth/token", endpoint="token", methods=["POST"]),
             Rule("/oauth/deauthorize", endpoint="deauthorize", methods=["POST"]),
+            Rule("/v1/oauth/token", endpoint="app_token", methods=["POST"]),
+            Rule("/oauth/v2/<path:link>/authorize", endpoint="app_authorize",
+                 methods=["GET", "POST"]),
             Rule("/_double/", endpoint="control", methods=["GET"]),
             Rule("/_double/action", endpoint="control_action", methods=["POST"]),
             Rule("/_double/api/<name>", endpoint="control_api", methods=["POST"]),
@@ -179,9 +187,11 @@ class StripeDouble:
             return exc(environ, start_response)
         if endpoint.startswith("control"):
             return control.handle(self, request, endpoint, args)(environ, start_response)
-        if endpoint in ("authorize", "token", "deauthorize"):
+        if endpoint in ("authorize", "token", "deauthorize", "app_token", "app_authorize"):
             return getattr(self, "_" + endpoint)(request)(environ, start_response)
-        account = request.headers.get("Stripe-Account")
+        # An App's access token names its account (no ``Stripe-Account`` header).
+        account = request.headers.get("Stripe-Account") or self.apps.account_of(
+            self._bearer(request) or "")
         with self._count_lock:
             self._counts[(account, request.method, request.path)] += 1
             self.versions[request.headers.get("Stripe-Version")] += 1
@@ -215,16 +225,33 @@ class StripeDouble:
     def _json(status: int, body: Any) -> Response:
         return Response(json.dumps(body), status=status, mimetype="application/json")
 
-    def _auth(self, request: Request, account: str | None) -> tuple[str | None, Response | None]:
+    @staticmethod
+    def _bearer(request: Request) -> str | None:
         header = request.headers.get("Authorization", "")
         key = header[7:] if header.startswith("Bearer ") else None
         if key is None and request.authorization and request.authorization.username:
             key = request.authorization.username
+        return key
+
+    def _auth(self, request: Request, account: str | None) -> tuple[str | None, Response | None]:
+        key = self._bearer(request)
         if not key:
             return None, self._json(*O.error(
                 401, "invalid_request_error", "You did not provide an API key. You need to "
                 "provide your API key in the Authorization header, using Bearer auth."))
-        if key == self.secret_key or (key and key == self.test_secret_key):
+        if key in self.apps.access:
+            expand = [v for k, v in list(request.args.items(multi=True)) +
+                      list(request.form.items(multi=True)) if k.startswith("expand")]
+            target, refused = self.apps.check(key, request.path, expand)
+            if refused is not None:
+                status, type_, message, code = refused
+                return None, self._json(*O.error(status, type_, message, code=code))
+            if request.headers.get("Stripe-Account") not in (None, target):
+                return None, self._json(*O.error(
+                    403, "invalid_request_error", "An application access token can only "
+                    "access its own account; do not send Stripe-Account with it.",
+                    code="account_invalid"))
+        elif key == self.secret_key or (key and key == self.test_secret_key):
             target = account or PLATFORM
         elif key in self.tokens and (account in (None, self.tokens[key])):
             target = self.tokens[key]
@@ -479,6 +506,59 @@ class StripeDouble:
                                 "token_type": "bearer", "scope": code["scope"],
                                 "stripe_publishable_key": f"pk_{mode}_" + secrets.token_hex(12),
                                 "stripe_user_id": acct.id})
+
+    # -- Stripe Apps OAuth 2.0 (see double/apps.py) ----------------------------------
+    def _app_authorize(self, request: Request) -> Response:
+        """The install link: ``/oauth/v2/[test/]<link>/authorize?client_id=…``."""
+        params = request.values
+        livemode = not request.path.startswith("/oauth/v2/test/")
+        if params.get("client_id") != self.apps.client_id(livemode):
+            return Response(control.page("Stripe Apps", "<p class=err>Invalid client_id: no "
+                                         "app matches this client id in this mode.</p>"),
+                            status=400, mimetype="text/html")
+        redirect_uri = params.get("redirect_uri")
+        if not redirect_uri:
+            return Response(control.page("Stripe Apps", "<p class=err>No redirect_uri.</p>"),
+                            status=400, mimetype="text/html")
+        decision = params.get("decision") if request.method == "POST" else None
+        if request.method == "GET" and self.oauth_auto_approve:
+            decision = "deny" if self.oauth_auto_approve == "deny" else "approve"
+        if decision is None:
+            return Response(control.consent_page(self, params, action=request.path),
+                            mimetype="text/html")
+        if decision == "approve":
+            account = params.get("account") or self.oauth_next_account
+            if not account or account not in self.state.accounts or account == PLATFORM:
+                account = self.state.create_account(livemode=livemode)
+            query = {"code": self.apps.new_code(account, livemode)}
+        else:
+            query = {"error": "access_denied", "error_description": "The user denied your request"}
+        if params.get("state") is not None:
+            query["state"] = params["state"]
+        sep = "&" if "?" in redirect_uri else "?"
+        return Response(status=302, headers={"Location": redirect_uri + sep + urlencode(query)})
+
+    def _app_token(self, request: Request) -> Response:
+        """``POST /v1/oauth/token`` with our own secret key of the install's mode."""
+        key = self._platform_key(request)
+        if not key or key not in (self.secret_key, self.test_secret_key):
+            return self._json(*O.error(401, "invalid_request_error",
+                                       f"Invalid API Key provided: {(key or '')[:8]}****"))
+        livemode = key == self.secret_key and key != self.test_secret_key
+        return self._json(*self.apps.exchange(livemode, request.form))
+
+    def install_app(self, account: str, livemode: bool = False,
+                    permissions: set[str] | None = None) -> dict:
+        """An App install completed and its code exchanged: the token response."""
+        return self.apps.install(account, livemode, permissions)
+
+    def uninstall_app(self, account: str, livemode: bool = False) -> dict | None:
+        """The tenant uninstalls the App in Stripe's Dashboard: tokens die, event sent."""
+        if not self.apps.uninstall(account, livemode):
+            return None
+        return self.state.emit(account, "account.application.deauthorized",
+                               {"id": self.apps.client_id(livemode), "object": "application",
+                                "name": "CrowdPower"}, livemode=livemode)
 
     def _deauthorize(self, request: Request) -> Response:
         if self._platform_key(request) != self.secret_key:

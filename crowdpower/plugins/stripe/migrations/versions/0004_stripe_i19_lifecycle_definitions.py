@@ -1,7 +1,7 @@
 """stripe: the derived lifecycle event definitions for projects connected before them
 
-Revision ID: 0003_stripe_i19
-Revises: 0002_stripe
+Revision ID: 0004_stripe_i19
+Revises: 0003_stripe_i13
 Create Date: 2026-11-29 23:55:00
 
 Definitions are seeded when a project enables Stripe; projects that did so before the
@@ -10,8 +10,8 @@ lifecycle events existed get them here (a data migration; no schema change).
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0003_stripe_i19'
-down_revision = '0002_stripe'
+revision = '0004_stripe_i19'
+down_revision = '0003_stripe_i13'
 branch_labels = None
 depends_on = None
 
