@@ -42,6 +42,13 @@ def crowdpower_event_recorded(project_id, event_id):
     except Exception:
         log.exception("automations: could not handle event %s of project %s",
                       event_id, project_id)
+    from crowdpower.automations import attribution
+
+    try:  # a conversion (e.g. a recovered payment) credited to the last message
+        attribution.on_event(project_id, event_id)
+    except Exception:
+        log.exception("automations: could not attribute event %s of project %s",
+                      event_id, project_id)
 
 
 @hookimpl

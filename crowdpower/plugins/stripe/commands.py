@@ -27,6 +27,7 @@ class Demo:
     api_key: str
     base_url: str
     stripe_url: str
+    story: object = None  # the revenue story thread (demo_revenue.RevenueStory)
 
 
 def prepare_demo(port: int = 5000, stripe_port: int = 0, customers: int = 250,
@@ -36,6 +37,7 @@ def prepare_demo(port: int = 5000, stripe_port: int = 0, customers: int = 250,
     from crowdpower import create_app
     from crowdpower.cli import add_member, make_project
     from crowdpower.extensions import db
+    from crowdpower.plugins.stripe.demo_revenue import RevenueStory, account_mrr, seed_history
     from crowdpower.plugins.stripe.double import StripeDouble
 
     base_url = f"http://{host}:{port}"
@@ -83,7 +85,11 @@ def prepare_demo(port: int = 5000, stripe_port: int = 0, customers: int = 250,
         add_member(DEMO_EMAIL, DEMO_PASSWORD, project_id)
         add_template_automation(project_id, "stripe_dunning")
         db.session.commit()
-    return Demo(app, double, account, project_id, api_key, base_url, stripe_url)
+        # Six months of MRR history, ending near what the seeded account bills today.
+        seed_history(project_id, account_mrr(double, account))
+    story = RevenueStory(app, double, account, project_id)
+    story.start()  # plays a dunning that recovers money, once the tenant has synced
+    return Demo(app, double, account, project_id, api_key, base_url, stripe_url, story)
 
 
 def add_template_automation(project_id: int, key: str) -> int:
@@ -135,6 +141,9 @@ CrowdPower demo is running.
   3. Watch the sync's progress bar, then open Customers and a customer's profile
   4. Fire billing events at {d.stripe_url}/_double/ ("charge failed" for a customer…)
      and see them land on the profile (and the dunning automation's email in the outbox)
+  5. Revenue shows six months of MRR and this month's movements; once the sync is done
+     the demo plays failed payments that its dunning email recovers (Automations shows
+     the recovered amount), an upgrade, a downgrade and a churn
 
   Stripe double (account {d.account}): {d.stripe_url}/_double/
   API key of the demo project: {d.api_key}

@@ -33,6 +33,7 @@ from crowdpower.models import UTCDateTime, utcnow
 from crowdpower.plugins.stripe import mapping, store
 from crowdpower.plugins.stripe.blueprint import bp
 from crowdpower.plugins.stripe.client import AccountClient, MissingPermission, account_client
+from crowdpower.plugins.stripe.derived import record_derived
 from crowdpower.plugins.stripe.models import (
     StripeConnection,
     StripeCustomerLink,
@@ -480,6 +481,8 @@ def _apply_event(project_id: int, row: StripeWebhookEvent,
             record_event(project_id, customer_id, name,
                          mapping.event_properties(event, _product_names(project_id, obj)),
                          occurred_at=occurred, source="stripe", external_id=event["id"])
+            # Lifecycle events (upgrade, churn, recovery…) derived from this change.
+            record_derived(project_id, customer_id, event, occurred)
     store.recompute_traits(project_id, [customer_id])
     return status
 
