@@ -158,6 +158,16 @@ def crowdpower_metrics():
 
 
 @hookspec
+def crowdpower_revenue_sources(project_id):
+    """Return where a project's customers' MRR lives, for the daily revenue snapshot.
+
+    Each a dict: ``mrr_trait`` (a number trait: MRR in major units) and
+    ``currency_trait`` (the ISO code of that MRR). Return ``[]`` for projects the
+    plugin is not enabled for. Several sources add up per customer and currency.
+    """
+
+
+@hookspec
 def crowdpower_ops_commands():
     """Return click commands to add under ``crowdpower ops`` (operator commands).
 
@@ -171,4 +181,14 @@ def crowdpower_ops_status(project_id):
     """Return a dict added to ``crowdpower ops status`` under the plugin's name.
 
     ``project_id`` is None for the installation-wide view. No secrets.
+    """
+
+
+@hookspec
+def crowdpower_conversion_events(project_id):
+    """Return the events that count as an automation's conversion unless it names its own.
+
+    Each a dict: ``name`` (event name), ``amount_property`` and ``currency_property``
+    (the event properties holding the converted amount, major units, and its currency).
+    Constant data, no queries: it is asked right after an event's transaction commits.
     """

@@ -304,14 +304,15 @@ def queue_names(app: Flask | None = None) -> list[str]:
 
 
 def resolve_queue_names(requested: list[str], app: Flask | None = None) -> list[str]:
-    """Queue names as an operator types them: a full name, or its purpose after the
-    plugin's namespace (``sync`` for ``billing.sync``: the names before queues
-    were namespaced keep working). Unknown names are kept as they are."""
+    """Queue names as an operator types them: a full name, or a purpose without its
+    plugin's namespace (``sync`` for ``billing.sync``: the names before queues were
+    namespaced keep working, and the queue of that old name is served too, so jobs an
+    earlier version left there still run). Unknown names are kept as they are."""
     known = queue_names(app)
     out: list[str] = []
     for name in requested:
         matches = [name] if name in known else [
-            q for q in known if q.rsplit(".", 1)[-1] == name] or [name]
+            q for q in known if q.rsplit(".", 1)[-1] == name] + [name]
         out += [m for m in matches if m not in out]
     return out
 

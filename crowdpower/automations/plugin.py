@@ -6,6 +6,7 @@ import logging
 
 from crowdpower.automations import (
     api,
+    attribution,
     bp,
     load_routes,
     models,  # noqa: F401  (tables exist for create_all/Alembic)
@@ -46,6 +47,11 @@ def crowdpower_event_recorded(project_id, event_id):
         on_event(project_id, event_id)
     except Exception:
         log.exception("automations: could not handle event %s of project %s",
+                      event_id, project_id)
+    try:  # a conversion (e.g. a recovered payment) credited to the last message
+        attribution.on_event(project_id, event_id)
+    except Exception:
+        log.exception("automations: could not attribute event %s of project %s",
                       event_id, project_id)
 
 

@@ -12,9 +12,11 @@ import logging
 from pathlib import Path
 
 from crowdpower.plugins import hookimpl
-from crowdpower.plugins.stripe import api, webhooks
+from crowdpower.plugins.stripe import api, lifecycle, webhooks
 from crowdpower.plugins.stripe.automation_templates import STRIPE_TEMPLATES
 from crowdpower.plugins.stripe.blueprint import bp, load_routes
+from crowdpower.plugins.stripe.lifecycle import PAYMENT_RECOVERED
+from crowdpower.plugins.stripe.lifecycle_templates import LIFECYCLE_TEMPLATES
 from crowdpower.plugins.stripe.mapping import EVENT_DEFINITIONS, TRAIT_DEFINITIONS
 from crowdpower.plugins.stripe.metrics import INSTRUMENTS, inbox_gauges
 from crowdpower.plugins.stripe.ops import COMMANDS as OPS_COMMANDS
@@ -120,7 +122,7 @@ def crowdpower_trait_definitions(project_id):
 
 @hookimpl
 def crowdpower_event_definitions(project_id):
-    return [{**d, "source": NAME} for d in EVENT_DEFINITIONS]
+    return [{**d, "source": NAME} for d in EVENT_DEFINITIONS + lifecycle.EVENT_DEFINITIONS]
 
 
 @hookimpl
@@ -131,7 +133,24 @@ def crowdpower_segment_seeds(project_id):
 @hookimpl
 def crowdpower_automation_templates(project_id):
     """Suggested automations (dunning, trial ending, renewal, win-back) once Stripe is on."""
-    return STRIPE_TEMPLATES if is_enabled(project_id, NAME) else []
+    return STRIPE_TEMPLATES + LIFECYCLE_TEMPLATES if is_enabled(project_id, NAME) else []
+
+
+@hookimpl
+def crowdpower_revenue_sources(project_id):
+    """The revenue snapshot reads MRR from ``stripe_mrr`` (Stripe's definition, see
+    ``mapping.subscription_mrr``) in ``stripe_currency``."""
+    if not is_enabled(project_id, NAME):
+        return []
+    return [{"mrr_trait": "stripe_mrr", "currency_trait": "stripe_currency"}]
+
+
+@hookimpl
+def crowdpower_conversion_events(project_id):
+    """A recovered payment is what a dunning message is for (constant: only projects
+    with Stripe ever record the event)."""
+    return [{"name": PAYMENT_RECOVERED, "amount_property": "amount",
+             "currency_property": "currency"}]
 
 
 @hookimpl
