@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, current_app
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
-from crowdpower import auth, inputs, jobs, plugins, security, tenancy
+from crowdpower import (
+    api,
+    auth,
+    errors,
+    health,
+    inputs,
+    jobs,
+    logs,
+    metrics,
+    openapi,
+    ops,
+    plugins,
+    security,
+    tenancy,
+    web,
+)
 from crowdpower.config import ensure_secret_key, from_environment
-from crowdpower.extensions import csrf, db, migrate, oauth
+from crowdpower.extensions import csrf, db, migrate
 
 
 def _migrations_dir() -> Path:
@@ -27,8 +45,6 @@ MIGRATIONS_DIR = _migrations_dir()
 @migrate.configure
 def _version_locations(alembic_config):
     """Alembic reads the host's versions and every plugin's own branch."""
-    from flask import current_app
-
     dirs = [str(MIGRATIONS_DIR / "versions")]
     for batch in plugins.get_pm_for(current_app).hook.crowdpower_migration_dirs():
         dirs += [str(d) for d in batch or []]
@@ -46,26 +62,28 @@ def create_app(config: dict | None = None) -> Flask:
     ensure_secret_key(app.config)
     _sqlite_options(app)
 
+    logs.init_app(app)
+    errors.init_app(app)
     tenancy.install()
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), compare_type=True)
     csrf.init_app(app)
-    oauth.init_app(app)
     plugins.init_app(app)
     jobs.init_app(app)
+    health.init_app(app)
+    metrics.init_app(app)
     auth.init_app(app)
     inputs.init_app(app)
     security.init_app(app)
 
-    from crowdpower import api, openapi, web
 
     web.init_app(app)
     security.throttle_login(app)
     api.init_app(app)
     openapi.init_app(app)
     pm = plugins.get_pm_for(app)
-    pm.hook.crowdpower_register_oauth_clients(oauth=oauth, app=app)
     pm.hook.crowdpower_register_blueprints(app=app)
+    ops.init_app(app)
     return app
 
 
@@ -75,16 +93,12 @@ def _sqlite_options(app: Flask) -> None:
         options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
         options.setdefault("connect_args", {"timeout": 30})
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
-        from sqlalchemy import event
-        from sqlalchemy.engine import Engine
 
         if not event.contains(Engine, "connect", _sqlite_pragmas):
             event.listen(Engine, "connect", _sqlite_pragmas)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    import sqlite3
-
     if isinstance(dbapi_connection, sqlite3.Connection):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")

@@ -4,27 +4,39 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 
 import click
 from flask import current_app
 from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
+from flask_migrate import upgrade
 from flask_migrate.cli import db as db_group
+from rq import SimpleWorker
+from rq import Worker as ForkWorker
 from sqlalchemy import select
 
+from crowdpower import jobs
+from crowdpower.app import create_app
+from crowdpower.crypto import reencrypt_all
 from crowdpower.extensions import db
 from crowdpower.models import ApiKey, Membership, Project, User
+from crowdpower.ops import ops as ops_group
+from crowdpower.plugins import build_plugin_manager
+from crowdpower.tenancy import unscoped
 
-DEV_COMMANDS = {"demo", "stripe-double"}  # run with no external services, keys optional
+DEV_COMMANDS: set[str] = set()  # commands run with no external services; plugins add theirs
+
+
+def dev_commands() -> set[str]:
+    """Commands that run in development mode: the host's and plugins' (a hook)."""
+    pm = build_plugin_manager()
+    return DEV_COMMANDS | {n for batch in pm.hook.crowdpower_dev_commands() for n in batch or []}
 
 
 def _create_app(*_args, **_kwargs):
-    import sys
-
-    from crowdpower import create_app
-
     args = [a for a in sys.argv[1:] if not a.startswith("-")]
-    return create_app({"CROWDPOWER_DEV": True} if args[:1] and args[0] in DEV_COMMANDS
+    return create_app({"CROWDPOWER_DEV": True} if args[:1] and args[0] in dev_commands()
                       else None)
 
 
@@ -66,8 +78,6 @@ _flask_migrate_upgrade = db_group.commands["upgrade"]
 @with_appcontext
 def upgrade_all(revision: str, sql: bool) -> None:
     """Upgrade the database to the newest revision of every branch."""
-    from flask_migrate import upgrade
-
     upgrade(revision=revision, sql=sql)
 
 
@@ -111,7 +121,6 @@ def add_member(email: str, password: str, project_id: int) -> User:
         db.session.add(user)
     user.set_password(password)
     db.session.flush()
-    from crowdpower.tenancy import unscoped
 
     with unscoped():
         member = db.session.scalar(select(Membership).where(
@@ -126,9 +135,6 @@ def add_member(email: str, password: str, project_id: int) -> User:
 @with_appcontext
 def rotate_encryption() -> None:
     """Re-encrypt every stored secret with the first of ENCRYPTION_KEYS (prints counts)."""
-    from crowdpower.crypto import reencrypt_all
-    from crowdpower.tenancy import unscoped
-
     with unscoped():
         counts = reencrypt_all(db.session, db.metadata)
     click.echo(json.dumps(counts, sort_keys=True))
@@ -144,19 +150,15 @@ def rotate_encryption() -> None:
 @with_appcontext
 def worker(queues: tuple[str, ...], burst: bool, no_periodic: bool, simple: bool) -> None:
     """Run an RQ worker over CrowdPower's queues (priority order), with the scheduler."""
-    from rq import SimpleWorker
-    from rq import Worker as ForkWorker
-
     Worker = SimpleWorker if simple else ForkWorker  # noqa: N806
 
-    from crowdpower import jobs
 
     app = current_app._get_current_object()
     backend = jobs.backend()
     if not isinstance(backend, jobs.RQBackend):
         raise click.UsageError("REDIS_URL is not set: without Redis, jobs run in-process.")
     jobs.set_worker_app(app)
-    names = list(queues) or jobs.queue_names(app)
+    names = jobs.resolve_queue_names(list(queues), app) if queues else jobs.queue_names(app)
     logging.basicConfig(level=logging.INFO)
     stop = threading.Event()
     if not no_periodic and not burst:
@@ -167,6 +169,9 @@ def worker(queues: tuple[str, ...], burst: bool, no_periodic: bool, simple: bool
             burst=burst, with_scheduler=True)
     finally:
         stop.set()
+
+
+cli.add_command(ops_group)
 
 
 def main() -> None:

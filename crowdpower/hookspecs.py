@@ -21,25 +21,31 @@ hookspec = pluggy.HookspecMarker("crowdpower")
 def crowdpower_plugin_info():
     """Describe the plugin for the Integrations page.
 
-    Return a dict: ``name`` (namespace, e.g. ``"stripe"``), ``title``,
+    Return a dict: ``name`` (the plugin's namespace, e.g. ``"billing"``), ``title``,
     ``description``, ``card_template`` (Jinja template rendering the card; gets
     ``project`` and ``plugin``), ``status`` (callable ``(project_id) -> dict``).
     """
 
 
 @hookspec
+def crowdpower_config_defaults():
+    """Return ``{KEY: default}`` for the plugin's own config keys (``MYPLUGIN_*``).
+
+    The host fills each key from the environment variable of that name (converted to the
+    default's type: int, float, bool, list of comma-separated values; ``None``: text),
+    else the default, unless ``create_app`` was given the key
+    (``crowdpower.services.settings``). One mechanism: every key is settable.
+    """
+
+
+@hookspec
 def crowdpower_load_config(config):
-    """Set defaults for the plugin's own config keys (``STRIPE_*`` for Stripe)."""
+    """Adjust ``config`` after every plugin's defaults were applied (derived values)."""
 
 
 @hookspec
 def crowdpower_register_blueprints(app):
     """Register the plugin's blueprints on ``app`` (name = plugin namespace)."""
-
-
-@hookspec
-def crowdpower_register_oauth_clients(oauth, app):
-    """Register OAuth clients on the authlib Flask registry ``oauth``."""
 
 
 @hookspec
@@ -83,7 +89,16 @@ def crowdpower_cli_commands():
 
 @hookspec
 def crowdpower_queues():
-    """Return queue names the plugin's jobs use, highest priority first."""
+    """Return the queues the plugin's jobs use: names namespaced ``<plugin>.<purpose>``
+    (``"billing.sync"``), each a name or ``(name, priority)``; a worker serves queues by
+    priority, lowest first (the host's ``automations.dispatch`` is 5, ``messages`` 20,
+    ``default`` 50; a bare name gets 60)."""
+
+
+@hookspec
+def crowdpower_dev_commands():
+    """Return names of the plugin's CLI commands that run in development mode (no external
+    services, no production keys: a demo, a test double)."""
 
 
 @hookspec
@@ -102,6 +117,23 @@ def crowdpower_customer_panels(project_id, customer_id):
 
 
 @hookspec
+def crowdpower_customer_columns(project_id):
+    """Return trait columns for the customer list: dicts ``trait`` (key), ``label``, and
+    ``pill`` (bool: shown as a badge)."""
+
+
+@hookspec
+def crowdpower_customer_identity_traits(project_id):
+    """Return trait keys that name a customer without name or email (an external id)."""
+
+
+@hookspec
+def crowdpower_sample_traits():
+    """Return ``{trait key: example value}``: the sample customer automation templates are
+    checked against when saved."""
+
+
+@hookspec
 def crowdpower_automation_templates(project_id):
     """Return suggested automations for the automations page ("Use this template").
 
@@ -113,12 +145,42 @@ def crowdpower_automation_templates(project_id):
 
 
 @hookspec
+def crowdpower_metrics():
+    """Return the plugin's metrics (``/metrics``, README "Operating CrowdPower").
+
+    Items are instruments made with ``crowdpower.metrics.counter`` / ``histogram`` at
+    import of the plugin's metrics module (names ``crowdpower_<plugin>_…``; labels must
+    stay bounded, customer- or account-like labels are refused when declared), and
+    collectors: callables run in app context when ``/metrics`` is scraped, returning
+    ``prometheus_client`` metric families measured then (backlogs, ages, states of work
+    tables; keep them to a few indexed queries: operators poll every 15 s).
+    """
+
+
+@hookspec
 def crowdpower_revenue_sources(project_id):
     """Return where a project's customers' MRR lives, for the daily revenue snapshot.
 
     Each a dict: ``mrr_trait`` (a number trait: MRR in major units) and
     ``currency_trait`` (the ISO code of that MRR). Return ``[]`` for projects the
     plugin is not enabled for. Several sources add up per customer and currency.
+    """
+
+
+@hookspec
+def crowdpower_ops_commands():
+    """Return click commands to add under ``crowdpower ops`` (operator commands).
+
+    Each command takes ``--project`` when it touches a tenant's data and logs what it
+    did (logger ``crowdpower.ops``).
+    """
+
+
+@hookspec
+def crowdpower_ops_status(project_id):
+    """Return a dict added to ``crowdpower ops status`` under the plugin's name.
+
+    ``project_id`` is None for the installation-wide view. No secrets.
     """
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -19,16 +20,23 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask, current_app, has_app_context
+from redis import Redis
+from rq import Queue, Retry, SimpleWorker
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 from werkzeug.utils import import_string
 
+from crowdpower import logs, metrics
 from crowdpower.extensions import db
+from crowdpower.plugins import get_pm
+from crowdpower.retry import RetryPolicy
 from crowdpower.tenancy import reset_project, set_project
 
 log = logging.getLogger(__name__)
 
-HOST_QUEUES = ["webhooks", "messages", "default", "sync"]
+# The host's own queue; plugins declare theirs (``crowdpower_queues``) with a priority.
+HOST_QUEUES = [("default", 50)]
+DEFAULT_PRIORITY = 60
 _worker_app: Flask | None = None
 
 
@@ -68,7 +76,7 @@ def _app() -> Flask:
     if has_app_context():
         return current_app._get_current_object()  # type: ignore[attr-defined]
     if _worker_app is None:
-        from crowdpower import create_app
+        from crowdpower import create_app  # a cycle: the app factory imports this module
 
         set_worker_app(create_app())
     assert _worker_app is not None
@@ -76,7 +84,7 @@ def _app() -> Flask:
 
 
 def execute(dotted: str, project_id: int | None, args: list, kwargs: dict,
-            once: str | None = None) -> Any:
+            once: str | None = None, job_id: str | None = None) -> Any:
     """Entry point of every job: app context, tenant scope, commit or roll back.
 
     A job enqueued with ``enqueue_once`` frees its key as it starts, so whatever is
@@ -84,20 +92,39 @@ def execute(dotted: str, project_id: int | None, args: list, kwargs: dict,
     """
     app = _worker_app if _worker_app is not None else _app()
     _after_fork(app)
+    queue, rq_job_id = _current_job(app)
+    job_id = rq_job_id or job_id
+    started, outcome = time.monotonic(), "failed"
     with app.app_context():
         if once is not None:
             backend().release_once(once)
         token = set_project(project_id)
+        job_token = logs.set_job_id(job_id)
         try:
             result = import_string(dotted)(*args, **kwargs)
             db.session.commit()
+            outcome = "succeeded"
             return result
         except Exception:
             db.session.rollback()
             raise
         finally:
+            metrics.observe_job(queue, dotted, outcome, time.monotonic() - started)
+            logs.reset_job_id(job_token)
             reset_project(token)
             db.session.remove()
+
+
+def _current_job(app: Flask) -> tuple[str, str | None]:
+    """The queue (without the installation's prefix) and id of the RQ job running now."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    if job is None:
+        return "inprocess", None
+    prefix = app.config.get("RQ_QUEUE_PREFIX", "")
+    origin = job.origin or ""
+    return (origin[len(prefix):] if prefix and origin.startswith(prefix) else origin), job.id
 
 
 _engine_pid: dict[int, int] = {}
@@ -105,8 +132,6 @@ _engine_pid: dict[int, int] = {}
 
 def _after_fork(app: Flask) -> None:
     """A forked RQ work horse must not reuse its parent's database connections."""
-    import os
-
     pid = os.getpid()
     if _engine_pid.setdefault(id(app), pid) != pid:
         _engine_pid[id(app)] = pid
@@ -120,15 +145,11 @@ class RQBackend:
     """Jobs on Redis through RQ; the worker process runs them."""
 
     def __init__(self, app: Flask) -> None:
-        from redis import Redis
-
         self.redis = Redis.from_url(app.config["REDIS_URL"])
         self.prefix = app.config.get("RQ_QUEUE_PREFIX", "")
         self.intervals = list(app.config["JOB_RETRY_INTERVALS"])
 
     def queue(self, name: str):
-        from rq import Queue
-
         return Queue(self.prefix + name, connection=self.redis)
 
     def claim_once(self, key: str, ttl: int) -> bool:
@@ -141,14 +162,13 @@ class RQBackend:
     def enqueue(self, dotted: str, args: list, kwargs: dict, *, queue: str,
                 project_id: int | None, delay: float | None, job_id: str | None,
                 retries: int, timeout: int | None, once: str | None = None) -> str:
-        from rq import Retry
-
         q = self.queue(queue)
         options = dict(
             args=(dotted, project_id, list(args), dict(kwargs), once),
             job_id=job_id,
             meta={"project_id": project_id, "job": dotted},
-            retry=Retry(max=retries, interval=self.intervals[:retries] or 0) if retries else None,
+            retry=Retry(max=retries, interval=job_retry_policy(self.intervals, retries)
+                        .schedule() or 0) if retries else None,
             description=f"{dotted} project={project_id}",
             timeout=timeout,
             result_ttl=3600,
@@ -220,11 +240,11 @@ class InProcessBackend:
             dotted, project_id, args, kwargs, retries, attempt, job_id, once = job
             try:
                 with self.app.app_context():
-                    execute(dotted, project_id, args, kwargs, once)
+                    execute(dotted, project_id, args, kwargs, once, job_id=job_id)
             except Exception as exc:
-                if attempt < retries:
-                    interval = self.intervals[min(attempt, len(self.intervals) - 1)] \
-                        if self.intervals else 0
+                policy = job_retry_policy(self.intervals, retries)
+                if not policy.gives_up(attempt + 1):
+                    interval = policy.delay(attempt + 1)
                     log.warning("job %s failed (%s); retry %d in %ss", dotted, exc,
                                 attempt + 1, interval)
                     with self._cv:
@@ -251,6 +271,11 @@ class InProcessBackend:
                 self._cv.wait(timeout=min(remaining, 0.05))
 
 
+def job_retry_policy(intervals: list[float], retries: int) -> RetryPolicy:
+    """A job's retries: ``retries`` of them, after ``JOB_RETRY_INTERVALS``."""
+    return RetryPolicy.scheduled(intervals or [0], attempts=retries + 1)
+
+
 def init_app(app: Flask) -> None:
     backend = RQBackend(app) if app.config.get("REDIS_URL") else InProcessBackend(app)
     app.extensions["crowdpower.jobs"] = backend
@@ -261,20 +286,37 @@ def backend():
 
 
 def queue_names(app: Flask | None = None) -> list[str]:
-    """Every queue, highest priority first: the host's, then the plugins'."""
-    from crowdpower.plugins import get_pm
-
-    names = list(HOST_QUEUES)
+    """Every queue, highest priority first: the host's and the plugins' declared ones."""
+    declared: dict[str, int] = dict(HOST_QUEUES)
     ctx = app.app_context() if app is not None else None
     if ctx:
         ctx.push()
     try:
         for extra in get_pm().hook.crowdpower_queues():
-            names += [n for n in extra or [] if n not in names]
+            for entry in extra or []:
+                name, priority = (entry, DEFAULT_PRIORITY) if isinstance(entry, str) else entry
+                declared.setdefault(name, int(priority))
     finally:
         if ctx:
             ctx.pop()
-    return names
+    order = {name: i for i, name in enumerate(declared)}
+    return sorted(declared, key=lambda n: (declared[n], order[n]))
+
+
+def resolve_queue_names(requested: list[str], app: Flask | None = None) -> list[str]:
+    """Queue names as an operator types them: a full name, or a purpose without its
+    plugin's namespace (``sync`` for ``billing.sync``: the names before queues were
+    namespaced keep working, and the queue of that old name is served too, so jobs an
+    earlier version left there still run). Declared queues come in their priority order,
+    whatever order they were typed in; unknown names follow, as typed."""
+    known = queue_names(app)
+    out: list[str] = []
+    for name in requested:
+        matches = [name] if name in known else [
+            q for q in known if q.rsplit(".", 1)[-1] == name] + [name]
+        out += [m for m in matches if m not in out]
+    rank = {q: i for i, q in enumerate(known)}
+    return sorted(out, key=lambda q: (rank.get(q, len(rank)), out.index(q)))
 
 
 def _dotted(func: str | Callable) -> str:
@@ -321,8 +363,6 @@ def enqueue_once(func: str | Callable, *args: Any, key: str, queue: str = "defau
 
 def run_periodic_jobs(app: Flask, stop: threading.Event, redis=None) -> None:
     """Enqueue plugins' periodic jobs on their timers; one enqueue per period cluster-wide."""
-    from crowdpower.plugins import get_pm
-
     with app.app_context():
         jobs = [j for batch in get_pm().hook.crowdpower_periodic_jobs() for j in batch or []]
     prefix = app.config.get("RQ_QUEUE_PREFIX", "")  # installations sharing a Redis
@@ -351,7 +391,6 @@ def drain(app: Flask | None = None, timeout: float = 60.0) -> None:
     if isinstance(backend_, InProcessBackend):
         backend_.drain(timeout)
         return
-    from rq import SimpleWorker
 
     set_worker_app(app)
     queues = [backend_.queue(n) for n in queue_names(app)]

@@ -24,6 +24,9 @@ from typing import Any
 
 from sqlalchemy import and_, exists, false, not_, or_, select, true, union
 
+from crowdpower import isotime
+from crowdpower.models import Customer, TraitValue
+
 OPS = {"eq", "neq", "in", "not_in", "exists", "not_exists", "gt", "gte", "lt", "lte",
        "within_last", "before_last"}
 NEGATIVE = {"neq": "eq", "not_in": "in", "not_exists": "exists"}
@@ -40,7 +43,8 @@ class RuleError(ValueError):
 
 
 def iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Whole-second UTC text, as date traits are stored (compared as text)."""
+    return isotime.iso(dt, seconds=True)
 
 
 def _is_number(value: Any) -> bool:
@@ -148,8 +152,6 @@ class Leaf:
 
 def _leaf(node: dict, now: datetime) -> Leaf:
     """The one place a condition becomes SQL criteria on ``TraitValue``."""
-    from crowdpower.models import TraitValue
-
     key, op, value = node["trait"], node["op"], node.get("value")
     negated = op in NEGATIVE
     op = NEGATIVE.get(op, op)
@@ -183,8 +185,6 @@ def compile_rule(rule: dict, project_id: int, now: datetime | None = None):
     Correlated EXISTS per customer row: cheap when a page of customers is listed in id
     order, slow for counting a large segment (use ``compile_members`` for that).
     """
-    from crowdpower.models import Customer, TraitValue
-
     validate(rule)
     now = now or datetime.now(UTC)
 
@@ -213,8 +213,6 @@ def compile_members(rule: dict, project_id: int, now: datetime | None = None):
     by one. No join with ``customers`` is needed: trait rows are written with their
     customer's own project id (``customers.bulk_set_traits``), and deleted with it.
     """
-    from crowdpower.models import Customer, TraitValue
-
     validate(rule)
     now = now or datetime.now(UTC)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from flask import g, jsonify
 from sqlalchemy import select
 
@@ -14,6 +12,7 @@ from crowdpower.automations import attribution, bp
 from crowdpower.automations.models import Automation, AutomationSettings, Message
 from crowdpower.automations.validation import FIELDS, Invalid, apply, clean
 from crowdpower.extensions import db
+from crowdpower.isotime import iso
 from crowdpower.models import Customer
 from crowdpower.tenancy import get_or_404
 
@@ -23,8 +22,7 @@ def _api_error(exc: ApiError):
     return api_error(exc.status, exc.code, exc.message)
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+_iso = iso
 
 
 def automation_json(a: Automation) -> dict:
@@ -71,8 +69,14 @@ def api_list_automations():
 @bp.post("/api/v1/automations")
 @api_key_required
 def api_create_automation():
-    values = _cleaned(json_body())
-    automation = apply(Automation(project_id=g.project.id), values)
+    body = json_body()
+    template_key = body.pop("template_key", None)
+    if template_key is not None and (not isinstance(template_key, str)
+                                     or not 0 < len(template_key) <= 100):
+        return api_error(400, "invalid_template_key",
+                         "template_key must be a string of 1 to 100 characters")
+    values = _cleaned(body)
+    automation = apply(Automation(project_id=g.project.id, template_key=template_key), values)
     db.session.add(automation)
     db.session.commit()
     return jsonify(with_stats(automation)), 201

@@ -12,30 +12,30 @@ counts twice. Nothing here knows a billing system.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from crowdpower import jobs
+from crowdpower.automations.engine import DISPATCH_QUEUE
 from crowdpower.automations.models import Automation, Conversion, Message
 from crowdpower.extensions import db
 from crowdpower.models import Event
+from crowdpower.plugins import get_pm
 from crowdpower.tenancy import current_project_id, get_by_id_and_project, project_scope
 
 log = logging.getLogger(__name__)
 DEFAULT_WINDOW_HOURS = 168
 MAX_WINDOW_HOURS = 90 * 24
 DELIVERED = ("sent", "outbox")
-QUEUE = "webhooks"  # as urgent as deciding who gets a message (engine.DISPATCH_QUEUE)
+QUEUE = DISPATCH_QUEUE  # as urgent as deciding who gets a message
 
 
 def default_conversions(project_id: int) -> dict[str, dict]:
     """``{event name: {"amount_property", "currency_property"}}`` plugins declare
     (constant data: hook implementations must not query, this runs after a commit)."""
-    from crowdpower.plugins import get_pm
-
     found: dict[str, dict] = {}
     for batch in get_pm().hook.crowdpower_conversion_events(project_id=project_id):
         for spec in batch or []:
@@ -119,8 +119,6 @@ def attribute(project_id: int, event_id: int) -> int | None:
 
 
 def _aware(value):
-    from datetime import UTC
-
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 

@@ -31,7 +31,7 @@ from crowdpower.tenancy import current_project_id, get_by_id_and_project, unscop
 
 log = logging.getLogger(__name__)
 QUEUE = "messages"
-DISPATCH_QUEUE = "webhooks"
+DISPATCH_QUEUE = "automations.dispatch"
 
 
 def on_event(project_id: int, event_id: int) -> bool:
@@ -117,7 +117,7 @@ def dispatch_event(event_id: int) -> list[int]:
 
 
 def _enqueue_send(project_id: int, message_id: int, delay: float) -> None:
-    from crowdpower.automations.delivery import enqueue_send
+    from crowdpower.automations.delivery import enqueue_send  # a cycle: delivery imports us
 
     jobs.after_commit(lambda: enqueue_send(project_id, message_id, delay))
 

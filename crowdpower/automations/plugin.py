@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import logging
 
-from crowdpower.automations import models  # noqa: F401  (tables exist for create_all/Alembic)
+from crowdpower.automations import (
+    api,
+    attribution,
+    bp,
+    load_routes,
+    models,  # noqa: F401  (tables exist for create_all/Alembic)
+    views,
+)
+from crowdpower.automations.engine import on_event
+from crowdpower.automations.views import customer_panel
+from crowdpower.extensions import csrf
 from crowdpower.plugins import hookimpl
 
 log = logging.getLogger(__name__)
@@ -13,7 +23,6 @@ CONFIG_DEFAULTS = {
     "SMTP_TIMEOUT": 30,
     "WEBHOOK_TIMEOUT": 10,
     # Networks/host names webhooks may reach although internal (on-premise installs).
-    "OUTBOUND_ALLOWLIST": [],
     "OUTBOUND_ALLOWED_PORTS": [80, 443, 8080, 8443],
     # Seconds before retry 1, 2, 3 of a transient SMTP/webhook failure; then it fails.
     "MESSAGE_RETRY_DELAYS": [60, 300, 1800],
@@ -21,29 +30,24 @@ CONFIG_DEFAULTS = {
     "MESSAGE_CLAIM_TTL": 600,
     "MESSAGE_SWEEP_AFTER": 600,
     # Events that happened longer ago than this (imports, backfills) start no automation;
-    # longer than Stripe's 3 days of webhook retries.
+    # longer than the days a sender typically retries its webhooks (3).
     "AUTOMATION_MAX_EVENT_AGE": 4 * 24 * 3600,
 }
 
 
 @hookimpl
-def crowdpower_load_config(config):
-    for key, value in CONFIG_DEFAULTS.items():
-        config.setdefault(key, value)
+def crowdpower_config_defaults():
+    return CONFIG_DEFAULTS
 
 
 @hookimpl
 def crowdpower_event_recorded(project_id, event_id):
     """After commit: must not raise, or other plugins' implementations would not run."""
-    from crowdpower.automations.engine import on_event
-
     try:
         on_event(project_id, event_id)
     except Exception:
         log.exception("automations: could not handle event %s of project %s",
                       event_id, project_id)
-    from crowdpower.automations import attribution
-
     try:  # a conversion (e.g. a recovered payment) credited to the last message
         attribution.on_event(project_id, event_id)
     except Exception:
@@ -53,30 +57,27 @@ def crowdpower_event_recorded(project_id, event_id):
 
 @hookimpl
 def crowdpower_register_blueprints(app):
-    from crowdpower.automations import bp, load_routes
-    from crowdpower.extensions import csrf
-
     load_routes()
     app.register_blueprint(bp)
-    from crowdpower.automations import api, views
-
     for view in [*api.VIEWS, views.unsubscribe]:
         csrf.exempt(view)
 
 
 @hookimpl
 def crowdpower_customer_panels(project_id, customer_id):
-    from crowdpower.automations.views import customer_panel
-
     return customer_panel(project_id, customer_id)
 
 
 @hookimpl
 def crowdpower_queues():
-    return ["messages"]
+    # Dispatching an event (which automations it starts) is small and comes from events
+    # already applied: served first, so a busy inbox cannot starve it; sends come after
+    # the plugins' inboxes.
+    return [("automations.dispatch", 5), ("messages", 20)]
 
 
 @hookimpl
 def crowdpower_periodic_jobs():
     return [("crowdpower.automations.delivery.sweep", 60, "messages"),
-            ("crowdpower.automations.engine.sweep_dispatches", 30, "webhooks")]
+            ("crowdpower.automations.engine.sweep_dispatches", 30,
+             "automations.dispatch")]

@@ -7,6 +7,7 @@ from flask import Flask, current_app
 from werkzeug.utils import import_string
 
 from crowdpower import hookspecs
+from crowdpower.config import apply_defaults
 
 hookimpl = pluggy.HookimplMarker("crowdpower")
 ENTRY_POINT_GROUP = "crowdpower.plugins"
@@ -21,7 +22,7 @@ def build_plugin_manager(extra_plugins=(), load_entry_points: bool = True) -> pl
     """
     pm = pluggy.PluginManager("crowdpower")
     pm.add_hookspecs(hookspecs)
-    from crowdpower import internal_plugins
+    from crowdpower import internal_plugins  # a cycle: they import hookimpl from here
 
     for plugin in internal_plugins.PLUGINS:
         pm.register(plugin)
@@ -39,6 +40,8 @@ def init_app(app: Flask) -> None:
         load_entry_points=app.config.get("LOAD_ENTRY_POINT_PLUGINS", True),
     )
     app.extensions["crowdpower.plugins"] = pm
+    for defaults in pm.hook.crowdpower_config_defaults():
+        apply_defaults(app.config, defaults or {})
     pm.hook.crowdpower_load_config(config=app.config)
 
 

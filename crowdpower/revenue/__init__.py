@@ -13,4 +13,4 @@ bp = Blueprint("revenue", __name__, template_folder="templates")
 
 def load_routes() -> None:
     """Attach the page and the API routes to ``bp`` (imported for their side effect)."""
-    from crowdpower.revenue import views  # noqa: F401
+    from crowdpower.revenue import views  # noqa: F401  (they import bp: a cycle)

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from flask import current_app
+
+from crowdpower.extensions import csrf
 from crowdpower.plugins import hookimpl
-from crowdpower.revenue import models  # noqa: F401  (tables exist for create_all/Alembic)
+from crowdpower.revenue import (
+    bp,
+    load_routes,
+    models,  # noqa: F401  (tables exist for create_all/Alembic)
+    views,
+)
 
 CONFIG_DEFAULTS = {
     # Seconds between snapshot runs; each run replaces today's snapshot (idempotent).
@@ -15,31 +23,18 @@ CONFIG_DEFAULTS = {
 
 
 @hookimpl
-def crowdpower_load_config(config):
-    import os
-
-    for key, value in CONFIG_DEFAULTS.items():
-        raw = os.environ.get(key)
-        if key not in config and raw not in (None, ""):
-            config[key] = type(value)(raw)
-        config.setdefault(key, value)
+def crowdpower_config_defaults():
+    return CONFIG_DEFAULTS
 
 
 @hookimpl
 def crowdpower_register_blueprints(app):
-    from crowdpower.extensions import csrf
-    from crowdpower.revenue import bp, load_routes
-
     load_routes()
     app.register_blueprint(bp)
-    from crowdpower.revenue import views
-
     csrf.exempt(views.api_revenue)
 
 
 @hookimpl
 def crowdpower_periodic_jobs():
-    from flask import current_app
-
     every = int(current_app.config.get("REVENUE_SNAPSHOT_INTERVAL") or 3600)
     return [("crowdpower.revenue.snapshot.snapshot_all", every, "default")]

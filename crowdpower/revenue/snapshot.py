@@ -17,6 +17,7 @@ from sqlalchemy import Date, bindparam, select, text
 
 from crowdpower.extensions import db
 from crowdpower.models import Project, UTCDateTime, utcnow
+from crowdpower.plugins import get_pm
 from crowdpower.tenancy import unscoped
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,6 @@ log = logging.getLogger(__name__)
 
 def sources(project_id: int) -> list[dict]:
     """``[{"mrr_trait", "currency_trait"}]`` the enabled plugins declare for a project."""
-    from crowdpower.plugins import get_pm
-
     found = []
     for batch in get_pm().hook.crowdpower_revenue_sources(project_id=project_id):
         for source in batch or []:

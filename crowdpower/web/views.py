@@ -15,6 +15,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from crowdpower import segments as segment_service
 from crowdpower.auth import (
+    api_error,
     end_sessions,
     login_required,
     project_required,
@@ -23,7 +24,7 @@ from crowdpower.auth import (
 )
 from crowdpower.customers import get_traits
 from crowdpower.extensions import db
-from crowdpower.models import Customer, Event, Segment, User
+from crowdpower.models import Customer, Event, Segment, User, utcnow
 from crowdpower.plugins import get_pm, installed_integrations
 from crowdpower.rules import RuleError
 from crowdpower.tenancy import get_or_404
@@ -34,24 +35,18 @@ PAGE = 50
 
 def not_found(_exc: HTTPException):
     if request.path.startswith("/api/"):
-        from crowdpower.auth import api_error
-
         return api_error(404, "not_found", "No such resource.")
     return render_template("error.html", code=404, message="Not found."), 404
 
 
 def bad_request(exc: HTTPException):
     if request.path.startswith("/api/"):
-        from crowdpower.auth import api_error
-
         return api_error(400, "bad_request", exc.description or "Bad request.")
     return render_template("error.html", code=400, message=exc.description or "Bad request."), 400
 
 
 def method_not_allowed(exc: HTTPException):
     if request.path.startswith("/api/"):
-        from crowdpower.auth import api_error
-
         response = api_error(405, "method_not_allowed", "Method not allowed on this resource.")
         response.headers["Allow"] = ", ".join(exc.valid_methods or [])
         return response
@@ -60,8 +55,6 @@ def method_not_allowed(exc: HTTPException):
 
 def server_error(_exc):
     if request.path.startswith("/api/"):
-        from crowdpower.auth import api_error
-
         return api_error(500, "server_error", "Something went wrong on our side.")
     return render_template("error.html", code=500, message="Something went wrong."), 500
 
@@ -160,8 +153,11 @@ def customers(project_id: int):
     more = len(rows) > PAGE
     rows = rows[:PAGE]
     traits = get_traits(project_id, [c.id for c in rows])
+    columns = [c for batch in get_pm().hook.crowdpower_customer_columns(project_id=project_id)
+               for c in batch or []]
     return render_template("customers.html", customers=rows, traits=traits, q=query,
-                           segment=segment, more=more)
+                           segment=segment, more=more, columns=columns,
+                           identity=_identity(project_id))
 
 
 @bp.route("/projects/<int:project_id>/customers/<int:customer_id>")
@@ -175,7 +171,15 @@ def customer(project_id: int, customer_id: int):
     panels = [p for p in get_pm().hook.crowdpower_customer_panels(
         project_id=project_id, customer_id=customer.id) if p]
     return render_template("customer.html", customer=customer, traits=traits, events=events,
-                           panels=panels)
+                           panels=panels, identity=_identity(project_id))
+
+
+def _identity(project_id: int):
+    """``traits -> label``: the first identifying trait plugins name (an external id), for
+    customers with neither name nor email."""
+    keys = [k for batch in get_pm().hook.crowdpower_customer_identity_traits(
+        project_id=project_id) for k in batch or []]
+    return lambda traits: next((traits[k] for k in keys if traits.get(k)), None)
 
 
 @bp.route("/projects/<int:project_id>/segments")
@@ -211,7 +215,6 @@ def create_segment(project_id: int):
 @project_required
 def unsubscribe_customer(project_id: int, customer_id: int):
     customer = get_or_404(Customer, customer_id, project_id)
-    from crowdpower.models import utcnow
 
     customer.unsubscribed_at = None if customer.unsubscribed_at else utcnow()
     db.session.commit()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from crowdpower_stripe_double.control import simulate
 
-from crowdpower.plugins.stripe.double.control import simulate
 from tests.stripe_plugin.test_webhooks import customer_by_email, events, inbox
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from crowdpower_stripe_double.control import simulate
 from sqlalchemy import func, select
 
 from crowdpower.extensions import db
-from crowdpower.plugins.stripe.double.control import simulate
 from crowdpower.revenue.models import MrrSnapshot
 from crowdpower.revenue.snapshot import take_snapshot
 from crowdpower.tenancy import project_scope

@@ -29,40 +29,30 @@ from authlib.integrations.requests_client import OAuth2Session
 from flask import abort, current_app, flash, g, redirect, request, session, url_for
 from sqlalchemy import select, update
 
-from crowdpower import integrations
-from crowdpower.auth import login_required, project_required
-from crowdpower.extensions import db
-from crowdpower.models import utcnow
+from crowdpower import services
 from crowdpower.plugins.stripe import tokens
 from crowdpower.plugins.stripe.blueprint import bp
 from crowdpower.plugins.stripe.client import stripe_client
+from crowdpower.plugins.stripe.connection import connection
 from crowdpower.plugins.stripe.models import StripeConnection, StripeOAuthState
-from crowdpower.tenancy import project_scope, unscoped
+from crowdpower.plugins.stripe.sync import request_sync
+from crowdpower.services import (
+    db,
+    login_required,
+    project_required,
+    project_scope,
+    unscoped,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 NAME = "stripe"
 SESSION_NONCE = "stripe_oauth_nonce"
 
 
-def register_oauth_client(oauth_registry, app) -> None:
-    """Register ``stripe`` on the host's authlib registry (overwriting: one per app)."""
-    oauth_registry.register(
-        "stripe", overwrite=True,
-        client_id=app.config.get("STRIPE_CLIENT_ID"),
-        client_secret=app.config.get("STRIPE_SECRET_KEY"),
-        authorize_url=app.config["STRIPE_CONNECT_BASE"] + "/oauth/authorize",
-        access_token_url=app.config["STRIPE_CONNECT_BASE"] + "/oauth/token",
-        client_kwargs={"scope": "read_write",
-                       "token_endpoint_auth_method": "client_secret_post"},
-    )
-
-
 def oauth_session() -> OAuth2Session:
-    """An authlib OAuth 2 client for this app's Stripe platform, built per call.
-
-    The registry caches clients by name across apps, so the flow builds its client
-    from the current app's config (the same settings as the registered one).
-    """
+    """An authlib OAuth 2 client for this app's Stripe platform (legacy Connect OAuth),
+    built per call from the current app's config."""
     cfg = current_app.config
     return OAuth2Session(cfg["STRIPE_CLIENT_ID"], cfg["STRIPE_SECRET_KEY"], scope="read_write",
                          redirect_uri=redirect_uri(),
@@ -84,12 +74,6 @@ def redirect_uri() -> str:
 
 def integrations_page(project_id: int):
     return redirect(url_for("web.integrations", project_id=project_id))
-
-
-def connection(project_id: int) -> StripeConnection | None:
-    with project_scope(project_id):
-        return db.session.scalar(select(StripeConnection).where(
-            StripeConnection.project_id == project_id))
 
 
 def app_mode() -> bool:
@@ -219,8 +203,6 @@ def _describe(exc: Exception) -> str:
 
 def store_connection(project_id: int, token: dict, kind: str = "connect") -> str:
     """Save the connection, seed what the plugin adds and start the initial sync."""
-    from crowdpower.plugins.stripe.sync import request_sync
-
     account = token.get("stripe_user_id")
     if not account:
         return "Stripe answered without an account id; nothing was connected."
@@ -238,15 +220,11 @@ def store_connection(project_id: int, token: dict, kind: str = "connect") -> str
         conn.livemode = bool(token.get("livemode"))
         conn.scope, conn.kind = token.get("scope"), kind
         if kind == "app":  # tokens per (account, mode), refreshed under a lock
-            conn.access_token = conn.refresh_token = None
             tokens.forget(project_id)
             tokens.save_install(project_id, token)
-        else:
-            conn.access_token = token.get("access_token")
-            conn.refresh_token = token.get("refresh_token")
         conn.publishable_key = token.get("stripe_publishable_key")
         conn.connected_at, conn.disconnected_at, conn.last_error = utcnow(), None, None
-        integrations.enable(project_id, NAME)
+        services.enable(project_id, NAME)
         request_sync(project_id, reason="connect")
         db.session.commit()
     return f"Stripe account {account} connected. Importing your customers now."
@@ -259,10 +237,9 @@ def mark_disconnected(project_id: int, reason: str | None = None) -> bool:
         return False
     with project_scope(project_id):
         conn.status, conn.active_account_id = "disconnected", None
-        conn.access_token = conn.refresh_token = None
         tokens.forget(project_id)
         conn.disconnected_at, conn.last_error = utcnow(), reason
-        integrations.disable(project_id, NAME)
+        services.disable(project_id, NAME)
     return True
 
 
@@ -298,8 +275,6 @@ def disconnect(project_id: int):
 @bp.post("/projects/<int:project_id>/integrations/stripe/resync")
 @project_required
 def resync(project_id: int):
-    from crowdpower.plugins.stripe.sync import request_sync
-
     conn = connection(project_id)
     if conn is not None and conn.status == "reconnect_needed":
         flash("Reconnect Stripe before syncing.")

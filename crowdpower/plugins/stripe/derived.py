@@ -10,11 +10,9 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from crowdpower import bulk
-from crowdpower.customers import record_event
-from crowdpower.extensions import db
 from crowdpower.plugins.stripe import lifecycle, mapping, store
 from crowdpower.plugins.stripe.models import StripeCustomerLink, StripeObject
+from crowdpower.services import among, db, record_event
 
 
 def customer_objects(project_id: int, customer_id: int) -> tuple[list[dict], list[dict]]:
@@ -29,7 +27,7 @@ def customer_objects(project_id: int, customer_id: int) -> tuple[list[dict], lis
         return subs, charges
     rows = db.session.execute(select(StripeObject.kind, StripeObject.data).where(
         StripeObject.project_id == project_id,
-        bulk.among(StripeObject.customer_stripe_id, stripe_ids),
+        among(StripeObject.customer_stripe_id, stripe_ids),
         StripeObject.kind.in_(("subscription", "charge"))))
     for kind, data in rows:
         (subs if kind == "subscription" else charges).append(data)

@@ -17,10 +17,17 @@ import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 
+from crowdpower.automations.models import Message
+from crowdpower.extensions import db
+from crowdpower.models import Customer
+from crowdpower.plugins.stripe import mapping
+from crowdpower.plugins.stripe.status import integration_status
+from crowdpower.revenue.models import MrrDailyTotal, MrrMovement
+from crowdpower.revenue.snapshot import take_snapshot
+from crowdpower.tenancy import project_scope
 from sqlalchemy import select
 
-from crowdpower.extensions import db
-from crowdpower.plugins.stripe import mapping
+from crowdpower_stripe_double.control import simulate
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +51,6 @@ def seed_history(project_id: int, mrr: dict[str, float], days: int = 182,
     No snapshot run is recorded for these days, so the first real snapshot is a baseline
     (its customers are not counted as "new" against a synthetic day).
     """
-    from crowdpower.revenue.models import MrrDailyTotal, MrrMovement
-
     rng = random.Random(seed)
     today = today or datetime.now(UTC).date()
     fake_customer = -1
@@ -107,9 +112,6 @@ class RevenueStory(threading.Thread):
             self.done.set()
 
     def _wait_for_sync(self) -> bool:
-        from crowdpower.plugins.stripe.status import integration_status
-        from crowdpower.tenancy import project_scope
-
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             with project_scope(self.project_id):
@@ -130,10 +132,6 @@ class RevenueStory(threading.Thread):
                     if c["id"] in active and c.get("email") and not c.get("deleted")][:6]
 
     def _play(self) -> None:
-        from crowdpower.plugins.stripe.double.control import simulate
-        from crowdpower.revenue.snapshot import take_snapshot
-        from crowdpower.tenancy import project_scope
-
         emails = self._customers()
         for email in emails[:3]:  # failed, dunned, recovered
             simulate(self.double, self.account, "charge_failed", email=email)
@@ -149,10 +147,6 @@ class RevenueStory(threading.Thread):
             take_snapshot(self.project_id)
 
     def _wait_for_email(self, email: str, timeout: float = 20.0) -> None:
-        from crowdpower.automations.models import Message
-        from crowdpower.models import Customer
-        from crowdpower.tenancy import project_scope
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with project_scope(self.project_id):
