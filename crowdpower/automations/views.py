@@ -61,7 +61,7 @@ def save_settings(project_id: int):
         row.frequency_cap_hours = parse_cap(request.form.get("frequency_cap_hours", "").strip())
     except ValueError as exc:
         db.session.rollback()
-        flash(str(exc))
+        flash(str(exc), "error")
         return redirect(url_for("automations.index", project_id=project_id))
     db.session.commit()
     flash("Sending settings saved.")

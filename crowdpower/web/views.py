@@ -22,12 +22,14 @@ from crowdpower.auth import (
     user_projects,
 )
 from crowdpower.customers import get_traits
+from crowdpower.definitions import event_specs, trait_specs
 from crowdpower.extensions import db
+from crowdpower.formatting import format_property, render_sentence
 from crowdpower.models import Customer, Event, Segment, User
 from crowdpower.plugins import get_pm, installed_integrations
 from crowdpower.rules import RuleError
 from crowdpower.tenancy import get_or_404
-from crowdpower.web import bp
+from crowdpower.web import bp, display
 
 PAGE = 50
 
@@ -38,6 +40,29 @@ def not_found(_exc: HTTPException):
 
         return api_error(404, "not_found", "No such resource.")
     return render_template("error.html", code=404, message="Not found."), 404
+
+
+def forbidden(exc: HTTPException):
+    if request.path.startswith("/api/"):
+        from crowdpower.auth import api_error
+
+        return api_error(403, "forbidden", exc.description or "Forbidden.")
+    return render_template("error.html", code=403,
+                           message="You do not have access to this page."), 403
+
+
+FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
+           '<rect width="32" height="32" rx="7" fill="#4f46e5"/>'
+           '<path d="M21 11.5a7 7 0 1 0 0 9" stroke="#fff" stroke-width="3.5" fill="none" '
+           'stroke-linecap="round"/></svg>')
+
+
+@bp.route("/favicon.ico")
+@bp.route("/favicon.svg")
+def favicon():
+    """Browsers ask for /favicon.ico on every page: answer with our icon, not a 404."""
+    return FAVICON, 200, {"Content-Type": "image/svg+xml",
+                          "Cache-Control": "public, max-age=86400"}
 
 
 def bad_request(exc: HTTPException):
@@ -117,6 +142,7 @@ def logout():
     if g.get("user") is not None:
         end_sessions(g.user)
     session.clear()
+    flash("You are logged out.")
     return redirect(url_for("web.login"))
 
 
@@ -174,8 +200,34 @@ def customer(project_id: int, customer_id: int):
         .order_by(Event.occurred_at.desc(), Event.id.desc()).limit(100)))
     panels = [p for p in get_pm().hook.crowdpower_customer_panels(
         project_id=project_id, customer_id=customer.id) if p]
-    return render_template("customer.html", customer=customer, traits=traits, events=events,
-                           panels=panels)
+    specs = trait_specs(project_id)
+    groups: dict[str, list[str]] = {}
+    for key in sorted(traits, key=lambda k: (specs.get(k, {}).get("name") or k).lower()):
+        groups.setdefault(specs.get(key, {}).get("group") or "Traits", []).append(key)
+    attached = {p["group"]: p["html"] for p in panels if isinstance(p, dict) and p.get("group")}
+    loose = [p["html"] if isinstance(p, dict) else p for p in panels
+             if not (isinstance(p, dict) and p.get("group"))]
+    for name in attached:
+        groups.setdefault(name, [])
+    feed = event_lines(project_id, events)
+    return render_template("customer.html", customer=customer, traits=traits, events=feed,
+                           panels=loose, groups=groups, attached=attached, specs=specs)
+
+
+def event_lines(project_id: int, events: list[Event]) -> list[dict]:
+    """The feed: each event as a sentence (its definition's ``sentence``, else its name)
+    and its properties formatted, empty ones left out."""
+    specs = event_specs(project_id)
+    lines = []
+    for event in events:
+        spec = specs.get(event.name, {})
+        props = event.properties or {}
+        formats = spec.get("formats") or {}
+        sentence = render_sentence(spec["sentence"], props) if spec.get("sentence") else None
+        shown = [(k, display.html(format_property(k, props, formats))) for k in sorted(props)
+                 if props[k] not in (None, "", [], {})]
+        lines.append({"event": event, "sentence": sentence, "properties": shown})
+    return lines
 
 
 @bp.route("/projects/<int:project_id>/segments")

@@ -303,3 +303,29 @@ def test_a_duplicate_segment_name_is_refused(tenant):
     assert c.post(url, data={**data, "csrf_token": token(c, url)}).status_code == 302
     r = c.post(url, data={**data, "csrf_token": token(c, url)})
     assert r.status_code == 400 and "already exists" in r.get_data(as_text=True)
+
+
+def test_error_pages_sit_in_the_layout_with_a_way_back(tenant, client):
+    project_id, _key, c = tenant
+    page = c.get(f"/projects/{project_id}/customers/999999")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 404 and "Page not found" in html
+    assert f'href="/projects/{project_id}/integrations"' in html  # back to the project
+    assert "<nav>" in html  # inside the layout
+    other = c.get(f"/projects/{project_id + 1000}/customers")
+    assert other.status_code == 404 and "Back to" in other.get_data(as_text=True)
+
+
+def test_favicon_is_served(client):
+    for path in ("/favicon.ico", "/favicon.svg"):
+        response = client.get(path)
+        assert response.status_code == 200 and response.mimetype == "image/svg+xml"
+        assert b"<svg" in response.data
+
+
+def test_logout_says_so(tenant, client):
+    _project_id, _key, c = tenant
+    page = c.get("/login")
+    token = csrf_from(page.get_data(as_text=True))
+    response = c.post("/logout", data={"csrf_token": token}, follow_redirects=True)
+    assert "You are logged out." in response.get_data(as_text=True)

@@ -131,6 +131,14 @@ def crowdpower_automation_templates(project_id):
 
 
 @hookimpl
+def crowdpower_customer_panels(project_id, customer_id):
+    """Subscriptions and recent charges, attached to the profile's "Stripe" group."""
+    from crowdpower.plugins.stripe.profile import customer_panel
+
+    return customer_panel(project_id, customer_id)
+
+
+@hookimpl
 def crowdpower_queues():
     return ["webhooks", "sync"]
 

@@ -1,0 +1,121 @@
+"""The demo journey in a real browser, as a new tenant walks it; every page visited is
+checked again at phone width for horizontal overflow."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from tests.browser.conftest import WIDTHS, page_width_overflow, save_readme_screenshot
+
+MONEY = r"(?:(?:[$€£¥]|[A-Z]{1,2}\$)[\d,]+(?:\.\d\d)?|[\d,]+\.\d\d [A-Z]{3})"
+
+
+def login(page, served) -> None:
+    page.goto(served.base_url + "/login")
+    page.fill("#email", served.email)
+    page.fill("#password", served.password)
+    page.click("button:has-text('Log in')")
+    page.wait_for_url(re.compile(r"/projects/"))
+
+
+def assert_fits(page, visited: list[str]) -> None:
+    visited.append(page.url)
+    overflow = page_width_overflow(page)
+    assert overflow <= 0, f"{page.url} is {overflow}px wider than the viewport"
+
+
+def test_demo_journey(served, page, browser):
+    visited: list[str] = []
+    login(page, served)
+
+    # Connect: the Stripe App's consent page (the double's), then back on the card.
+    page.goto(served.project_url("/integrations"))
+    assert_fits(page, visited)
+    page.click("text=Connect a test-mode account")
+    page.wait_for_selector("text=Connect my Stripe account")
+    page.click("text=Connect my Stripe account")
+    page.wait_for_url(re.compile(r"/integrations"))
+    card = page.locator(".integration-card")
+
+    # Progress moves through the phases to done, without a reload.
+    phases_seen = set()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        phase = page.locator('[data-field="phase"]').text_content() or ""
+        phases_seen.add(phase.strip())
+        state = page.locator('[data-field="state"]').text_content() or ""
+        if state.strip() == "succeeded":
+            break
+        time.sleep(0.3)
+    assert state.strip() == "succeeded", (state, phases_seen)
+    assert_fits(page, visited)
+
+    # Segments with counts, drill down into one.
+    page.click("nav >> text=Segments")
+    row = page.locator("tr", has_text="Active Stripe Subscribers")
+    count = int(re.search(r"\d+", row.locator("td").nth(1).text_content()).group())
+    assert count > 0
+    assert_fits(page, visited)
+
+    # Customers list.
+    page.click("nav >> text=Customers")
+    assert_fits(page, visited)
+
+    # A profile of an active subscriber.
+    customers = served.api("/customers?limit=100").json()["data"]
+    target = next(c for c in customers if c["email"]
+                  and c["traits"].get("stripe_subscription_status") == "active")
+    page.goto(served.project_url(f"/customers/{target['id']}"))
+    stripe_group = page.locator('.trait-group[data-group="Stripe"]')
+    assert stripe_group.locator("table.traits th", has_text="MRR").count() == 1  # labels, not keys
+    mrr = stripe_group.locator('tr[data-trait="stripe_mrr"] td').inner_text()
+    assert re.fullmatch(MONEY, mrr), mrr
+    since = stripe_group.locator('tr[data-trait="stripe_created_at"] time')
+    assert re.search(r"ago$", since.inner_text()), since.inner_text()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", since.get_attribute("title"))
+    assert stripe_group.locator('tr[data-trait="stripe_livemode"] td').inner_text() == "No"
+    ids = stripe_group.locator('tr[data-trait="stripe_customer_ids"] .chip')
+    assert ids.count() >= 1 and re.fullmatch(r"cus_\w+", ids.first.inner_text())
+    subscription = stripe_group.locator(".stripe-panel table").first.locator("tr").nth(1)
+    assert "active" in subscription.inner_text()
+    link = subscription.locator("a").first.get_attribute("href")
+    assert link.startswith("https://dashboard.stripe.com/test/subscriptions/sub_"), link
+    assert_fits(page, visited)
+
+    # A charge.failed fired at the double lands on the profile and produces a message.
+    fired = served.double_simulate("charge_failed", target["email"])
+    assert fired.status_code == 200, fired.text
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        messages = served.api(f"/messages?customer_id={target['id']}").json()["data"]
+        if messages:
+            break
+        time.sleep(0.3)
+    assert messages, "the dunning automation sent nothing"
+    page.reload()
+    sentence = page.locator(".event-sentence").first.inner_text()
+    assert re.match(rf"Charge of {MONEY} failed", sentence), sentence
+    page.locator(".event details summary").first.click()
+    details = page.locator(".event details table").first.inner_text()
+    assert "None" not in details and re.search(rf"amount\s+{MONEY}", details), details
+    assert_fits(page, visited)
+    save_readme_screenshot(page, "profile.png", full_page=True)
+
+    # Disconnect.
+    page.goto(served.project_url("/integrations"))
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button:has-text('Disconnect')")
+    page.wait_for_selector("text=Connect a test-mode account")
+
+    # Every page of the journey fits a phone's width too.
+    phone = browser.new_context(viewport={"width": WIDTHS["phone"], "height": 800},
+                                storage_state=page.context.storage_state())
+    try:
+        small = phone.new_page()
+        for url in dict.fromkeys(visited):
+            small.goto(url)
+            overflow = page_width_overflow(small)
+            assert overflow <= 0, f"{url} is {overflow}px wider than a phone"
+    finally:
+        phone.close()
