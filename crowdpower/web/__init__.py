@@ -17,6 +17,7 @@ def init_app(app: Flask) -> None:
     from crowdpower.web import display
 
     app.jinja_env.globals.update(shown=display.shown, status_pill=display.status_pill,
+                                 status_kind=display.status_kind,
                                  trait_shown=display.trait_shown)
     app.register_error_handler(404, views.not_found)
     app.register_error_handler(400, views.bad_request)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 
+from crowdpower.plugins.stripe.sync import PHASES
 from tests.browser.conftest import WIDTHS, page_width_overflow, save_readme_screenshot
 
 MONEY = r"(?:(?:[$€£¥]|[A-Z]{1,2}\$)[\d,]+(?:\.\d\d)?|[\d,]+\.\d\d [A-Z]{3})"
@@ -36,20 +37,40 @@ def test_demo_journey(served, page, browser):
     page.wait_for_selector("text=Connect my Stripe account")
     page.click("text=Connect my Stripe account")
     page.wait_for_url(re.compile(r"/integrations"))
-    card = page.locator(".integration-card")
+    card = page.locator("#integration-stripe")
 
-    # Progress moves through the phases to done, without a reload.
-    phases_seen = set()
+    # Progress moves through the phases to done, without a reload; Resync waits.
+    currents, running_seen = [], False
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        phase = page.locator('[data-field="phase"]').text_content() or ""
-        phases_seen.add(phase.strip())
-        state = page.locator('[data-field="state"]').text_content() or ""
-        if state.strip() == "succeeded":
+        state = card.locator('[data-field="state"]').inner_text().strip()
+        if state in ("pending", "running"):
+            running_seen = True
+            assert card.locator("#stripe-resync").is_disabled()
+            current = card.locator("li.step.current")
+            if current.count():
+                phase = current.get_attribute("data-phase")
+                if not currents or currents[-1] != phase:
+                    currents.append(phase)
+        if state in ("succeeded", "failed"):
             break
-        time.sleep(0.3)
-    assert state.strip() == "succeeded", (state, phases_seen)
+        time.sleep(0.2)
+    assert state == "succeeded", (state, currents)
+    assert "ok" in card.locator('[data-field="state"]').get_attribute("class").split()
+    steps = card.locator("li.step")
+    assert steps.count() == 7 and card.locator("li.step.done").count() == 7, currents
+    for phase in ("customers", "subscriptions", "charges", "traits"):
+        assert int(card.locator(f'[data-count="{phase}"]').inner_text()) > 0, phase
+    assert card.locator('[data-field="bar"]').evaluate("b => b.value === b.max")
+    assert not card.locator("#stripe-resync").is_disabled()
+    assert currents == sorted(currents, key=PHASES.index), currents  # never backwards
+    assert running_seen or currents == []
+    page.reload()  # what the server renders agrees with what the page became
+    assert card.locator("li.step.done").count() == 7
+    assert re.search(r"ago|just now", card.locator('[data-field="last-success"]').inner_text())
+    assert "no failures" in card.locator(".webhook-health").inner_text()
     assert_fits(page, visited)
+    save_readme_screenshot(card, "integration-card.png")
 
     # Segments with counts, drill down into one.
     page.click("nav >> text=Segments")

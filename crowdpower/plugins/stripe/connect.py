@@ -249,7 +249,7 @@ def store_connection(project_id: int, token: dict, kind: str = "connect") -> str
         integrations.enable(project_id, NAME)
         request_sync(project_id, reason="connect")
         db.session.commit()
-    return f"Stripe account {account} connected. Importing your customers now."
+    return f"Stripe account {account} connected. The import of its customers is shown below."
 
 
 def mark_disconnected(project_id: int, reason: str | None = None) -> bool:
