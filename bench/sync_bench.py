@@ -187,7 +187,7 @@ def run_naive_once(app, account: str, name: str) -> dict:
 
 def serve_double(customers: int, seed: int, conn) -> None:
     """Child process: a seeded Stripe double, serving until terminated."""
-    from crowdpower.plugins.stripe.double import StripeDouble
+    from crowdpower_stripe_double import StripeDouble
 
     double = StripeDouble(secret_key=SECRET, client_id="ca_bench", webhook_url=None,
                           webhook_secrets=["whsec_bench"])

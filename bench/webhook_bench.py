@@ -111,7 +111,7 @@ class Stack:
 
 def make_events(double, account: str, customers: list[str], n: int) -> list[tuple[str, bytes]]:
     """``n`` signed-ready charge events (id, body) for random customers of ``account``."""
-    from crowdpower.plugins.stripe.double import objects as O  # noqa: N812
+    from crowdpower_stripe_double import objects as O  # noqa: N812
 
     out = []
     acct = double.state.account(account)
@@ -131,7 +131,7 @@ def send(url: str, events: list[tuple[str, bytes]], concurrency: int,
          rate: float | None = None) -> tuple[float, list[float], dict[str, float]]:
     """POST signed events over ``concurrency`` keep-alive connections from the load
     generator (``bench.loadgen``, its own process); (seconds, latencies, sent_at by id)."""
-    from crowdpower.plugins.stripe.double import sign
+    from crowdpower_stripe_double import sign
 
     host, port = url.split("://", 1)[1].split(":")
     job = {"host": host, "port": int(port), "path": "/integrations/stripe/webhook",
@@ -244,7 +244,7 @@ def setup(database_url: str, double, customers: int, big: int) -> dict:
             account = double.create_account()
             if n:
                 double.seed(account, customers=n, seed=7)
-            project_id, _ = make_project(f"Tenant {name}")
+            project_id, api_key = make_project(f"Tenant {name}")
             with project_scope(project_id):
                 conn = StripeConnection(project_id=project_id, status="connected",
                                         stripe_user_id=account, active_account_id=account,
@@ -253,7 +253,7 @@ def setup(database_url: str, double, customers: int, big: int) -> dict:
                 db.session.add(conn)
                 integrations.enable(project_id, "stripe")
                 db.session.commit()
-                _automation(project_id)
+                _automation(app, api_key)
             out[name] = (project_id, account)
         project_b, _ = out["B"]
         request_sync(project_b, reason="bench")
@@ -262,11 +262,11 @@ def setup(database_url: str, double, customers: int, big: int) -> dict:
     return out
 
 
-def _automation(project_id: int) -> None:
+def _automation(app, api_key: str) -> None:
     """The dunning automation (Stripe Charge Failed → email; outbox, no SMTP)."""
-    from crowdpower.plugins.stripe.commands import add_template_automation
+    from crowdpower_stripe_double.demo import add_template_automation
 
-    add_template_automation(project_id, "stripe_dunning")
+    add_template_automation(app, api_key, "stripe_dunning")
 
 
 def main() -> None:
@@ -286,9 +286,8 @@ def main() -> None:
                         help="only the end-to-end and fairness parts")
     args = parser.parse_args()
 
+    from crowdpower_stripe_double import StripeDouble
     from sqlalchemy import create_engine
-
-    from crowdpower.plugins.stripe.double import StripeDouble
 
     double = StripeDouble(SECRET, CLIENT_ID)
     double.start()
@@ -331,8 +330,9 @@ def main() -> None:
         # The production layout (README, "Workers"): webhook/message workers, and a
         # dedicated worker for syncs; on this one box it shares the CPU, so it is niced. It
         # takes nothing else: a niced process must never hold a tenant's webhooks.
-        stack.start_workers(args.workers - 1, ["webhooks", "messages", "default"])
-        stack.start_workers(1, ["sync"], nice=10)
+        stack.start_workers(args.workers - 1, ["stripe.webhooks", "automations.dispatch",
+                                                  "messages", "default"])
+        stack.start_workers(1, ["stripe.sync"], nice=10)
         drain_s = wait_processed(engine, total)
         if total:
             lines += ["", "### 2. Backlog", "",

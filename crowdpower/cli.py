@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 
 import click
@@ -12,19 +13,23 @@ from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
 from flask_migrate.cli import db as db_group
 from sqlalchemy import select
 
+from crowdpower.app import create_app
 from crowdpower.extensions import db
 from crowdpower.models import ApiKey, Membership, Project, User
+from crowdpower.plugins import build_plugin_manager
 
-DEV_COMMANDS = {"demo", "stripe-double"}  # run with no external services, keys optional
+DEV_COMMANDS: set[str] = set()  # commands run with no external services; plugins add theirs
+
+
+def dev_commands() -> set[str]:
+    """Commands that run in development mode: the host's and plugins' (a hook)."""
+    pm = build_plugin_manager()
+    return DEV_COMMANDS | {n for batch in pm.hook.crowdpower_dev_commands() for n in batch or []}
 
 
 def _create_app(*_args, **_kwargs):
-    import sys
-
-    from crowdpower import create_app
-
     args = [a for a in sys.argv[1:] if not a.startswith("-")]
-    return create_app({"CROWDPOWER_DEV": True} if args[:1] and args[0] in DEV_COMMANDS
+    return create_app({"CROWDPOWER_DEV": True} if args[:1] and args[0] in dev_commands()
                       else None)
 
 
@@ -156,7 +161,7 @@ def worker(queues: tuple[str, ...], burst: bool, no_periodic: bool, simple: bool
     if not isinstance(backend, jobs.RQBackend):
         raise click.UsageError("REDIS_URL is not set: without Redis, jobs run in-process.")
     jobs.set_worker_app(app)
-    names = list(queues) or jobs.queue_names(app)
+    names = jobs.resolve_queue_names(list(queues), app) if queues else jobs.queue_names(app)
     logging.basicConfig(level=logging.INFO)
     stop = threading.Event()
     if not no_periodic and not burst:

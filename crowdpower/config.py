@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
+from typing import Any
 
 DEV_SECRET_KEY = "crowdpower-dev-secret-key-change-me"
 
@@ -29,15 +31,7 @@ def from_environment(instance_path: str) -> dict:
         "SESSION_COOKIE_SECURE": _flag(os.environ.get("SESSION_COOKIE_SECURE"),
                                        (os.environ.get("BASE_URL") or "").startswith("https:")),
         "SESSION_COOKIE_SAMESITE": os.environ.get("SESSION_COOKIE_SAMESITE") or "Lax",
-        "STRIPE_CLIENT_ID": os.environ.get("STRIPE_CLIENT_ID"),
-        "STRIPE_SECRET_KEY": os.environ.get("STRIPE_SECRET_KEY"),
-        "STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET"),
-        "STRIPE_API_BASE": os.environ.get("STRIPE_API_BASE", "https://api.stripe.com"),
-        "STRIPE_CONNECT_BASE": os.environ.get("STRIPE_CONNECT_BASE", "https://connect.stripe.com"),
         "OUTBOUND_ALLOWLIST": os.environ.get("OUTBOUND_ALLOWLIST", ""),
-        **({"OUTBOUND_ALLOWED_PORTS": [int(p) for p in os.environ["OUTBOUND_ALLOWED_PORTS"]
-                                       .split(",") if p.strip()]}
-           if os.environ.get("OUTBOUND_ALLOWED_PORTS") else {}),
         **{k: os.environ[k] for k in ("LOGIN_LIMIT_PER_ADDRESS", "LOGIN_LIMIT_PER_ACCOUNT")
            if os.environ.get(k)},
         "JOB_RETRY_INTERVALS": [10, 60, 300],
@@ -83,3 +77,40 @@ def ensure_secret_key(config: dict) -> None:
     if not key:
         warnings.warn("SECRET_KEY is not set: using the development key", stacklevel=3)
         config["SECRET_KEY"] = DEV_SECRET_KEY
+
+
+# -- plugins' declared settings (crowdpower_config_defaults) -----------------------
+
+class SettingError(ValueError):
+    """An environment variable that cannot be read as its setting's type."""
+
+
+def convert(key: str, raw: str, default: Any) -> Any:
+    """``raw`` (from the environment) as the type of ``default``."""
+    try:
+        if isinstance(default, bool):
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, list | tuple):
+            items = [p.strip() for p in raw.split(",") if p.strip()]
+            kind = type(default[0]) if default else str
+            return [kind(p) for p in items]
+    except ValueError as exc:
+        raise SettingError(f"{key}={raw!r}: expected {type(default).__name__}") from exc
+    return raw
+
+
+def apply_defaults(config: dict, defaults: Mapping[str, Any],
+                   environ: Mapping[str, str] | None = None) -> None:
+    """Fill ``config`` from the environment, else the declared default (set keys stay)."""
+    environ = os.environ if environ is None else environ
+    for key, default in defaults.items():
+        if key in config:  # given by the caller (tests, create_app): the environment yields
+            if config[key] is None:
+                config[key] = default
+            continue
+        raw = environ.get(key)
+        config[key] = convert(key, raw, default) if raw not in (None, "") else default

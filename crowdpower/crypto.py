@@ -104,7 +104,7 @@ def reencrypt_all(session, metadata) -> dict[str, int]:
             except InvalidToken:
                 counts["unreadable"] += 1
                 continue
-            # Compare-and-set: a value rewritten meanwhile (a Stripe App refresh token
+            # Compare-and-set: a value rewritten meanwhile (an OAuth refresh token
             # rotated by a worker) is newer than ours and must not be overwritten.
             written = session.execute(update(table).where(pk == row_id, raw == token)
                                       .values({column.name: type_coerce(fresh, Text)}))

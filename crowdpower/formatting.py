@@ -19,7 +19,7 @@ from typing import Any
 # Symbols we print before the amount; every other currency is written after it ("29.00 CHF").
 CURRENCY_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥", "inr": "₹", "krw": "₩",
                     "cad": "CA$", "aud": "A$", "nzd": "NZ$", "brl": "R$", "mxn": "MX$"}
-# Currencies without minor units (Stripe's list): amounts are printed without decimals.
+# Currencies without minor units (ISO 4217 exponent 0): amounts are printed without decimals.
 ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx",
                 "vnd", "vuv", "xaf", "xof", "xpf"}
 THREE_DECIMAL = {"bhd", "jod", "kwd", "omr", "tnd"}

@@ -21,15 +21,26 @@ hookspec = pluggy.HookspecMarker("crowdpower")
 def crowdpower_plugin_info():
     """Describe the plugin for the Integrations page.
 
-    Return a dict: ``name`` (namespace, e.g. ``"stripe"``), ``title``,
+    Return a dict: ``name`` (the plugin's namespace, e.g. ``"billing"``), ``title``,
     ``description``, ``card_template`` (Jinja template rendering the card; gets
     ``project`` and ``plugin``), ``status`` (callable ``(project_id) -> dict``).
     """
 
 
 @hookspec
+def crowdpower_config_defaults():
+    """Return ``{KEY: default}`` for the plugin's own config keys (``MYPLUGIN_*``).
+
+    The host fills each key from the environment variable of that name (converted to the
+    default's type: int, float, bool, list of comma-separated values; ``None``: text),
+    else the default, unless ``create_app`` was given the key
+    (``crowdpower.services.settings``). One mechanism: every key is settable.
+    """
+
+
+@hookspec
 def crowdpower_load_config(config):
-    """Set defaults for the plugin's own config keys (``STRIPE_*`` for Stripe)."""
+    """Adjust ``config`` after every plugin's defaults were applied (derived values)."""
 
 
 @hookspec
@@ -83,7 +94,16 @@ def crowdpower_cli_commands():
 
 @hookspec
 def crowdpower_queues():
-    """Return queue names the plugin's jobs use, highest priority first."""
+    """Return the queues the plugin's jobs use: names namespaced ``<plugin>.<purpose>``
+    (``"billing.sync"``), each a name or ``(name, priority)``; a worker serves queues by
+    priority, lowest first (the host's ``messages`` is 20, ``default`` 50; a bare name
+    gets 60)."""
+
+
+@hookspec
+def crowdpower_dev_commands():
+    """Return names of the plugin's CLI commands that run in development mode (no external
+    services, no production keys: a demo, a test double)."""
 
 
 @hookspec
@@ -99,6 +119,23 @@ def crowdpower_migration_dirs():
 @hookspec
 def crowdpower_customer_panels(project_id, customer_id):
     """Return HTML snippets (markup-safe) shown on the customer profile."""
+
+
+@hookspec
+def crowdpower_customer_columns(project_id):
+    """Return trait columns for the customer list: dicts ``trait`` (key), ``label``, and
+    ``pill`` (bool: shown as a badge)."""
+
+
+@hookspec
+def crowdpower_customer_identity_traits(project_id):
+    """Return trait keys that name a customer without name or email (an external id)."""
+
+
+@hookspec
+def crowdpower_sample_traits():
+    """Return ``{trait key: example value}``: the sample customer automation templates are
+    checked against when saved."""
 
 
 @hookspec

@@ -24,11 +24,14 @@ from sqlalchemy.orm import Session
 from werkzeug.utils import import_string
 
 from crowdpower.extensions import db
+from crowdpower.retry import RetryPolicy
 from crowdpower.tenancy import reset_project, set_project
 
 log = logging.getLogger(__name__)
 
-HOST_QUEUES = ["webhooks", "messages", "default", "sync"]
+# The host's own queue; plugins declare theirs (``crowdpower_queues``) with a priority.
+HOST_QUEUES = [("default", 50)]
+DEFAULT_PRIORITY = 60
 _worker_app: Flask | None = None
 
 
@@ -148,7 +151,8 @@ class RQBackend:
             args=(dotted, project_id, list(args), dict(kwargs), once),
             job_id=job_id,
             meta={"project_id": project_id, "job": dotted},
-            retry=Retry(max=retries, interval=self.intervals[:retries] or 0) if retries else None,
+            retry=Retry(max=retries, interval=job_retry_policy(self.intervals, retries)
+                        .schedule() or 0) if retries else None,
             description=f"{dotted} project={project_id}",
             timeout=timeout,
             result_ttl=3600,
@@ -222,9 +226,9 @@ class InProcessBackend:
                 with self.app.app_context():
                     execute(dotted, project_id, args, kwargs, once)
             except Exception as exc:
-                if attempt < retries:
-                    interval = self.intervals[min(attempt, len(self.intervals) - 1)] \
-                        if self.intervals else 0
+                policy = job_retry_policy(self.intervals, retries)
+                if not policy.gives_up(attempt + 1):
+                    interval = policy.delay(attempt + 1)
                     log.warning("job %s failed (%s); retry %d in %ss", dotted, exc,
                                 attempt + 1, interval)
                     with self._cv:
@@ -251,6 +255,11 @@ class InProcessBackend:
                 self._cv.wait(timeout=min(remaining, 0.05))
 
 
+def job_retry_policy(intervals: list[float], retries: int) -> RetryPolicy:
+    """A job's retries: ``retries`` of them, after ``JOB_RETRY_INTERVALS``."""
+    return RetryPolicy.scheduled(intervals or [0], attempts=retries + 1)
+
+
 def init_app(app: Flask) -> None:
     backend = RQBackend(app) if app.config.get("REDIS_URL") else InProcessBackend(app)
     app.extensions["crowdpower.jobs"] = backend
@@ -261,20 +270,36 @@ def backend():
 
 
 def queue_names(app: Flask | None = None) -> list[str]:
-    """Every queue, highest priority first: the host's, then the plugins'."""
+    """Every queue, highest priority first: the host's and the plugins' declared ones."""
     from crowdpower.plugins import get_pm
 
-    names = list(HOST_QUEUES)
+    declared: dict[str, int] = dict(HOST_QUEUES)
     ctx = app.app_context() if app is not None else None
     if ctx:
         ctx.push()
     try:
         for extra in get_pm().hook.crowdpower_queues():
-            names += [n for n in extra or [] if n not in names]
+            for entry in extra or []:
+                name, priority = (entry, DEFAULT_PRIORITY) if isinstance(entry, str) else entry
+                declared.setdefault(name, int(priority))
     finally:
         if ctx:
             ctx.pop()
-    return names
+    order = {name: i for i, name in enumerate(declared)}
+    return sorted(declared, key=lambda n: (declared[n], order[n]))
+
+
+def resolve_queue_names(requested: list[str], app: Flask | None = None) -> list[str]:
+    """Queue names as an operator types them: a full name, or its purpose after the
+    plugin's namespace (``sync`` for ``billing.sync``: the names before queues
+    were namespaced keep working). Unknown names are kept as they are."""
+    known = queue_names(app)
+    out: list[str] = []
+    for name in requested:
+        matches = [name] if name in known else [
+            q for q in known if q.rsplit(".", 1)[-1] == name] or [name]
+        out += [m for m in matches if m not in out]
+    return out
 
 
 def _dotted(func: str | Callable) -> str:

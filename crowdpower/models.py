@@ -131,6 +131,8 @@ class Customer(TenantMixin, db.Model):
         UniqueConstraint("project_id", "email_key"),
         # a project's customers newest first (API/web pages), and its id set (segments)
         Index("ix_customers_project_id_id", "project_id", "id"),
+        # customers without email, matched by the external id a plugin knows them by
+        Index("ix_customers_project_id_external_id", "project_id", "external_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -37,7 +37,10 @@ BODIES: dict[str, dict] = {
     "api.create_segment": {"type": "object", "required": ["name", "rules"], "properties": {
         "name": {"type": "string", "maxLength": 200}, "rules": RULE,
         "description": TEXT}},
-    "automations.api_create_automation": {**AUTOMATION, "required": ["name", "trigger"]},
+    "automations.api_create_automation": {
+        **AUTOMATION, "required": ["name", "trigger"],
+        "properties": {**AUTOMATION["properties"],
+                       "template_key": {"type": "string", "minLength": 1, "maxLength": 100}}},
     "automations.api_update_automation": AUTOMATION,
     "automations.api_update_settings": {"type": "object", "properties": {
         "frequency_cap_hours": {"type": "integer", "minimum": 1, "maximum": 720,

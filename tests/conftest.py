@@ -248,7 +248,7 @@ def api(client, api_key: str):
 
 
 # -- Stripe ----------------------------------------------------------------------------
-# The Stripe double (crowdpower.plugins.stripe.double) is a real HTTP server on loopback;
+# The Stripe double (crowdpower_stripe_double) is a real HTTP server on loopback;
 # the app talks to it with the real stripe SDK and authlib.
 
 STRIPE_SECRET = "sk_test_platform_double"   # the platform's live-mode key, for the double
@@ -262,7 +262,7 @@ STRIPE_KIND = os.environ.get("CROWDPOWER_TEST_STRIPE_KIND", "app")
 
 @pytest.fixture(scope="session")
 def stripe_double_server():
-    from crowdpower.plugins.stripe.double import StripeDouble
+    from crowdpower_stripe_double import StripeDouble
 
     double = StripeDouble(secret_key=STRIPE_SECRET, client_id=STRIPE_CLIENT_ID,
                           webhook_url=None, webhook_secrets=[STRIPE_WEBHOOK_SECRET],

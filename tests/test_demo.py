@@ -23,7 +23,7 @@ def free_port() -> int:
 
 @pytest.mark.skipif(BACKEND != "sqlite", reason="the demo is the embedded (SQLite) path")
 def test_demo_journey(tmp_path):
-    from crowdpower.plugins.stripe.commands import DEMO_EMAIL, DEMO_PASSWORD, prepare_demo
+    from crowdpower_stripe_double.demo import DEMO_EMAIL, DEMO_PASSWORD, prepare_demo
 
     port = free_port()
     demo = prepare_demo(port=port, customers=40, instance_dir=str(tmp_path))

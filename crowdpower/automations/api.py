@@ -64,8 +64,14 @@ def api_list_automations():
 @bp.post("/api/v1/automations")
 @api_key_required
 def api_create_automation():
-    values = _cleaned(json_body())
-    automation = apply(Automation(project_id=g.project.id), values)
+    body = json_body()
+    template_key = body.pop("template_key", None)
+    if template_key is not None and (not isinstance(template_key, str)
+                                     or not 0 < len(template_key) <= 100):
+        return api_error(400, "invalid_template_key",
+                         "template_key must be a string of 1 to 100 characters")
+    values = _cleaned(body)
+    automation = apply(Automation(project_id=g.project.id, template_key=template_key), values)
     db.session.add(automation)
     db.session.commit()
     return jsonify(automation_json(automation)), 201

@@ -36,6 +36,7 @@ from crowdpower.automations.unsubscribe import url_for_message
 from crowdpower.customers import get_traits
 from crowdpower.extensions import db
 from crowdpower.models import Customer, Event, utcnow
+from crowdpower.retry import RetryPolicy
 from crowdpower.tenancy import current_project_id, get_by_id_and_project, unscoped
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def send_message(message_id: int) -> str:
         db.session.commit()
         return "not-claimed"
     message = get_by_id_and_project(Message, message_id, project_id)
-    max_attempts = len(current_app.config["MESSAGE_RETRY_DELAYS"]) + 1
+    max_attempts = retry_policy().attempts
     if message.attempts > max_attempts:  # claims keep going stale: the job keeps dying
         return _finish(message, "failed", error=f"gave up after {max_attempts} attempts: "
                                                 "the worker stopped while sending")
@@ -112,7 +113,7 @@ def send_message(message_id: int) -> str:
     except Permanent as exc:
         return _finish(message, "failed", error=str(exc))
     except Transient as exc:
-        return _retry_or_fail(message, str(exc))
+        return _retry_or_fail(message, exc)
     message.sent_at = utcnow()
     return _finish(message, "sent")
 
@@ -128,12 +129,18 @@ def _finish(message: Message, state: str, reason: str | None = None,
     return state
 
 
-def _retry_or_fail(message: Message, error: str) -> str:
-    delays = list(current_app.config["MESSAGE_RETRY_DELAYS"])
-    if message.attempts > len(delays):
+def retry_policy() -> RetryPolicy:
+    """Sends: one retry after each of ``MESSAGE_RETRY_DELAYS``, of transient failures."""
+    return RetryPolicy.scheduled(current_app.config["MESSAGE_RETRY_DELAYS"],
+                                 retryable=lambda exc: isinstance(exc, Transient))
+
+
+def _retry_or_fail(message: Message, error: Transient) -> str:
+    policy = retry_policy()
+    if not policy.should_retry(error, message.attempts):
         return _finish(message, "failed",
                        error=f"gave up after {message.attempts} attempts: {error}")
-    delay = delays[message.attempts - 1]
+    delay = policy.delay(message.attempts)
     message.state, message.claim_token = "queued", None
     message.error = f"attempt {message.attempts} failed: {error}; retrying in {delay}s"
     message.send_after = utcnow() + timedelta(seconds=delay)

@@ -31,7 +31,7 @@ from crowdpower.tenancy import current_project_id, get_by_id_and_project, unscop
 
 log = logging.getLogger(__name__)
 QUEUE = "messages"
-DISPATCH_QUEUE = "webhooks"
+DISPATCH_QUEUE = "automations.dispatch"
 
 
 def on_event(project_id: int, event_id: int) -> bool:

@@ -13,7 +13,6 @@ CONFIG_DEFAULTS = {
     "SMTP_TIMEOUT": 30,
     "WEBHOOK_TIMEOUT": 10,
     # Networks/host names webhooks may reach although internal (on-premise installs).
-    "OUTBOUND_ALLOWLIST": [],
     "OUTBOUND_ALLOWED_PORTS": [80, 443, 8080, 8443],
     # Seconds before retry 1, 2, 3 of a transient SMTP/webhook failure; then it fails.
     "MESSAGE_RETRY_DELAYS": [60, 300, 1800],
@@ -21,15 +20,14 @@ CONFIG_DEFAULTS = {
     "MESSAGE_CLAIM_TTL": 600,
     "MESSAGE_SWEEP_AFTER": 600,
     # Events that happened longer ago than this (imports, backfills) start no automation;
-    # longer than Stripe's 3 days of webhook retries.
+    # longer than the days a sender typically retries its webhooks (3).
     "AUTOMATION_MAX_EVENT_AGE": 4 * 24 * 3600,
 }
 
 
 @hookimpl
-def crowdpower_load_config(config):
-    for key, value in CONFIG_DEFAULTS.items():
-        config.setdefault(key, value)
+def crowdpower_config_defaults():
+    return CONFIG_DEFAULTS
 
 
 @hookimpl
@@ -66,10 +64,12 @@ def crowdpower_customer_panels(project_id, customer_id):
 
 @hookimpl
 def crowdpower_queues():
-    return ["messages"]
+    # Dispatching an event is small and prompt; sends come right behind it.
+    return [("automations.dispatch", 15), ("messages", 20)]
 
 
 @hookimpl
 def crowdpower_periodic_jobs():
     return [("crowdpower.automations.delivery.sweep", 60, "messages"),
-            ("crowdpower.automations.engine.sweep_dispatches", 30, "webhooks")]
+            ("crowdpower.automations.engine.sweep_dispatches", 30,
+             "automations.dispatch")]

@@ -19,9 +19,12 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from flask import has_app_context
 from jinja2 import TemplateSyntaxError, Undefined, UndefinedError
 from jinja2.compiler import CodeGenerator
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+from crowdpower.plugins import get_pm
 
 MAX_OUTPUT = 256 * 1024          # characters of one rendered part
 MAX_NUMBER_ARG = 10_000          # widths/counts passed to padding filters and str methods
@@ -282,15 +285,22 @@ def context(customer: dict, event: dict, unsubscribe_url: str = "") -> dict:
 SAMPLE_PROPERTIES = {"amount": 19.99, "amount_due": 49.0, "currency": "usd",
                      "failure_message": "Your card was declined.", "invoice_id": "in_sample",
                      "plan_name": "Pro", "status": "past_due"}
-SAMPLE_TRAITS = {"stripe_plan_name": "Pro", "stripe_plan_amount": 49.0, "stripe_currency": "usd",
-                 "stripe_subscription_status": "active", "stripe_mrr": 49.0,
-                 "stripe_trial_end_at": "2030-01-31T00:00:00Z",
-                 "stripe_current_period_end_at": "2030-02-01T00:00:00Z"}
 
 
-def sample_context(trigger: str) -> dict:
+def sample_traits() -> dict:
+    """Example trait values the installed plugins offer (``crowdpower_sample_traits``)."""
+    if not has_app_context():
+        return {}
+    found: dict = {}
+    for batch in get_pm().hook.crowdpower_sample_traits():
+        found.update(batch or {})
+    return found
+
+
+def sample_context(trigger: str, traits: dict | None = None) -> dict:
     return context(
-        {"id": 0, "email": "jane@example.com", "name": "Jane Doe", "traits": SAMPLE_TRAITS},
+        {"id": 0, "email": "jane@example.com", "name": "Jane Doe",
+         "traits": sample_traits() if traits is None else traits},
         {"name": trigger, "properties": SAMPLE_PROPERTIES,
          "occurred_at": datetime(2030, 1, 1, 12, 0, tzinfo=UTC)},
         "https://example.com/u/sample")

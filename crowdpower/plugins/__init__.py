@@ -7,6 +7,7 @@ from flask import Flask, current_app
 from werkzeug.utils import import_string
 
 from crowdpower import hookspecs
+from crowdpower.config import apply_defaults
 
 hookimpl = pluggy.HookimplMarker("crowdpower")
 ENTRY_POINT_GROUP = "crowdpower.plugins"
@@ -39,6 +40,8 @@ def init_app(app: Flask) -> None:
         load_entry_points=app.config.get("LOAD_ENTRY_POINT_PLUGINS", True),
     )
     app.extensions["crowdpower.plugins"] = pm
+    for defaults in pm.hook.crowdpower_config_defaults():
+        apply_defaults(app.config, defaults or {})
     pm.hook.crowdpower_load_config(config=app.config)
 
 

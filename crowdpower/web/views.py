@@ -186,8 +186,11 @@ def customers(project_id: int):
     more = len(rows) > PAGE
     rows = rows[:PAGE]
     traits = get_traits(project_id, [c.id for c in rows])
+    columns = [c for batch in get_pm().hook.crowdpower_customer_columns(project_id=project_id)
+               for c in batch or []]
     return render_template("customers.html", customers=rows, traits=traits, q=query,
-                           segment=segment, more=more)
+                           segment=segment, more=more, columns=columns,
+                           identity=_identity(project_id))
 
 
 @bp.route("/projects/<int:project_id>/customers/<int:customer_id>")
@@ -211,7 +214,8 @@ def customer(project_id: int, customer_id: int):
         groups.setdefault(name, [])
     feed = event_lines(project_id, events)
     return render_template("customer.html", customer=customer, traits=traits, events=feed,
-                           panels=loose, groups=groups, attached=attached, specs=specs)
+                           panels=loose, groups=groups, attached=attached, specs=specs,
+                           identity=_identity(project_id))
 
 
 def event_lines(project_id: int, events: list[Event]) -> list[dict]:
@@ -228,6 +232,14 @@ def event_lines(project_id: int, events: list[Event]) -> list[dict]:
                  if props[k] not in (None, "", [], {})]
         lines.append({"event": event, "sentence": sentence, "properties": shown})
     return lines
+
+
+def _identity(project_id: int):
+    """``traits -> label``: the first identifying trait plugins name (an external id), for
+    customers with neither name nor email."""
+    keys = [k for batch in get_pm().hook.crowdpower_customer_identity_traits(
+        project_id=project_id) for k in batch or []]
+    return lambda traits: next((traits[k] for k in keys if traits.get(k)), None)
 
 
 @bp.route("/projects/<int:project_id>/segments")

@@ -71,8 +71,8 @@ def _settle_everything(app, drain, project_id: int, rounds: int = 20) -> None:
     """Run the sweepers and every job until the inbox and the backlog are empty."""
     app.config["STRIPE_SWEEP_AFTER_SECONDS"] = 0
     for _ in range(rounds):
-        jobs.enqueue("crowdpower.plugins.stripe.webhooks.sweep_inbox", queue="webhooks")
-        jobs.enqueue("crowdpower.automations.engine.sweep_dispatches", queue="webhooks")
+        jobs.enqueue("crowdpower.plugins.stripe.inbox.sweep_inbox", queue="stripe.webhooks")
+        jobs.enqueue("crowdpower.automations.engine.sweep_dispatches", queue="automations.dispatch")
         db.session.commit()
         drain()
         db.session.expire_all()
@@ -116,7 +116,7 @@ def _drain_process(app, project_id: int) -> subprocess.Popen:
             "from crowdpower import create_app, jobs\n"
             "app = create_app(json.loads(os.environ['DRAIN_CONFIG']))\n"
             "jobs.set_worker_app(app)\n"
-            "jobs.execute('crowdpower.plugins.stripe.webhooks.drain_inbox', int(sys.argv[1]),"
+            "jobs.execute('crowdpower.plugins.stripe.inbox.drain_inbox', int(sys.argv[1]),"
             " [], {})\n")
     env = {**os.environ, "DRAIN_CONFIG": json.dumps(config)}
     return subprocess.Popen([sys.executable, "-c", code, str(project_id)], env=env)
@@ -343,7 +343,7 @@ def _against_throwaway(other, stripe_double, account, cus, start, stop) -> None:
         assert [_signed_post(client, b).status_code for b in [*bodies[5:], bodies[0]]] \
             == [200] * 6
         jobs.drain(other, 30)
-        from crowdpower.plugins.stripe.webhooks import sweep_inbox
+        from crowdpower.plugins.stripe.inbox import sweep_inbox
 
         sweep_inbox()
         jobs.drain(other, 30)

@@ -21,7 +21,7 @@ def test_templates_see_customer_event_and_unsubscribe_url():
                       "{{ event.name }} {{ event.occurred_at.strftime('%Y-%m-%d') }} "
                       "{{ event.properties.amount|money(event.properties.currency) }} "
                       "{{ unsubscribe_url }} [{{ customer.traits.missing }}]",
-                 sample_context("Stripe Charge Failed"))
+                 sample_context("Stripe Charge Failed", traits={"stripe_plan_name": "Pro"}))
     assert out == ("jane@example.com Pro Stripe Charge Failed 2030-01-01 $19.99 "
                    "https://example.com/u/sample []")
 

@@ -96,8 +96,7 @@ def served(tmp_path_factory):
     if BACKEND != "postgres":
         pytest.skip("postgres mode only")
     import psycopg
-
-    from crowdpower.plugins.stripe.commands import DEMO_EMAIL, DEMO_PASSWORD, prepare_demo
+    from crowdpower_stripe_double.demo import DEMO_EMAIL, DEMO_PASSWORD, prepare_demo
 
     name = f"crowdpower_browser_{os.getpid()}_{secrets.token_hex(3)}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:

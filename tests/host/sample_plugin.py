@@ -6,8 +6,10 @@ what the host called, when, and with what.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+from crowdpower import services
 from crowdpower.plugins import hookimpl
 
 NAME = "sample"
@@ -74,6 +76,44 @@ class SamplePlugin:
     def crowdpower_event_recorded(self, project_id, event_id):
         self.calls.append(("crowdpower_event_recorded",
                            {"project_id": project_id, "event_id": event_id}))
+
+
+CONFIG_DEFAULTS = {"SAMPLE_IMPORT_BATCH": 500, "SAMPLE_API_URL": None,
+                   "SAMPLE_RATE": 1.5, "SAMPLE_ENABLED": False, "SAMPLE_PORTS": [80]}
+QUEUE = "sample.import"
+
+
+def import_customers(rows: list[dict]) -> dict[str, int]:
+    """Job (on ``sample.import``): bulk-import customers known by the sample system's ids,
+    through the host's services only: match or create, traits, one event each."""
+    project_id = services.current_project_id()
+    assert project_id is not None
+    batch = int(services.setting("SAMPLE_IMPORT_BATCH"))
+    found: dict[str, int] = {}
+    for start in range(0, len(rows), batch):
+        chunk = rows[start:start + batch]
+        found.update(services.match_or_create(project_id, [services.ExternalCustomer(
+            key=r["id"], email=r.get("email"), name=r.get("name"),
+            created_at=datetime(2030, 1, 1, tzinfo=UTC)) for r in chunk]))
+        services.bulk_set_traits(project_id, [(found[r["id"]], {"sample_score": r["score"]})
+                                              for r in chunk], source=NAME)
+        for r in chunk:
+            services.record_event(project_id, found[r["id"]], "Sample Happened",
+                                  {"weight": r["score"]}, source=NAME,
+                                  external_id=f"sample:{r['id']}")
+    return found
+
+
+class ServicesPlugin(SamplePlugin):
+    """The sample plugin with declared settings and a namespaced queue."""
+
+    @hookimpl
+    def crowdpower_config_defaults(self):
+        return CONFIG_DEFAULTS
+
+    @hookimpl
+    def crowdpower_queues(self):
+        return [(QUEUE, 40)]
 
 
 class MisspeltPlugin:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from crowdpower import jobs
+from crowdpower.plugins import hookimpl
 from crowdpower.tenancy import current_project_id
 from tests.host.conftest import wait_until
 
@@ -127,22 +128,45 @@ def test_project_id_travels_in_the_job_meta(app, drain, log_path):
 
 def test_queues_are_named_by_purpose_in_priority_order(app):
     names = jobs.queue_names(app)
-    assert names[:4] == ["webhooks", "messages", "default", "sync"]
+    assert [n for n in names if n in ("automations.dispatch", "messages", "default")] == [
+        "automations.dispatch", "messages", "default"]
     assert len(names) == len(set(names))
-    assert "webhooks" in names and "sync" in names  # what the Stripe plugin asks for
+    # plugins' queues are namespaced and placed by their declared priority
+    assert all("." in n for n in names if n not in ("messages", "default"))
+
+
+def test_plugin_queues_take_their_declared_priority(app):
+    class Queues:
+        @hookimpl
+        def crowdpower_queues(self):
+            return [("sample.urgent", 1), "sample.later"]
+
+    pm = app.extensions["crowdpower.plugins"]
+    plugin = Queues()
+    pm.register(plugin)
+    try:
+        names = jobs.queue_names(app)
+        assert names[0] == "sample.urgent"
+        assert names.index("sample.later") > names.index("default")
+        # an operator may name a queue by its purpose (the names before namespacing)
+        assert jobs.resolve_queue_names(["urgent", "default", "nope"], app) == [
+            "sample.urgent", "default", "nope"]
+    finally:
+        pm.unregister(plugin)
 
 
 def test_jobs_land_in_their_named_queue(app, drain, log_path):
     if not is_rq(app):
         pytest.skip("queues are an RQ notion; the in-process thread runs one list")
     backend = app.extensions["crowdpower.jobs"]
-    ids = {q: jobs.enqueue(flaky, str(log_path), 0, queue=q) for q in ("webhooks", "sync")}
+    ids = {q: jobs.enqueue(flaky, str(log_path), 0, queue=q) for q in ("automations.dispatch", "messages")}
     for q, job_id in ids.items():
         assert job_id in backend.queue(q).job_ids
         assert job_id not in backend.queue("default").job_ids
     drain()
     assert len(attempts(log_path)) == 2
-    assert backend.queue("webhooks").count == 0 and backend.queue("sync").count == 0
+    assert backend.queue("automations.dispatch").count == 0
+    assert backend.queue("messages").count == 0
 
 
 def record(path: str) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import threading
 
+from crowdpower_stripe_double.apps import ALL_PERMISSIONS
 from sqlalchemy import func, select
 
 from crowdpower.extensions import db
 from crowdpower.models import Customer
 from crowdpower.plugins.stripe import tokens
 from crowdpower.plugins.stripe.client import account_client
-from crowdpower.plugins.stripe.double.apps import ALL_PERMISSIONS
 from crowdpower.plugins.stripe.models import (
     StripeAppToken,
     StripeConnection,

@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 import stripe
+from crowdpower_stripe_double import StripeDouble, objects
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
-
-from crowdpower.plugins.stripe.double import StripeDouble, objects
 
 SECRET = "sk_test_double_suite"
 CLIENT_ID = "ca_double_suite"

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 import requests
 import stripe
+from crowdpower_stripe_double import StripeDouble
 
-from crowdpower.plugins.stripe.double import StripeDouble
 from tests.stripe_double.conftest import SECRET, plain
 
 

@@ -6,9 +6,9 @@ import re
 
 import requests
 from click.testing import CliRunner
+from crowdpower_stripe_double import StripeDouble
+from crowdpower_stripe_double.cli import stripe_double
 
-from crowdpower.plugins.stripe.double import StripeDouble
-from crowdpower.plugins.stripe.double.cli import stripe_double
 from tests.stripe_double.conftest import Receiver
 
 

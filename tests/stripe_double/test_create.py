@@ -6,8 +6,8 @@ import time
 
 import pytest
 import stripe
+from crowdpower_stripe_double import StripeDouble
 
-from crowdpower.plugins.stripe.double import StripeDouble
 from tests.stripe_double.conftest import plain
 
 

@@ -7,8 +7,7 @@ from collections.abc import Callable
 
 import pytest
 import stripe
-
-from crowdpower.plugins.stripe.double import StripeDouble
+from crowdpower_stripe_double import StripeDouble
 
 
 @pytest.fixture

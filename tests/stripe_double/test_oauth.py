@@ -10,8 +10,8 @@ import pytest
 import requests
 import stripe
 from authlib.integrations.requests_client import OAuth2Session, OAuthError
+from crowdpower_stripe_double import StripeDouble
 
-from crowdpower.plugins.stripe.double import StripeDouble
 from tests.stripe_double.conftest import CLIENT_ID, SECRET, Receiver
 
 REDIRECT = "https://app.crowdpower.test/integrations/stripe/callback"

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import pytest
 import stripe
+from crowdpower_stripe_double import StripeDouble
+from crowdpower_stripe_double.seed import STATUSES
 
-from crowdpower.plugins.stripe.double import StripeDouble
-from crowdpower.plugins.stripe.double.seed import STATUSES
 from tests.stripe_double.conftest import plain
 
 NOW = 1_790_000_000

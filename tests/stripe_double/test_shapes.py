@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import stripe
+from crowdpower_stripe_double import StripeDouble
 
-from crowdpower.plugins.stripe.double import StripeDouble
 from tests.stripe_double.conftest import FIXTURES, plain
 
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 import stripe
+from crowdpower_stripe_double import StripeDouble, sign
 
-from crowdpower.plugins.stripe.double import StripeDouble, sign
 from tests.stripe_double.conftest import CLIENT_ID, Receiver
 
 

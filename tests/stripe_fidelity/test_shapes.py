@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 import stripe
-
-from crowdpower.plugins.stripe.double import StripeDouble, validation
+from crowdpower_stripe_double import StripeDouble, validation
 
 
 def _fields(cls: type) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 import stripe
+from crowdpower_stripe_double import StripeDouble, validation
 
-from crowdpower.plugins.stripe.double import StripeDouble, validation
 from tests.stripe_double.conftest import SECRET
 
 
@@ -190,11 +190,11 @@ def test_expandable_fields_come_from_the_resource_types() -> None:
 
 
 def test_the_plugin_only_sends_requests_stripe_accepts() -> None:
-    from crowdpower.plugins.stripe import sync, webhooks
+    from crowdpower.plugins.stripe import events, sync
 
     for _kind, path, extra in sync.LISTS.values():
         validation.validate("GET", path, {"limit": "100", "starting_after": "x", **extra})
-    for kind, expand in webhooks.FETCH_EXPAND.items():
+    for kind, expand in events.FETCH_EXPAND.items():
         validation.validate("GET", f"/v1/{kind}s/x_1", {"expand": expand} if expand else {})
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from crowdpower_stripe_double import objects
 
 from crowdpower.plugins.stripe import mapping
-from crowdpower.plugins.stripe.double import objects
 
 FIXTURES = json.loads(Path(objects.__file__).with_name("fixtures.json").read_text())
 DAY = 86400
@@ -465,7 +465,7 @@ def test_object_key_of_upcoming_invoices_is_per_subscription_and_period() -> Non
 
 def test_mapping_agrees_with_the_doubles_objects() -> None:
     """The double's rendered objects (the shapes the sync reads) map without surprises."""
-    from crowdpower.plugins.stripe.double import StripeDouble
+    from crowdpower_stripe_double import StripeDouble
 
     double = StripeDouble()
     acct = double.create_account()

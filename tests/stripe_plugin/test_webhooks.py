@@ -7,13 +7,13 @@ import time
 
 import pytest
 import stripe
+from crowdpower_stripe_double import sign
 from sqlalchemy import func, select
 
 from crowdpower import create_app, jobs
 from crowdpower.customers import get_traits
 from crowdpower.extensions import db
 from crowdpower.models import Customer, Event
-from crowdpower.plugins.stripe.double import sign
 from crowdpower.plugins.stripe.models import StripeWebhookEvent
 from crowdpower.tenancy import project_scope
 from tests.conftest import STRIPE_WEBHOOK_SECRET, api
@@ -281,7 +281,7 @@ def test_queue_down_keeps_event_in_inbox_until_the_sweeper(wired, shop, app, dra
     app.config["STRIPE_SWEEP_AFTER_SECONDS"] = 0
     from crowdpower import jobs
 
-    jobs.enqueue("crowdpower.plugins.stripe.webhooks.sweep_inbox", queue="webhooks")
+    jobs.enqueue("crowdpower.plugins.stripe.inbox.sweep_inbox", queue="stripe.webhooks")
     db.session.commit()
     drain()
     drain()  # the sweep enqueued the event's job
@@ -358,7 +358,7 @@ def test_two_connected_projects_never_cross(wired, shop, other_tenant, connect_a
 def charge_event(double, account: str, customer: str, amount: int = 900,
                  status: str = "failed") -> bytes:
     """A signed-ready ``charge.<status>`` event body, not delivered by the double."""
-    from crowdpower.plugins.stripe.double import objects
+    from crowdpower_stripe_double import objects
 
     charge = double.create_charge(account, customer, amount, "usd", status=status,
                                   emit=False)
@@ -367,7 +367,7 @@ def charge_event(double, account: str, customer: str, amount: int = 900,
                                     False, account)).encode()
 
 
-def queued(app, queue: str = "webhooks") -> int:
+def queued(app, queue: str = "stripe.webhooks") -> int:
     backend = app.extensions["crowdpower.jobs"]
     if isinstance(backend, jobs.RQBackend):
         return backend.queue(queue).count
@@ -413,7 +413,7 @@ def test_a_drain_touches_only_its_own_projects_inbox(wired, shop, other_tenant,
     assert post(client, charge_event(wired.double, account, cus["id"])).status_code == 200
     assert post(client, charge_event(wired.double, other_account,
                                      other_cus["id"])).status_code == 200
-    handled = jobs.execute("crowdpower.plugins.stripe.webhooks.drain_inbox", project_id, [],
+    handled = jobs.execute("crowdpower.plugins.stripe.inbox.drain_inbox", project_id, [],
                            {})
     assert handled == 1
     assert {(r.project_id, r.status) for r in inbox() if r.type == "charge.failed"} \
@@ -433,7 +433,7 @@ def test_a_drain_yields_after_its_time_slice_and_asks_for_more(wired, shop, app,
         assert post(client, charge_event(wired.double, account, cus["id"], 100 + i)
                     ).status_code == 200
     before = queued(app)
-    assert jobs.execute("crowdpower.plugins.stripe.webhooks.drain_inbox", project_id, [],
+    assert jobs.execute("crowdpower.plugins.stripe.inbox.drain_inbox", project_id, [],
                         {}) == 1
     assert len(inbox("pending")) == 2
     assert queued(app) >= before  # another drain is waiting behind the other work
@@ -591,7 +591,7 @@ def test_a_rate_limited_look_up_is_not_a_failed_attempt(wired, shop, app, drain)
 
 def test_simulated_captures_disputes_and_guests_reach_the_traits(wired, shop):
     """The double's ``simulate`` actions for issue 12's shapes, end to end over webhooks."""
-    from crowdpower.plugins.stripe.double.control import simulate
+    from crowdpower_stripe_double.control import simulate
 
     project_id, _key, account, cus, _sub = shop
     double = wired.double

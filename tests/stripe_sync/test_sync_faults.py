@@ -208,7 +208,7 @@ def test_killed_worker_resumes_with_identical_results(
     assert killed.state == "running" and killed.cursors.get("customer")
 
     # RQ retries the job with the same run id; it waits for the dead lease, then resumes.
-    jobs.enqueue("crowdpower.plugins.stripe.sync.run_sync", run_id, queue="sync",
+    jobs.enqueue("crowdpower.plugins.stripe.sync.run_sync", run_id, queue="stripe.sync",
                  project_id=project_id)
     run = wait_sync(project_id, timeout=90)
     assert run.id == run_id and run.state == "succeeded", run.error
@@ -264,7 +264,7 @@ def test_per_tenant_cap_defers_a_second_run(app, stripe_double, tenant, connect_
         db.session.add(waiting)
         db.session.commit()
         waiting_id = waiting.id
-    jobs.enqueue("crowdpower.plugins.stripe.sync.run_sync", waiting_id, queue="sync",
+    jobs.enqueue("crowdpower.plugins.stripe.sync.run_sync", waiting_id, queue="stripe.sync",
                  project_id=project_id)
     db.session.commit()
     deadline = time.monotonic() + 1.0
@@ -291,8 +291,8 @@ def test_sync_jobs_use_their_own_queue(app, stripe_double, tenant, connect_accou
     start_sync(project_id)
     backend = app.extensions["crowdpower.jobs"]
     prefix = app.config["RQ_QUEUE_PREFIX"]
-    assert Queue(prefix + "sync", connection=backend.redis).count == 1
-    assert Queue(prefix + "webhooks", connection=backend.redis).count == 0
+    assert Queue(prefix + "stripe.sync", connection=backend.redis).count == 1
+    assert Queue(prefix + "stripe.webhooks", connection=backend.redis).count == 0
 
 
 def test_rate_limiter_spaces_requests(app):

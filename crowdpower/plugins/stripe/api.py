@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from flask import g, jsonify
 
-from crowdpower.auth import api_error, api_key_required
-from crowdpower.extensions import db
 from crowdpower.plugins.stripe.blueprint import bp
 from crowdpower.plugins.stripe.status import connection_for, integration_status, sync_json
+from crowdpower.services import api_error, api_key_required, db
 
 
 @bp.get("/api/v1/integrations/stripe")

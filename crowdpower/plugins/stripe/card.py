@@ -9,14 +9,11 @@ from datetime import timedelta
 from flask import flash, redirect, url_for
 from sqlalchemy import func, select
 
-from crowdpower.auth import project_required
-from crowdpower.extensions import db
-from crowdpower.models import utcnow
 from crowdpower.plugins.stripe.blueprint import bp
 from crowdpower.plugins.stripe.models import StripeSyncRun, StripeWebhookEvent
 from crowdpower.plugins.stripe.status import iso
 from crowdpower.plugins.stripe.sync import PHASES
-from crowdpower.tenancy import project_scope
+from crowdpower.services import db, project_required, project_scope, utcnow
 
 PHASE_LABELS = {"customers": "Customers", "products": "Products", "prices": "Prices",
                 "subscriptions": "Subscriptions", "charges": "Charges",

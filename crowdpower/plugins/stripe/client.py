@@ -63,7 +63,7 @@ class RefreshDeferred(Exception):
 def _holds_sqlite_write_lock() -> bool:
     from flask import has_app_context
 
-    from crowdpower.extensions import db
+    from crowdpower.services import db
 
     if not has_app_context() or db.engine.dialect.name != "sqlite":
         return False
@@ -175,7 +175,7 @@ def account_client(project_id: int, max_network_retries: int | None = None,
                    conn=None) -> AccountClient:
     """The client for a project's connected account (its ``StripeConnection``)."""
     if conn is None:
-        from crowdpower.plugins.stripe.status import connection_for
+        from crowdpower.plugins.stripe.connection import connection as connection_for
 
         conn = connection_for(project_id)
     if conn is None or not conn.stripe_user_id:

@@ -29,15 +29,20 @@ from authlib.integrations.requests_client import OAuth2Session
 from flask import abort, current_app, flash, g, redirect, request, session, url_for
 from sqlalchemy import select, update
 
-from crowdpower import integrations
-from crowdpower.auth import login_required, project_required
-from crowdpower.extensions import db
-from crowdpower.models import utcnow
+from crowdpower import services
 from crowdpower.plugins.stripe import tokens
 from crowdpower.plugins.stripe.blueprint import bp
 from crowdpower.plugins.stripe.client import stripe_client
+from crowdpower.plugins.stripe.connection import connection
 from crowdpower.plugins.stripe.models import StripeConnection, StripeOAuthState
-from crowdpower.tenancy import project_scope, unscoped
+from crowdpower.services import (
+    db,
+    login_required,
+    project_required,
+    project_scope,
+    unscoped,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 NAME = "stripe"
@@ -84,12 +89,6 @@ def redirect_uri() -> str:
 
 def integrations_page(project_id: int):
     return redirect(url_for("web.integrations", project_id=project_id))
-
-
-def connection(project_id: int) -> StripeConnection | None:
-    with project_scope(project_id):
-        return db.session.scalar(select(StripeConnection).where(
-            StripeConnection.project_id == project_id))
 
 
 def app_mode() -> bool:
@@ -246,7 +245,7 @@ def store_connection(project_id: int, token: dict, kind: str = "connect") -> str
             conn.refresh_token = token.get("refresh_token")
         conn.publishable_key = token.get("stripe_publishable_key")
         conn.connected_at, conn.disconnected_at, conn.last_error = utcnow(), None, None
-        integrations.enable(project_id, NAME)
+        services.enable(project_id, NAME)
         request_sync(project_id, reason="connect")
         db.session.commit()
     return f"Stripe account {account} connected. The import of its customers is shown below."
@@ -262,7 +261,7 @@ def mark_disconnected(project_id: int, reason: str | None = None) -> bool:
         conn.access_token = conn.refresh_token = None
         tokens.forget(project_id)
         conn.disconnected_at, conn.last_error = utcnow(), reason
-        integrations.disable(project_id, NAME)
+        services.disable(project_id, NAME)
     return True
 
 

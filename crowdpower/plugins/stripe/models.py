@@ -8,10 +8,7 @@ from typing import Any
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from crowdpower.crypto import EncryptedText
-from crowdpower.extensions import db
-from crowdpower.models import JSONType, UTCDateTime, utcnow
-from crowdpower.tenancy import TenantMixin
+from crowdpower.services import EncryptedText, JSONType, TenantMixin, UTCDateTime, db, utcnow
 
 
 class StripeConnection(TenantMixin, db.Model):

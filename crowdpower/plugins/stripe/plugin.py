@@ -2,15 +2,16 @@
 
 Everything the plugin adds to the host goes through these hooks: its config keys
 (``STRIPE_*``), blueprint (``stripe``), OAuth client, definitions and segments seeded
-per project, queues, periodic jobs, CLI commands and migration branch.
+per project, queues, periodic jobs and migration branch. (``crowdpower demo`` and
+``crowdpower stripe-double`` come with the Stripe double, a distribution of its own.)
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from crowdpower.plugins import hookimpl
+from crowdpower.services import csrf_exempt, is_enabled, setting
 
 NAME = "stripe"
 
@@ -25,15 +26,33 @@ SEGMENTS = [
 ]
 
 CONFIG_DEFAULTS = {
+    # Names in CONTRACT.md: our platform keys and Stripe's URLs.
+    "STRIPE_CLIENT_ID": None,
+    "STRIPE_SECRET_KEY": None,
+    "STRIPE_WEBHOOK_SECRET": None,
+    "STRIPE_API_BASE": "https://api.stripe.com",
+    "STRIPE_CONNECT_BASE": "https://connect.stripe.com",
     "STRIPE_MAX_NETWORK_RETRIES": 2,
     "STRIPE_WEBHOOK_TOLERANCE": 300,
     "STRIPE_OAUTH_STATE_TTL": 600,
+    # The initial sync: page size, objects per write, runs per tenant at once, retries
+    # of a failing page (backoff base/max seconds), lease and time slice of a job, delay of
+    # a run over the tenant's limit, and when a silent run counts as dead.
     "STRIPE_SYNC_PAGE_SIZE": 100,
+    "STRIPE_SYNC_FLUSH_OBJECTS": 1000,
+    "STRIPE_SYNC_MAX_ATTEMPTS": 8,
+    "STRIPE_SYNC_BACKOFF_BASE": 0.5,
+    "STRIPE_SYNC_BACKOFF_MAX": 30.0,
+    "STRIPE_SYNC_LEASE_SECONDS": 60,
+    "STRIPE_SYNC_SLICE_SECONDS": 240,
+    "STRIPE_SYNC_DEFER_SECONDS": 5,
+    "STRIPE_SYNC_STALE_SECONDS": 600,
     # Stripe allows 100 reads/s in live mode and 25 in test mode; stay under both.
     "STRIPE_LIVE_REQUESTS_PER_SECOND": 80,
     "STRIPE_TEST_REQUESTS_PER_SECOND": 20,
     "STRIPE_SYNC_MAX_PER_TENANT": 1,
     "STRIPE_DEDUPE_WINDOW_SECONDS": 120,
+    # The inbox sweeper runs this often and looks at rows older than the second value.
     "STRIPE_SWEEP_INTERVAL": 30,
     "STRIPE_SWEEP_AFTER_SECONDS": 60,
     # A drain job works this long, then queues behind other tenants for more.
@@ -48,26 +67,20 @@ CONFIG_DEFAULTS = {
 }
 # Text settings (None: unset). STRIPE_CONNECT_MODE: "app" (Stripe App, the default) or
 # "connect" (legacy Connect OAuth, for existing links).
-TEXT_SETTINGS = {
+CONFIG_DEFAULTS.update({
     "STRIPE_CONNECT_MODE": "app",
     "STRIPE_APP_AUTHORIZE_URL": None,
     "STRIPE_APP_TEST_AUTHORIZE_URL": None,
     "STRIPE_TEST_WEBHOOK_SECRET": None,
     "STRIPE_APP_DASHBOARD_URL": "https://dashboard.stripe.com/settings/apps",
-}
+})
+QUEUES = {"webhooks": "stripe.webhooks", "sync": "stripe.sync"}
 
 
 @hookimpl
-def crowdpower_load_config(config):
-    """Defaults for the plugin's keys; each may be set by an environment variable too."""
-    for key, value in CONFIG_DEFAULTS.items():
-        raw = os.environ.get(key)
-        if key not in config and raw not in (None, ""):
-            config[key] = raw if value is None else type(value)(raw)
-        config.setdefault(key, value)
-    for key, default in TEXT_SETTINGS.items():
-        if config.get(key) in (None, ""):
-            config[key] = os.environ.get(key) or default
+def crowdpower_config_defaults():
+    """Every key settable by the environment variable of its name (the host reads it)."""
+    return CONFIG_DEFAULTS
 
 
 @hookimpl
@@ -83,16 +96,15 @@ def crowdpower_plugin_info():
 
 @hookimpl
 def crowdpower_register_blueprints(app):
-    from crowdpower.extensions import csrf
     from crowdpower.plugins.stripe.blueprint import bp, load_routes
 
     load_routes()
     app.register_blueprint(bp)
     from crowdpower.plugins.stripe import api, webhooks
 
-    csrf.exempt(webhooks.receive)
+    csrf_exempt(webhooks.receive)
     for view in api.VIEWS:
-        csrf.exempt(view)
+        csrf_exempt(view)
 
 
 @hookimpl
@@ -124,7 +136,6 @@ def crowdpower_segment_seeds(project_id):
 @hookimpl
 def crowdpower_automation_templates(project_id):
     """Suggested automations (dunning, trial ending, renewal, win-back) once Stripe is on."""
-    from crowdpower.integrations import is_enabled
     from crowdpower.plugins.stripe.automation_templates import STRIPE_TEMPLATES
 
     return STRIPE_TEMPLATES if is_enabled(project_id, NAME) else []
@@ -140,22 +151,37 @@ def crowdpower_customer_panels(project_id, customer_id):
 
 @hookimpl
 def crowdpower_queues():
-    return ["webhooks", "sync"]
+    # Acknowledged events first (small, latency-sensitive); long syncs last.
+    return [(QUEUES["webhooks"], 10), (QUEUES["sync"], 90)]
 
 
 @hookimpl
 def crowdpower_periodic_jobs():
-    return [("crowdpower.plugins.stripe.webhooks.sweep_inbox", 30, "webhooks"),
-            ("crowdpower.plugins.stripe.sync_sweeper.sweep_syncs", 60, "sync")]
+    return [("crowdpower.plugins.stripe.inbox.sweep_inbox",
+             int(setting("STRIPE_SWEEP_INTERVAL")), QUEUES["webhooks"]),
+            ("crowdpower.plugins.stripe.sync_sweeper.sweep_syncs", 60, QUEUES["sync"])]
+
+
+@hookimpl
+def crowdpower_customer_columns(project_id):
+    return [{"trait": "stripe_plan_name", "label": "Plan", "pill": False},
+            {"trait": "stripe_subscription_status", "label": "Status", "pill": True}]
+
+
+@hookimpl
+def crowdpower_customer_identity_traits(project_id):
+    return ["stripe_customer_id"]
+
+
+@hookimpl
+def crowdpower_sample_traits():
+    return {"stripe_plan_name": "Pro", "stripe_plan_amount": 49.0, "stripe_currency": "usd",
+            "stripe_subscription_status": "active", "stripe_mrr": 49.0,
+            "stripe_trial_end_at": "2030-01-31T00:00:00Z",
+            "stripe_current_period_end_at": "2030-02-01T00:00:00Z"}
 
 
 @hookimpl
 def crowdpower_migration_dirs():
     return [Path(__file__).resolve().parent / "migrations" / "versions"]
 
-
-@hookimpl
-def crowdpower_cli_commands():
-    from crowdpower.plugins.stripe.commands import COMMANDS
-
-    return COMMANDS

@@ -7,10 +7,10 @@ from flask import render_template
 from markupsafe import Markup
 from sqlalchemy import select
 
-from crowdpower.extensions import db
 from crowdpower.plugins.stripe import mapping
 from crowdpower.plugins.stripe.models import StripeCustomerLink, StripeObject
 from crowdpower.plugins.stripe.store import product_names
+from crowdpower.services import db
 
 DASHBOARD = "https://dashboard.stripe.com"
 RECENT_CHARGES = 10

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import jsonify
 
-from crowdpower.auth import project_required
 from crowdpower.plugins.stripe.blueprint import bp
 from crowdpower.plugins.stripe.status import latest_sync, sync_json
+from crowdpower.services import project_required
 
 
 @bp.get("/projects/<int:project_id>/integrations/stripe/sync.json")

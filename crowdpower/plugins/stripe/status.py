@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from crowdpower.extensions import db
-from crowdpower.plugins.stripe.models import StripeConnection, StripeSyncRun
-from crowdpower.tenancy import project_scope
+from crowdpower.plugins.stripe.connection import connection
+from crowdpower.plugins.stripe.models import StripeSyncRun
+from crowdpower.services import db, project_scope
 
 
 def iso(dt) -> str | None:
@@ -19,10 +19,7 @@ def latest_sync(project_id: int) -> StripeSyncRun | None:
             StripeSyncRun.project_id == project_id).order_by(StripeSyncRun.id.desc()).limit(1))
 
 
-def connection_for(project_id: int) -> StripeConnection | None:
-    with project_scope(project_id):
-        return db.session.scalar(select(StripeConnection).where(
-            StripeConnection.project_id == project_id))
+connection_for = connection  # the name other modules and tests used
 
 
 def sync_json(run: StripeSyncRun | None) -> dict | None:

@@ -15,12 +15,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from crowdpower import bulk
-from crowdpower.customers import bulk_set_traits
-from crowdpower.extensions import db
-from crowdpower.models import Customer
+from crowdpower import services
 from crowdpower.plugins.stripe import mapping
 from crowdpower.plugins.stripe.models import StripeCustomerLink, StripeObject
+from crowdpower.services import ExternalCustomer, among, bulk_set_traits, db
 
 SOURCE = "stripe"
 
@@ -124,7 +122,7 @@ def upsert_pages(project_id: int, kind: str,
                          "customer_stripe_id": customer_id_of(obj),
                          "data": compact(kind, obj), "synced_at": synced_at,
                          "deleted": bool(obj.get("deleted"))})
-    bulk.upsert(StripeObject.__table__, rows, ["project_id", "kind", "stripe_id"],
+    services.bulk_upsert(StripeObject.__table__, rows, ["project_id", "kind", "stripe_id"],
                 ["customer_stripe_id", "data", "synced_at", "deleted"], only_if_newer="synced_at")
     return len(rows)
 
@@ -146,54 +144,22 @@ def link_customers(project_id: int, stripe_customers: list[dict]) -> dict[str, i
     linked = dict(db.session.execute(select(
         StripeCustomerLink.stripe_customer_id, StripeCustomerLink.customer_id).where(
         StripeCustomerLink.project_id == project_id,
-        bulk.among(StripeCustomerLink.stripe_customer_id, ids))).all()) if ids else {}
+        among(StripeCustomerLink.stripe_customer_id, ids))).all()) if ids else {}
     todo = [c for c in live if c["id"] not in linked]
     if not todo:
         return linked
-    now = datetime.now(UTC)
-    keys = {Customer.normalise_email(c.get("email")) for c in todo} - {None}
-    by_email = dict(db.session.execute(select(Customer.email_key, Customer.id).where(
-        Customer.project_id == project_id, bulk.among(Customer.email_key, sorted(keys)))).all()) \
-        if keys else {}
-    new_links, new_customers, pending = [], [], {}
-    for c in todo:
-        key = Customer.normalise_email(c.get("email"))
-        customer_id = by_email.get(key) if key else None
-        if customer_id is None and key and key in pending:
-            pending[key].append(c["id"])  # another Stripe customer with this email
-            continue
-        if customer_id is None:
-            created = datetime.fromtimestamp(c["created"], UTC) if c.get("created") else now
-            new_customers.append({
-                "project_id": project_id, "email": (c.get("email") or "").strip() or None,
-                "email_key": key, "name": c.get("name"),
-                "external_id": None if key else c["id"], "created_at": created})
-            pending[key or ("id:" + c["id"])] = [c["id"]]
-            continue
-        linked[c["id"]] = customer_id
-    table = Customer.__table__
-    if new_customers and bulk.copies(len(new_customers)):
-        # An initial sync's pages: ids drawn from the sequence, rows COPYed (a concurrent
-        # insert of the same email fails this flush, as the INSERT below would).
-        ids = bulk.next_ids(table, len(new_customers))
-        bulk.copy_rows(table, [{**row, "id": customer_id, "updated_at": now}
-                               for row, customer_id in zip(new_customers, ids, strict=True)])
-    elif new_customers:  # one round trip for the page's new customers, ids in input order
-        ids = db.session.connection().execute(
-            _insert()(table).returning(table.c.id, sort_by_parameter_order=True),
-            new_customers).scalars().all()
-    if new_customers:
-        for row, customer_id in zip(new_customers, ids, strict=True):
-            for stripe_id in pending[row["email_key"] or ("id:" + row["external_id"])]:
-                linked[stripe_id] = customer_id
-    for c in todo:
-        new_links.append({"project_id": project_id, "stripe_customer_id": c["id"],
-                          "customer_id": linked[c["id"]], "created_at": now})
+    now = services.utcnow()
+    linked.update(services.match_or_create(project_id, [ExternalCustomer(
+        key=c["id"], email=c.get("email"), name=c.get("name"),
+        created_at=datetime.fromtimestamp(c["created"], UTC) if c.get("created") else None)
+        for c in todo]))
+    new_links = [{"project_id": project_id, "stripe_customer_id": c["id"],
+                  "customer_id": linked[c["id"]], "created_at": now} for c in todo]
     stmt = _insert()(StripeCustomerLink.__table__).on_conflict_do_nothing(
         index_elements=["project_id", "stripe_customer_id"])
-    if bulk.copies(len(new_links)):  # unless a webhook linked one of them meanwhile
-        bulk.copy_or(StripeCustomerLink.__table__, new_links,
-                     lambda: db.session.connection().execute(stmt, new_links))
+    if services.copies(len(new_links)):  # unless a webhook linked one of them meanwhile
+        services.copy_or(StripeCustomerLink.__table__, new_links,
+                         lambda: db.session.connection().execute(stmt, new_links))
     else:
         db.session.connection().execute(stmt, new_links)
     return linked
@@ -233,7 +199,7 @@ def recompute_traits(project_id: int, customer_ids: Iterable[int]) -> int:
     links = db.session.execute(select(
         StripeCustomerLink.stripe_customer_id, StripeCustomerLink.customer_id).where(
         StripeCustomerLink.project_id == project_id,
-        bulk.among(StripeCustomerLink.customer_id, customer_ids))).all()
+        among(StripeCustomerLink.customer_id, customer_ids))).all()
     owner = dict(links)
     grouped: dict[int, dict[str, list]] = defaultdict(
         lambda: {"customer": [], "subscription": [], "charge": [], "dispute": []})
@@ -243,7 +209,7 @@ def recompute_traits(project_id: int, customer_ids: Iterable[int]) -> int:
         rows = db.session.execute(select(StripeObject.kind, StripeObject.customer_stripe_id,
                                          StripeObject.data).where(
             StripeObject.project_id == project_id,
-            bulk.among(StripeObject.customer_stripe_id, chunk)))
+            among(StripeObject.customer_stripe_id, chunk)))
         for kind, cus, data in rows:
             if kind in ("customer", "subscription", "charge", "dispute"):
                 grouped[owner[cus]][kind].append(data)

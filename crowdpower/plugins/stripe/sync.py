@@ -26,7 +26,6 @@ a Resync then starts a new run from the failed run's checkpoint (``resumed_from_
 from __future__ import annotations
 
 import logging
-import random
 import secrets
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,19 +38,28 @@ import stripe
 from flask import current_app
 from sqlalchemy import func, select, text
 
-from crowdpower import jobs
-from crowdpower.extensions import db
-from crowdpower.models import utcnow
 from crowdpower.plugins.stripe import store
 from crowdpower.plugins.stripe.client import MissingPermission, account_client
-from crowdpower.plugins.stripe.models import StripeConnection, StripeCustomerLink, StripeSyncRun
+from crowdpower.plugins.stripe.connection import connection
+from crowdpower.plugins.stripe.models import StripeCustomerLink, StripeSyncRun
+from crowdpower.plugins.stripe.plugin import QUEUES
 from crowdpower.plugins.stripe.ratelimit import limiter, rate_for
 from crowdpower.plugins.stripe.tokens import ReconnectNeeded, TokenEndpointError
-from crowdpower.tenancy import current_project_id, get_by_id_and_project, project_scope
+from crowdpower.services import (
+    RetryPolicy,
+    after_commit,
+    current_project_id,
+    db,
+    enqueue,
+    get_by_id_and_project,
+    project_scope,
+    setting,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
-QUEUE = "sync"
+QUEUE = QUEUES["sync"]
 ACTIVE = ("pending", "running")
 PHASES = ("customers", "products", "prices", "subscriptions", "charges", "disputes", "traits")
 # phase → (mirror kind, list path, extra list params). Stripe expands at most 4 levels, so
@@ -71,23 +79,6 @@ LISTS = {
 }
 TRAITS_BATCH = 1000
 RATE_LIMIT_BUDGET = 20  # consecutive 429s worth one ordinary failure
-DEFAULTS = {
-    "STRIPE_SYNC_PAGE_SIZE": 100,
-    "STRIPE_SYNC_FLUSH_OBJECTS": 1000,
-    "STRIPE_SYNC_MAX_PER_TENANT": 1,
-    "STRIPE_SYNC_MAX_ATTEMPTS": 8,
-    "STRIPE_SYNC_BACKOFF_BASE": 0.5,
-    "STRIPE_SYNC_BACKOFF_MAX": 30.0,
-    "STRIPE_SYNC_LEASE_SECONDS": 60,
-    "STRIPE_SYNC_SLICE_SECONDS": 240,
-    "STRIPE_SYNC_DEFER_SECONDS": 5,
-    "STRIPE_SYNC_STALE_SECONDS": 600,
-}
-
-
-def setting(key: str):
-    value = current_app.config.get(key)
-    return DEFAULTS[key] if value is None else value
 
 
 @dataclass
@@ -119,8 +110,7 @@ def request_sync(project_id: int, reason: str = "connect") -> tuple[StripeSyncRu
     """
     with project_scope(project_id):
         # Serialise concurrent requests of one project on its connection row (PostgreSQL).
-        db.session.execute(select(StripeConnection.id).where(
-            StripeConnection.project_id == project_id).with_for_update())
+        connection(project_id, for_update=True)
         latest = db.session.scalar(select(StripeSyncRun).where(
             StripeSyncRun.project_id == project_id).order_by(StripeSyncRun.id.desc()).limit(1))
         if latest is not None and latest.state in ACTIVE:
@@ -155,12 +145,12 @@ def _is_stale(run: StripeSyncRun) -> bool:
 def _enqueue(project_id: int, run_id: int, delay: float | None = None) -> None:
     timeout = int(setting("STRIPE_SYNC_SLICE_SECONDS") + setting("STRIPE_SYNC_MAX_ATTEMPTS")
                   * setting("STRIPE_SYNC_BACKOFF_MAX") + 300)
-    jobs.enqueue(run_sync, run_id, queue=QUEUE, project_id=project_id, delay=delay,
+    enqueue(run_sync, run_id, queue=QUEUE, project_id=project_id, delay=delay,
                  timeout=timeout)
 
 
 def _enqueue_after_commit(project_id: int, run_id: int) -> None:
-    jobs.after_commit(lambda: _enqueue(project_id, run_id))
+    after_commit(lambda: _enqueue(project_id, run_id))
 
 
 # -- the per-tenant lease -----------------------------------------------------------
@@ -271,7 +261,11 @@ class Syncer:
         self.next_analyze = 1000  # statistics are refreshed as bulk-loaded tables double
         self.backoff_base = float(setting("STRIPE_SYNC_BACKOFF_BASE"))
         self.backoff_max = float(setting("STRIPE_SYNC_BACKOFF_MAX"))
+        # A failing page: backoff with jitter, STRIPE_SYNC_MAX_ATTEMPTS in a row at most.
         self.max_attempts = max(1, int(setting("STRIPE_SYNC_MAX_ATTEMPTS")))
+        self.retry = RetryPolicy(attempts=self.max_attempts, base=self.backoff_base,
+                                 cap=self.backoff_max, jitter=self.backoff_base,
+                                 retryable=lambda exc: self._retryable(exc)[0])
         self.deadline = time.monotonic() + float(setting("STRIPE_SYNC_SLICE_SECONDS"))
         self.limiter = limiter(current_app._get_current_object())  # type: ignore[attr-defined]
 
@@ -279,8 +273,7 @@ class Syncer:
         """True when the run has ended (succeeded or failed), False if the slice ran out."""
         run = self.run
         try:
-            conn = db.session.scalar(select(StripeConnection).where(
-                StripeConnection.project_id == self.project_id))
+            conn = connection(self.project_id)
             if conn is not None and conn.status == "reconnect_needed":
                 raise SyncFailed("Stripe access needs reconnecting: reconnect Stripe, then "
                                  "Resync.")
@@ -479,7 +472,7 @@ class Syncer:
                 got.seconds += time.monotonic() - started
                 failures += 1
                 got.retries += 1
-                if failures >= self.max_attempts:
+                if self.retry.gives_up(failures):
                     got.error = f"Refreshing Stripe access failed ({exc}); Resync continues."
                     return got
                 time.sleep(self._backoff(round(failures)))
@@ -494,7 +487,7 @@ class Syncer:
                 failures += 1 if not limited else 1 / RATE_LIMIT_BUDGET
                 got.retries += 1
                 got.rate_limited += int(limited)
-                if failures >= self.max_attempts:
+                if self.retry.gives_up(failures):
                     got.error = (f"{_describe(path, exc)} (gave up after {round(failures)} "
                                  "attempts in a row; Resync continues from here)")
                     return got
@@ -518,8 +511,7 @@ class Syncer:
                 counts["rate_limited"] = counts.get("rate_limited", 0) + got.rate_limited
             run.counts = counts
         if got.missing_permission:
-            conn = db.session.scalar(select(StripeConnection).where(
-                StripeConnection.project_id == self.project_id))
+            conn = connection(self.project_id)
             if conn is not None:
                 conn.last_error = got.error
         if got.error:
@@ -549,8 +541,7 @@ class Syncer:
         return status == 409 or status >= 500, wait
 
     def _backoff(self, failures: int) -> float:
-        return min(self.backoff_max, self.backoff_base * 2 ** (failures - 1)) \
-            + random.uniform(0, self.backoff_base)
+        return self.retry.delay(failures)
 
 
 def _describe(path: str, exc: stripe.StripeError) -> str:

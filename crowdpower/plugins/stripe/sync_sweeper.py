@@ -17,12 +17,9 @@ from datetime import timedelta
 
 from sqlalchemy import and_, or_, select
 
-from crowdpower import jobs
-from crowdpower.extensions import db
-from crowdpower.models import utcnow
 from crowdpower.plugins.stripe import sync
 from crowdpower.plugins.stripe.models import StripeSyncRun
-from crowdpower.tenancy import unscoped
+from crowdpower.services import db, enqueue_once, unscoped, utcnow
 
 log = logging.getLogger(__name__)
 PENDING_AFTER = 60   # seconds a requested run may wait for its first slice
@@ -43,9 +40,9 @@ def sweep_syncs(limit: int = 500) -> int:
     timeout = int(sync.setting("STRIPE_SYNC_SLICE_SECONDS") + 600)
     queued = 0
     for run_id, project_id in rows:
-        if jobs.enqueue_once(sync.run_sync, run_id, key=f"stripe:sync-sweep:{run_id}",
-                             queue=sync.QUEUE, project_id=project_id, retries=0,
-                             ttl=timeout):
+        if enqueue_once(sync.run_sync, run_id, key=f"stripe:sync-sweep:{run_id}",
+                        queue=sync.QUEUE, project_id=project_id, retries=0,
+                        ttl=timeout):
             queued += 1
             log.warning("sync run %s of project %s had no worker; queued again", run_id,
                         project_id)

@@ -28,9 +28,8 @@ import requests
 from flask import Flask, current_app, has_app_context
 from sqlalchemy import delete, select, update
 
-from crowdpower.extensions import db
-from crowdpower.models import utcnow
 from crowdpower.plugins.stripe.models import StripeAppToken, StripeConnection
+from crowdpower.services import db, utcnow
 
 log = logging.getLogger(__name__)
 TOKENS = StripeAppToken.__table__

@@ -14,7 +14,7 @@ import gc
 import random
 import time
 
-from crowdpower.plugins.stripe.double.state import SECONDS, Account, State
+from crowdpower_stripe_double.state import SECONDS, Account, State
 
 PLANS = [  # (product, nickname, unit_amount, currency, interval, interval_count, weight)
     ("Starter", "Starter monthly", 900, "usd", "month", 1, 30),

@@ -21,13 +21,13 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from crowdpower.plugins.stripe.double import control, validation
-from crowdpower.plugins.stripe.double import objects as O  # noqa: N812
-from crowdpower.plugins.stripe.double.apps import Apps
-from crowdpower.plugins.stripe.double.faults import Faults
-from crowdpower.plugins.stripe.double.seed import seed_account, seed_cases
-from crowdpower.plugins.stripe.double.state import State
-from crowdpower.plugins.stripe.double.webhooks import Webhooks
+from crowdpower_stripe_double import control, validation
+from crowdpower_stripe_double import objects as O  # noqa: N812
+from crowdpower_stripe_double.apps import Apps
+from crowdpower_stripe_double.faults import Faults
+from crowdpower_stripe_double.seed import seed_account, seed_cases
+from crowdpower_stripe_double.state import State
+from crowdpower_stripe_double.webhooks import Webhooks
 
 LISTS = {"customers": "customer", "subscriptions": "subscription", "charges": "charge",
          "prices": "price", "products": "product", "events": "event", "disputes": "dispute"}

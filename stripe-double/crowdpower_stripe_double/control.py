@@ -16,7 +16,7 @@ from markupsafe import escape
 from werkzeug.wrappers import Request, Response
 
 if TYPE_CHECKING:  # pragma: no cover
-    from crowdpower.plugins.stripe.double.server import StripeDouble
+    from crowdpower_stripe_double.server import StripeDouble
 
 ACTIONS = {
     "charge_succeeded": "Charge succeeded",

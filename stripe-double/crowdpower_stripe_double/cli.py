@@ -33,7 +33,7 @@ def serve(port: int, secret_key: str, client_id: str, test_secret_key: str | Non
           token_ttl: float, webhook_url: str | None, webhook_secret: tuple[str, ...],
           customers: int, seed: int, cases: bool) -> None:
     """Serve the double until Ctrl-C."""
-    from crowdpower.plugins.stripe.double import StripeDouble
+    from crowdpower_stripe_double import StripeDouble
 
     double = StripeDouble(secret_key, client_id, webhook_url, list(webhook_secret),
                           test_secret_key=test_secret_key)

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from crowdpower.plugins.stripe.double import objects as O  # noqa: N812
+from crowdpower_stripe_double import objects as O  # noqa: N812
 
 SECONDS = {"day": 86400, "week": 7 * 86400, "month": 30 * 86400, "year": 365 * 86400}
 

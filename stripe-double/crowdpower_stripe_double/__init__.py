@@ -7,7 +7,7 @@ charges and events (per connected account, by ``Stripe-Account``), Connect OAuth
 signed Connect webhooks, and faults on demand.
 """
 
-from crowdpower.plugins.stripe.double.server import StripeDouble
-from crowdpower.plugins.stripe.double.webhooks import sign
+from crowdpower_stripe_double.server import StripeDouble
+from crowdpower_stripe_double.webhooks import sign
 
 __all__ = ["StripeDouble", "sign"]

@@ -1,4 +1,4 @@
-"""CLI commands the plugin adds: ``crowdpower demo``.
+"""``crowdpower demo``: the product and the Stripe double on one machine.
 
 The demo runs the whole product on one machine with no external services: the app
 (SQLite, in-process jobs unless REDIS_URL is set), the Stripe double seeded with a
@@ -13,6 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+from crowdpower import create_app
+from crowdpower.app import MIGRATIONS_DIR
+from crowdpower.cli import add_member, make_project
+from crowdpower.extensions import db
+from crowdpower.plugins.stripe.automation_templates import STRIPE_TEMPLATES
+from flask_migrate import upgrade
+from werkzeug.serving import run_simple
+
+from crowdpower_stripe_double.server import StripeDouble
 
 DEMO_EMAIL = "demo@crowdpower.test"
 DEMO_PASSWORD = "demo-password"
@@ -33,11 +42,6 @@ def prepare_demo(port: int = 5000, stripe_port: int = 0, customers: int = 250,
                  host: str = "127.0.0.1", database_url: str | None = None,
                  instance_dir: str | None = None) -> Demo:
     """Start the Stripe double, build the app pointed at it, and create the demo tenant."""
-    from crowdpower import create_app
-    from crowdpower.cli import add_member, make_project
-    from crowdpower.extensions import db
-    from crowdpower.plugins.stripe.double import StripeDouble
-
     base_url = f"http://{host}:{port}"
     webhook_secret = "whsec_demo_" + secrets.token_hex(8)
     double = StripeDouble(secret_key="sk_live_demo_platform", client_id="ca_demo_platform",
@@ -81,35 +85,26 @@ def prepare_demo(port: int = 5000, stripe_port: int = 0, customers: int = 250,
         _create_schema(app)
         project_id, api_key = make_project("Demo Shop")
         add_member(DEMO_EMAIL, DEMO_PASSWORD, project_id)
-        add_template_automation(project_id, "stripe_dunning")
-        db.session.commit()
+    add_template_automation(app, api_key, "stripe_dunning")
     return Demo(app, double, account, project_id, api_key, base_url, stripe_url)
 
 
-def add_template_automation(project_id: int, key: str) -> int:
-    """Create (enabled) the automation of one of the plugin's suggested templates."""
-    from crowdpower.automations.models import Automation
-    from crowdpower.extensions import db
-    from crowdpower.plugins.stripe.automation_templates import STRIPE_TEMPLATES
-    from crowdpower.tenancy import project_scope
-
+def add_template_automation(app, api_key: str, key: str) -> int:
+    """Create (enabled) the automation of one of the plugin's suggested templates, the way
+    any client would: ``POST /api/v1/automations`` with the project's API key."""
     template = next(t for t in STRIPE_TEMPLATES if t["key"] == key)
-    fields = ("trigger", "conditions", "delay_seconds", "action", "subject", "html", "text")
-    with project_scope(project_id):
-        automation = Automation(project_id=project_id, name=template["name"], enabled=True,
-                                template_key=key, **{f: template[f] for f in fields})
-        db.session.add(automation)
-        db.session.flush()
-        return automation.id
+    fields = ("name", "trigger", "conditions", "delay_seconds", "action", "subject", "html",
+              "text")
+    response = app.test_client().post(
+        "/api/v1/automations", headers={"Authorization": f"Bearer {api_key}"},
+        json={**{f: template[f] for f in fields}, "enabled": True, "template_key": key})
+    if response.status_code != 201:
+        raise RuntimeError(f"the demo automation was refused: {response.get_json()}")
+    return response.get_json()["id"]
 
 
 def _create_schema(app) -> None:
-    from crowdpower.app import MIGRATIONS_DIR
-    from crowdpower.extensions import db
-
     if any((MIGRATIONS_DIR / "versions").glob("*.py")):
-        from flask_migrate import upgrade
-
         upgrade(revision="heads")
     else:
         db.create_all()
@@ -124,8 +119,6 @@ def _create_schema(app) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 def demo(port: int, stripe_port: int, customers: int, host: str) -> None:
     """Run CrowdPower with a seeded Stripe double, a demo project and user."""
-    from werkzeug.serving import run_simple
-
     d = prepare_demo(port=port, stripe_port=stripe_port, customers=customers, host=host)
     click.echo(f"""
 CrowdPower demo is running.
@@ -147,11 +140,3 @@ Ctrl-C stops everything.
     finally:
         d.double.stop()
 
-
-def _commands() -> list:
-    from crowdpower.plugins.stripe.double.cli import stripe_double
-
-    return [demo, stripe_double]
-
-
-COMMANDS = _commands()

@@ -1,0 +1,304 @@
+"""Applying one webhook event: route it, mirror its object, record the event.
+
+Routes by ``event.account`` to the project connected to that account, checks
+``livemode`` against the connection, finds the customer (linked, else fetched from
+Stripe and matched through the host's services), mirrors the object (newest data wins),
+records the event (idempotent on the Stripe event id; twins within the dedupe window
+once), and recomputes the customer's traits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import stripe
+from flask import current_app, g
+from sqlalchemy import select
+
+from crowdpower.plugins.stripe import mapping, store
+from crowdpower.plugins.stripe.client import AccountClient, MissingPermission, account_client
+from crowdpower.plugins.stripe.connection import Connection, accepts, forget, snapshot
+from crowdpower.plugins.stripe.models import (
+    StripeConnection,
+    StripeCustomerLink,
+    StripeObject,
+    StripeWebhookEvent,
+)
+from crowdpower.plugins.stripe.ratelimit import limiter, rate_for
+from crowdpower.plugins.stripe.tokens import ReconnectNeeded
+from crowdpower.services import current_project_id, db, project_scope, record_event, utcnow
+
+__all__ = ["Connection", "accepts"]
+
+
+def client_for(project_id: int, conn: Connection) -> AccountClient:
+    """The look-up client of the connection (one per job: its token is reused)."""
+    cache = g.setdefault("stripe_clients", {})
+    if project_id not in cache:
+        cache[project_id] = account_client(project_id, conn=conn)
+    return cache[project_id]
+
+
+def apply_event(project_id: int, row: StripeWebhookEvent,
+                event: dict) -> tuple[str, str | None]:
+    """``(status, note)``: processed, ignored or duplicate.
+
+    A look-up that finds Stripe access gone (refresh token refused) or a permission
+    missing leaves the event ``ignored`` with the reason: retrying cannot help, and the
+    card tells the tenant what to do.
+    """
+    try:
+        return _apply_event(project_id, row, event)
+    except ReconnectNeeded as exc:
+        db.session.rollback()
+        forget()
+        return "ignored", f"reconnect needed: {exc}"
+    except MissingPermission as exc:
+        db.session.rollback()
+        with project_scope(project_id):
+            db.session.execute(StripeConnection.__table__.update().where(
+                StripeConnection.project_id == project_id).values(last_error=str(exc)))
+        return "ignored", str(exc)
+
+
+def _apply_event(project_id: int, row: StripeWebhookEvent,
+                 event: dict) -> tuple[str, str | None]:
+    conn = snapshot(project_id)
+    account = event.get("account")
+    if conn is None or conn.status not in ("connected", "reconnect_needed") \
+            or conn.stripe_user_id != account:
+        return "ignored", "the account is not connected to this project"
+    livemode = bool(event.get("livemode"))
+    if not accepts(conn, livemode):
+        return "ignored", ("test-mode event on a live connection" if not livemode
+                           else "live event on a test-mode connection")
+    type_ = event["type"]
+    if type_ == "account.application.deauthorized":
+        from crowdpower.plugins.stripe.connect import mark_disconnected
+
+        mark_disconnected(project_id, "Access to the Stripe account was revoked in Stripe.")
+        forget()
+        return "processed", "disconnected"
+    if conn.livemode and not livemode:
+        conn = replace(conn, test_data=True)  # reads need the platform's test key
+    if conn.status == "reconnect_needed":
+        return "ignored", "reconnect needed: Stripe access was refused"
+    occurred = datetime.fromtimestamp(int(event.get("created") or 0), UTC)
+    obj = mapping.event_object(event)
+    if obj.get("object") == "customer":
+        return _customer_event(project_id, type_, obj, occurred)
+    if obj.get("object") == "dispute":
+        return _dispute_event(project_id, conn, obj, occurred)
+    name = mapping.event_name(event)
+    if name is None and obj.get("object") not in ("subscription", "charge"):
+        return "ignored", f"{type_} is not used"
+    stripe_customer = mapping.event_customer_id(event)
+    if not stripe_customer:
+        return "ignored", "the event names no customer"
+    try:
+        customer_id = resolve_customer(project_id, conn, stripe_customer)
+    except CannotRead as exc:
+        return "ignored", str(exc)
+    if customer_id is None:
+        return "ignored", f"customer {stripe_customer} not found in Stripe"
+    if obj.get("object") in ("subscription", "charge"):
+        completed = _mirror(project_id, conn, obj, occurred)
+        if completed is not None:  # the event carried discount ids: props from the objects
+            event = {**event, "data": {**(event.get("data") or {}), "object": completed}}
+            obj = completed
+    status: tuple[str, str | None] = ("processed", None)
+    if name is not None:
+        if _is_twin(project_id, row):
+            status = ("duplicate", "same change as an event processed moments ago")
+        else:
+            if obj.get("object") == "subscription":
+                event = {**event, "data": {**(event.get("data") or {}), "object":
+                                           mapping.with_prices(obj, store.tiered_prices(
+                                               project_id, [obj]))}}
+            record_event(project_id, customer_id, name,
+                         mapping.event_properties(event, _product_names(project_id, obj)),
+                         occurred_at=occurred, source="stripe", external_id=event["id"])
+    store.recompute_traits(project_id, [customer_id])
+    return status
+
+
+FETCH_EXPAND = {"subscription": ["items.data.price.product", "discounts.source.coupon"],
+                "charge": []}
+
+
+def _mirror(project_id: int, conn: Connection, obj: dict, occurred: datetime) -> dict | None:
+    """Store the event's object, unless we hold data as new: then ask Stripe for the current.
+
+    Stripe does not order deliveries, and timestamps are whole seconds: an event no newer
+    than the stored copy may describe an older state, so the object is re-fetched. A
+    subscription whose ``discounts`` are ids (as webhook payloads carry them) is fetched
+    with its discounts expanded, since MRR needs the coupons; that object is returned.
+    """
+    kind = obj["object"]
+    stored = store.stored_synced_at(project_id, kind, obj["id"])
+    ids_only = kind == "subscription" and any(isinstance(d, str)
+                                              for d in obj.get("discounts") or [])
+    if ids_only or (stored is not None and stored >= occurred):
+        path = f"/v1/{kind}s/{obj['id']}"
+        params = {"expand": FETCH_EXPAND[kind]} if FETCH_EXPAND[kind] else {}
+        try:
+            fresh = read(conn, path, **params)
+        except CannotRead:
+            fresh = None  # test data without a test key: the event's copy is all we have
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+        if fresh is not None:
+            obj, occurred = fresh, utcnow()
+        else:
+            ids_only = False
+    if kind == "subscription":
+        _ensure_products(project_id, conn, obj)
+        _ensure_tiers(project_id, conn, obj)
+    store.upsert_objects(project_id, kind, [obj], occurred)
+    return obj if ids_only else None
+
+
+def _dispute_event(project_id: int, conn: Connection, obj: dict,
+                   occurred: datetime) -> tuple[str, str | None]:
+    """``charge.dispute.*``: mirror the dispute (a lost one reduces lifetime spend). Its
+    payload names the charge by id; the dispute is read with the charge expanded, for the
+    customer."""
+    try:
+        dispute = read(conn, f"/v1/disputes/{obj['id']}", expand=["charge"])
+    except CannotRead as exc:
+        return "ignored", str(exc)
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status == 404:
+            return "ignored", f"dispute {obj['id']} not found in Stripe"
+        raise
+    stripe_customer = store.customer_id_of(dispute)
+    if not stripe_customer:
+        return "ignored", "the disputed charge names no customer (a guest charge)"
+    customer_id = resolve_customer(project_id, conn, stripe_customer)
+    if customer_id is None:
+        return "ignored", f"customer {stripe_customer} not found in Stripe"
+    store.upsert_objects(project_id, "dispute", [dispute], utcnow())
+    store.recompute_traits(project_id, [customer_id])
+    return "processed", None
+
+
+def _customer_event(project_id: int, type_: str, obj: dict,
+                    occurred: datetime) -> tuple[str, str | None]:
+    if type_ == "customer.deleted":
+        obj = {**obj, "deleted": True}
+    store.upsert_objects(project_id, "customer", [obj], occurred)
+    linked = store.link_customers(project_id, [obj]) if not obj.get("deleted") else {}
+    customer_id = linked.get(obj["id"]) or db.session.scalar(select(
+        StripeCustomerLink.customer_id).where(StripeCustomerLink.project_id == project_id,
+                                              StripeCustomerLink.stripe_customer_id == obj["id"]))
+    if customer_id is not None:
+        store.recompute_traits(project_id, [customer_id])
+    return "processed", None
+
+
+def _is_twin(project_id: int, row: StripeWebhookEvent) -> bool:
+    """Another event of the same change was already recorded within the dedupe window,
+    and no other change of that object came in between (A→B, B→A, A→B are three real
+    changes, even though the first and the last look alike)."""
+    window = int(current_app.config["STRIPE_DEDUPE_WINDOW_SECONDS"])
+    events = StripeWebhookEvent
+    twin = db.session.execute(select(events.id, events.created).where(
+        events.project_id == project_id, events.object_key == row.object_key,
+        events.id != row.id, events.status == "processed",
+        events.created.between(row.created - window, row.created + window),
+    ).order_by(events.id.desc()).limit(1)).first()
+    if twin is None:
+        return False
+    obj = ":".join((row.object_key or "").split(":")[:2]) + ":"
+    low, high = sorted((twin.created, row.created))
+    between = db.session.scalar(select(events.id).where(
+        events.project_id == project_id, events.object_key.startswith(obj, autoescape=True),
+        events.object_key != row.object_key, events.id != row.id,
+        events.status.in_(("processed", "pending", "retry")),
+        events.created.between(low, high)).limit(1))
+    return between is None
+
+
+def resolve_customer(project_id: int, conn: Connection, stripe_customer: str) -> int | None:
+    """The CrowdPower customer of a Stripe customer: linked, else fetched and upserted."""
+    linked = db.session.scalar(select(StripeCustomerLink.customer_id).where(
+        StripeCustomerLink.project_id == project_id,
+        StripeCustomerLink.stripe_customer_id == stripe_customer))
+    if linked is not None:
+        return linked
+    try:
+        customer = read(conn, f"/v1/customers/{stripe_customer}")
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status == 404:
+            return None
+        raise
+    if customer.get("deleted"):
+        return None
+    store.upsert_objects(project_id, "customer", [customer], utcnow())
+    return store.link_customers(project_id, [customer]).get(stripe_customer)
+
+
+class CannotRead(Exception):
+    """A look-up we cannot make: said in the event's note, never taken for a 404."""
+
+
+def read(conn: Connection, path: str, **params: Any) -> dict:
+    """GET one object for a webhook: through the account's rate limiter (shared with syncs),
+    with the platform's test key for test-mode objects of a live account."""
+    if conn.test_data and not current_app.config.get("STRIPE_TEST_SECRET_KEY"):
+        raise CannotRead("test-mode data on a live connection: not looked up in Stripe "
+                         "(set STRIPE_TEST_SECRET_KEY to read it)")
+    if conn.test_data and conn.kind == "app":
+        raise CannotRead("test-mode data on a live Stripe App install: not looked up (install "
+                         "the App in test mode to read test data)")
+    limiter(current_app._get_current_object()).wait(  # type: ignore[attr-defined]
+        conn.stripe_user_id or "", rate_for(current_app.config, conn.livemode
+                                            and not conn.test_data))
+    project_id = current_project_id()
+    assert project_id is not None
+    found = client_for(project_id, conn).get(path, test_data=conn.test_data, **params)
+    return json.loads(json.dumps(found))
+
+
+def _ensure_products(project_id: int, conn: Connection, sub: dict) -> None:
+    """Fetch (once) the products a subscription's prices name, for plan names."""
+    wanted = {p for p in (mapping.price_of(i).get("product") for i in mapping.items_of(sub))
+              if isinstance(p, str)}
+    if not wanted:
+        return
+    known = set(db.session.scalars(select(StripeObject.stripe_id).where(
+        StripeObject.project_id == project_id, StripeObject.kind == "product",
+        StripeObject.stripe_id.in_(wanted))))
+    for product_id in sorted(wanted - known):
+        try:
+            product = read(conn, f"/v1/products/{product_id}")
+        except (stripe.InvalidRequestError, CannotRead):
+            continue
+        store.upsert_objects(project_id, "product", [product], utcnow())
+
+
+def _ensure_tiers(project_id: int, conn: Connection, sub: dict) -> None:
+    """Fetch (once) the tiered prices a subscription uses, with their ``tiers`` (Stripe
+    leaves them out of embedded prices), into the mirror."""
+    wanted = {p["id"] for p in map(mapping.price_of, mapping.items_of(sub))
+              if p.get("billing_scheme") == "tiered" and not p.get("tiers") and p.get("id")}
+    if not wanted:
+        return
+    known = set(store.tiered_prices(project_id, [sub]))
+    for price_id in sorted(wanted - known):
+        try:
+            price = read(conn, f"/v1/prices/{price_id}", expand=["tiers"])
+        except (stripe.InvalidRequestError, CannotRead):
+            continue
+        store.upsert_objects(project_id, "price", [price], utcnow())
+
+
+def _product_names(project_id: int, obj: dict) -> dict[str, str]:
+    if obj.get("object") != "subscription":
+        return {}
+    return store.product_names(project_id, [obj])

@@ -1,0 +1,203 @@
+"""The durable inbox of webhook events: drain per project, retries, sweeper.
+
+The endpoint asks for a drain with ``enqueue_once``: a burst of a thousand events costs
+a thousand Redis ``SET NX`` and one queued ``drain_inbox`` job, not a thousand jobs, and
+a tenant never has more than one drain waiting, so its burst cannot queue ahead of other
+tenants. A failing event is retried by its own delayed job (``process_event``) with the
+inbox's retry policy, while the events behind it go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import or_, select
+
+from crowdpower.plugins.stripe.connection import snapshot
+from crowdpower.plugins.stripe.events import apply_event, client_for
+from crowdpower.plugins.stripe.models import StripeWebhookEvent
+from crowdpower.plugins.stripe.plugin import QUEUES
+from crowdpower.plugins.stripe.tokens import ReconnectNeeded, TokenEndpointError
+from crowdpower.services import (
+    RetryPolicy,
+    current_project_id,
+    db,
+    enqueue,
+    enqueue_once,
+    project_scope,
+    setting,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+QUEUE = QUEUES["webhooks"]
+MAX_ATTEMPTS = 5
+
+
+def request_drain(project_id: int) -> str | None:
+    """Make sure a ``drain_inbox`` job for this project is waiting (at most one is)."""
+    return enqueue_once(drain_inbox, key=f"stripe:drain:{project_id}", queue=QUEUE,
+                             project_id=project_id, retries=2)
+
+
+
+
+def sweep_inbox() -> int:
+    """Periodic job: drain projects whose stored events were never processed, and
+    re-schedule retries whose job was lost. Returns the number of rows concerned."""
+    cfg = current_app.config
+    now = utcnow()
+    fresh = now - timedelta(seconds=int(cfg["STRIPE_SWEEP_AFTER_SECONDS"]))
+    stale = now - timedelta(seconds=10 * int(cfg["STRIPE_SWEEP_AFTER_SECONDS"]))
+    rows = db.session.execute(select(
+        StripeWebhookEvent.id, StripeWebhookEvent.project_id, StripeWebhookEvent.status,
+        StripeWebhookEvent.attempts).where(
+        StripeWebhookEvent.status.in_(("pending", "retry")),
+        StripeWebhookEvent.project_id.is_not(None),
+        StripeWebhookEvent.received_at < fresh,
+        or_(StripeWebhookEvent.enqueued_at.is_(None), StripeWebhookEvent.enqueued_at < stale),
+    ).order_by(StripeWebhookEvent.id).limit(5000)).all()
+    # A plain enqueue, not ``enqueue_once``: a lost job's key may not have expired yet,
+    # and a second drain of the same inbox is harmless (rows are claimed SKIP LOCKED).
+    for project_id in sorted({p for _i, p, status, _a in rows if status == "pending"}):
+        enqueue(drain_inbox, queue=QUEUE, project_id=project_id, retries=2)
+    for row_id, project_id, status, attempts in rows:
+        if status == "retry":
+            _schedule_retry(row_id, project_id, attempts)
+    if rows:
+        db.session.execute(StripeWebhookEvent.__table__.update().where(
+            StripeWebhookEvent.id.in_([row_id for row_id, *_ in rows])).values(enqueued_at=now))
+    db.session.commit()
+    if rows:
+        log.info("inbox sweep: %d events of %d projects", len(rows),
+                 len({p for _i, p, *_ in rows}))
+    return len(rows)
+
+
+def drain_inbox() -> int:
+    """Job: apply this project's pending events, oldest first, for one time slice.
+
+    Rows are claimed ``FOR UPDATE SKIP LOCKED`` one at a time, each applied and committed
+    in its own transaction, so several workers can drain one busy project side by side
+    (a drain that starts on a backlog asks for a helper) and a crash loses nothing (the
+    row stays pending). After
+    ``STRIPE_WEBHOOK_DRAIN_SECONDS`` the job asks for another drain and returns: it joins
+    the back of the queue, behind other tenants' work. A failing event is marked
+    ``retry`` and re-tried by its own delayed ``process_event`` job, with backoff,
+    without holding up the events behind it. Returns the number of rows handled.
+    """
+    project_id = current_project_id()
+    assert project_id is not None
+    deadline = time.monotonic() + float(current_app.config["STRIPE_WEBHOOK_DRAIN_SECONDS"])
+    handled = 0
+    while True:
+        row = db.session.scalar(select(StripeWebhookEvent).where(
+            StripeWebhookEvent.project_id == project_id,
+            StripeWebhookEvent.status == "pending").order_by(StripeWebhookEvent.id)
+            .limit(1).with_for_update(skip_locked=True))
+        if row is None:
+            db.session.commit()
+            return handled
+        row_id = row.id
+        if handled == 0 and _more_pending(project_id, row_id):
+            # A backlog: ask for a helper. It will do the same as it starts, so every
+            # free worker joins in, one queued job at a time (others' jobs interleave).
+            request_drain(project_id)
+        handled += 1
+        try:
+            _process_row(project_id, row)
+        except _Retry as retry:
+            _schedule_retry(row_id, project_id, retry.attempts)
+        if time.monotonic() >= deadline:
+            request_drain(project_id)
+            return handled
+
+
+def _more_pending(project_id: int, claimed: int) -> bool:
+    return db.session.scalar(select(StripeWebhookEvent.id).where(
+        StripeWebhookEvent.project_id == project_id, StripeWebhookEvent.status == "pending",
+        StripeWebhookEvent.id > claimed).limit(1)) is not None
+
+
+def retry_policy() -> RetryPolicy:
+    """A failing event: ``MAX_ATTEMPTS`` tries, after the host's job retry intervals."""
+    return RetryPolicy.scheduled(setting("JOB_RETRY_INTERVALS") or [0], attempts=MAX_ATTEMPTS)
+
+
+def _schedule_retry(row_id: int, project_id: int, attempts: int) -> None:
+    enqueue(process_event, row_id, queue=QUEUE, project_id=project_id,
+            delay=retry_policy().delay(attempts), retries=0)
+
+
+def process_event(inbox_id: int) -> str:
+    """Job: apply one stored event now (a retry); reschedules itself with backoff."""
+    project_id = current_project_id()
+    assert project_id is not None
+    row = db.session.scalar(select(StripeWebhookEvent).where(
+        StripeWebhookEvent.id == inbox_id, StripeWebhookEvent.project_id == project_id)
+        .with_for_update())
+    if row is None or row.status not in ("pending", "retry"):
+        return row.status if row is not None else "missing"
+    try:
+        return _process_row(project_id, row)
+    except _Retry as retry:
+        _schedule_retry(inbox_id, project_id, retry.attempts)
+        return "retry"
+
+
+class _Retry(Exception):
+    def __init__(self, attempts: int) -> None:
+        super().__init__(attempts)
+        self.attempts = attempts
+
+
+def _process_row(project_id: int, row: StripeWebhookEvent) -> str:
+    """Apply one stored event, its row locked by the caller (idempotent). On error:
+    attempts and error recorded, the row marked ``retry`` (``failed`` after
+    ``MAX_ATTEMPTS``) and ``_Retry`` raised."""
+    inbox_id = row.id
+    _prepare_client(project_id)  # a token refresh commits: do it before this row writes
+    row.attempts = (row.attempts or 0) + 1
+    attempts = row.attempts
+    try:
+        with project_scope(project_id):
+            status, note = apply_event(project_id, row, json.loads(row.payload))
+    except Exception as exc:
+        db.session.rollback()
+        if getattr(exc, "http_status", None) == 429:  # "slow down" is not a failure
+            attempts -= 1
+        final = retry_policy().gives_up(attempts)
+        db.session.execute(StripeWebhookEvent.__table__.update().where(
+            StripeWebhookEvent.id == inbox_id).values(
+            attempts=attempts, error=f"{type(exc).__name__}: {exc}"[:2000],
+            status="failed" if final else "retry", enqueued_at=utcnow()))
+        db.session.commit()
+        if final:
+            log.exception("webhook row %s failed for good", inbox_id)
+            return "failed"
+        log.warning("webhook row %s failed (attempt %d), retrying later: %s", inbox_id,
+                    attempts, exc)
+        raise _Retry(max(attempts, 1)) from exc
+    row.status, row.error, row.processed_at = status, note, utcnow()
+    db.session.commit()
+    return status
+
+
+def _prepare_client(project_id: int) -> None:
+    """Refresh an App connection's access token if due, while nothing is written yet.
+
+    On SQLite the refresh (its own connection and transaction) could not commit while this
+    job's session holds the write lock; problems surface again in the look-up itself.
+    """
+    with db.session.no_autoflush:
+        conn = snapshot(project_id)
+    if conn is None or conn.kind != "app" or conn.status != "connected":
+        return
+    try:
+        client_for(project_id, conn).prepare()
+    except (ReconnectNeeded, TokenEndpointError, OSError, RuntimeError):
+        pass

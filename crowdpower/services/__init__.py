@@ -1,0 +1,67 @@
+"""The host's public services: everything a plugin may use of the host, in one place.
+
+A plugin reaches host data only through these names and the hooks in
+``crowdpower.hookspecs``; it never imports host models or names host tables or
+columns (``tests/host/test_seams.py`` enforces both). What is here:
+
+- customers: ``match_or_create`` (bulk, by the plugin's external key and email; the
+  fast COPY path), ``ExternalCustomer``, ``upsert_customer``, ``normalise_email``;
+- traits: ``set_traits``, ``bulk_set_traits`` (``None`` deletes), ``get_traits``;
+- events: ``record_event`` (idempotent on ``external_id``; automations see it after
+  commit);
+- jobs: ``enqueue``, ``enqueue_once``, ``after_commit`` (queues are declared by the plugin,
+  namespaced ``<plugin>.<purpose>``), ``RetryPolicy`` (one retry helper: attempts,
+  schedule or backoff with jitter, what is retryable);
+- settings: ``setting`` (plugins declare keys and defaults with
+  ``crowdpower_config_defaults``; every key is settable from the environment);
+- integrations: ``is_enabled``, ``enable``, ``disable``;
+- tenancy and storage for the plugin's own tables: ``db``, ``TenantMixin``,
+  ``UTCDateTime``, ``JSONType``, ``EncryptedText``, ``utcnow``, ``project_scope``,
+  ``unscoped``, ``current_project_id``, ``get_by_id_and_project``, ``bulk_upsert``,
+  ``among``, ``copies``/``copy_or`` (COPY a large batch, with a fallback on conflict);
+- web: ``login_required``, ``project_required``, ``api_key_required``, ``api_error``,
+  ``csrf_exempt``.
+"""
+
+from __future__ import annotations
+
+from crowdpower.auth import api_error, api_key_required, login_required, project_required
+from crowdpower.bulk import among, copies, copy_or
+from crowdpower.bulk import upsert as bulk_upsert
+from crowdpower.crypto import EncryptedText
+from crowdpower.customers import (
+    bulk_set_traits,
+    get_traits,
+    record_event,
+    set_traits,
+    upsert_customer,
+)
+from crowdpower.extensions import csrf, db
+from crowdpower.integrations import disable, enable, is_enabled
+from crowdpower.jobs import after_commit, enqueue, enqueue_once
+from crowdpower.models import JSONType, UTCDateTime, utcnow
+from crowdpower.retry import RetryPolicy
+from crowdpower.services.customers import ExternalCustomer, match_or_create, normalise_email
+from crowdpower.services.settings import setting
+from crowdpower.tenancy import (
+    TenantMixin,
+    current_project_id,
+    get_by_id_and_project,
+    project_scope,
+    unscoped,
+)
+
+
+def csrf_exempt(view):
+    """Exempt a view from CSRF (signed webhooks, bearer-token APIs)."""
+    return csrf.exempt(view)
+
+
+__all__ = [
+    "EncryptedText", "ExternalCustomer", "JSONType", "RetryPolicy", "TenantMixin", "UTCDateTime",
+    "after_commit", "among", "copies", "copy_or", "api_error", "api_key_required", "bulk_set_traits",
+    "bulk_upsert", "csrf_exempt", "current_project_id", "db", "disable", "enable", "enqueue",
+    "enqueue_once", "get_by_id_and_project", "get_traits", "is_enabled", "login_required",
+    "match_or_create", "normalise_email", "project_required", "project_scope", "record_event",
+    "set_traits", "setting", "unscoped", "upsert_customer", "utcnow",
+]
