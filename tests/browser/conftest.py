@@ -62,6 +62,7 @@ class Served:
     api_key: str
     email: str
     password: str
+    mail: object  # what the loopback SMTP server accepted (tests.automations.conftest)
 
     def api(self, path: str, method: str = "GET", **kwargs):
         response = requests.request(method, self.base_url + "/api/v1" + path,
@@ -104,13 +105,19 @@ def served(tmp_path_factory):
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     database_url = f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
     prefix = f"cpbrowser-{uuid.uuid4().hex[:8]}:"
+    from tests.automations.conftest import LoopbackController, SMTPHandler
+
+    mail = SMTPHandler()
+    smtp = LoopbackController(mail, hostname="127.0.0.1", port=0)
+    smtp.start()
     port = free_port()
     demo = prepare_demo(port=port, customers=60, database_url=database_url)
     config = demo.app.config
     env = {**os.environ,
            "CROWDPOWER_DEV": "1", "DATABASE_URL": database_url, "REDIS_URL": REDIS_BASE,
            "RQ_QUEUE_PREFIX": prefix, "SECRET_KEY": config["SECRET_KEY"],
-           "BASE_URL": demo.base_url, "PYTHONUNBUFFERED": "1"}
+           "BASE_URL": demo.base_url, "PYTHONUNBUFFERED": "1",
+           "SMTP_URL": f"smtp://127.0.0.1:{smtp.port}"}
     for key in ("STRIPE_CLIENT_ID", "STRIPE_SECRET_KEY", "STRIPE_TEST_SECRET_KEY",
                 "STRIPE_CONNECT_MODE", "STRIPE_APP_AUTHORIZE_URL",
                 "STRIPE_APP_TEST_AUTHORIZE_URL", "STRIPE_TEST_WEBHOOK_SECRET",
@@ -133,7 +140,7 @@ def served(tmp_path_factory):
         processes.append(worker)
         _wait_http(demo.base_url + "/login", web, "gunicorn")
         yield Served(demo.base_url, demo.stripe_url, demo.double, demo.account,
-                     demo.project_id, demo.api_key, DEMO_EMAIL, DEMO_PASSWORD)
+                     demo.project_id, demo.api_key, DEMO_EMAIL, DEMO_PASSWORD, mail)
     finally:
         for process in processes:
             process.terminate()
@@ -143,6 +150,7 @@ def served(tmp_path_factory):
             except subprocess.TimeoutExpired:
                 process.kill()
         demo.double.stop()
+        smtp.stop()
         from redis import Redis
 
         redis = Redis.from_url(REDIS_BASE)

@@ -3,6 +3,7 @@ checked again at phone width for horizontal overflow."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -122,6 +123,47 @@ def test_demo_journey(served, page, browser):
     assert "None" not in details and re.search(rf"amount\s+{MONEY}", details), details
     assert_fits(page, visited)
     save_readme_screenshot(page, "profile.png", full_page=True)
+
+    # An automation from a suggestion, with a condition from the builder; preview, test
+    # send to the member's own address, delete.
+    page.click("nav >> text=Automations")
+    dunning = page.locator(".suggestion", has_text="dunning")
+    assert dunning.locator(".in-use").count() == 1  # the demo already uses it
+    trial = page.locator(".suggestion").filter(has_not=page.locator(".in-use")).first
+    trial.locator("text=Use this template").click()
+    page.wait_for_selector("#trigger")
+    builder = page.locator('.rule-builder[data-kind="traits"]')
+    builder.locator(".add-condition").click()
+    row = builder.locator(".rule-row").last
+    row.locator("select").first.select_option("stripe_subscription_status")
+    row.locator("select").nth(1).select_option("in")
+    row.locator("input").fill("trialing, active")
+    rule = json.loads(page.locator("#conditions_traits").input_value())
+    assert rule["all"][-1] == {"trait": "stripe_subscription_status", "op": "in",
+                               "value": ["trialing", "active"]}, rule
+    assert_fits(page, visited)
+    name = page.locator("#name").input_value()
+    page.click("button:has-text('Save')")
+    page.wait_for_selector(f".flash:has-text('{name}')")
+    assert page.locator(".suggestion", has_text=name).locator(".in-use").count() == 1
+    saved = next(a for a in served.api("/automations").json()["data"] if a["name"] == name)
+    assert saved["conditions"]["traits"]["all"][-1]["value"] == ["trialing", "active"]
+    page.click(f"a:has-text('{name}')")
+    page.click("text=Preview & test send")
+    page.fill("#email", target["email"])
+    page.click("button:has-text('Render')")
+    subject = page.locator(".preview-subject").inner_text()
+    assert subject and "{{" not in subject
+    assert_fits(page, visited)
+    page.click("button:has-text('Send a test to')")
+    page.wait_for_selector(f".flash:has-text('Test email sent to {served.email}')")
+    tests_sent = [m for m in served.mail.accepted if m["Subject"].startswith("[Test]")]
+    assert len(tests_sent) == 1 and tests_sent[0]["To"] == served.email
+    page.goto(served.project_url(f"/automations/{saved['id']}"))
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button:has-text('Delete this automation')")
+    page.wait_for_selector(".flash:has-text('deleted')")
+    assert all(a["id"] != saved["id"] for a in served.api("/automations").json()["data"])
 
     # Disconnect.
     page.goto(served.project_url("/integrations"))
