@@ -249,7 +249,7 @@ def setup(database_url: str, double, customers: int, big: int) -> dict:
                 conn = StripeConnection(project_id=project_id, status="connected",
                                         stripe_user_id=account, active_account_id=account,
                                         livemode=False, scope="read_write",
-                                        access_token="sk_test_x", connected_at=utcnow())
+                                        connected_at=utcnow())
                 db.session.add(conn)
                 integrations.enable(project_id, "stripe")
                 db.session.commit()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC
 from typing import Any
 
 from flask import Blueprint, Flask, g, jsonify, request
@@ -16,6 +15,7 @@ from crowdpower import segments as segment_service
 from crowdpower.auth import api_error, api_key_required
 from crowdpower.customers import customer_json, get_traits, record_event, upsert_customer
 from crowdpower.extensions import csrf, db
+from crowdpower.isotime import iso
 from crowdpower.models import Customer, Event, EventDefinition, Segment, TraitDefinition
 from crowdpower.rules import RuleError
 from crowdpower.tenancy import get_or_404
@@ -207,7 +207,7 @@ def track_event(customer_id):
 
 def event_json(event: Event) -> dict:
     return {"id": event.id, "name": event.name, "properties": event.properties,
-            "occurred_at": event.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "occurred_at": iso(event.occurred_at),
             "source": event.source}
 
 

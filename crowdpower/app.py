@@ -9,7 +9,7 @@ from flask import Flask
 
 from crowdpower import auth, inputs, jobs, plugins, security, tenancy
 from crowdpower.config import ensure_secret_key, from_environment
-from crowdpower.extensions import csrf, db, migrate, oauth
+from crowdpower.extensions import csrf, db, migrate
 
 
 def _migrations_dir() -> Path:
@@ -50,7 +50,6 @@ def create_app(config: dict | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), compare_type=True)
     csrf.init_app(app)
-    oauth.init_app(app)
     plugins.init_app(app)
     jobs.init_app(app)
     auth.init_app(app)
@@ -64,7 +63,6 @@ def create_app(config: dict | None = None) -> Flask:
     api.init_app(app)
     openapi.init_app(app)
     pm = plugins.get_pm_for(app)
-    pm.hook.crowdpower_register_oauth_clients(oauth=oauth, app=app)
     pm.hook.crowdpower_register_blueprints(app=app)
     return app
 

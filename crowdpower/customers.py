@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from crowdpower import bulk
 from crowdpower.extensions import db
+from crowdpower.isotime import iso
 from crowdpower.models import Customer, Event, TraitValue, utcnow
 from crowdpower.tenancy import project_scope
 
@@ -23,7 +24,7 @@ from crowdpower.tenancy import project_scope
 def encode_trait(value: Any) -> tuple[Any, str | None, float | None]:
     """(JSON value, text copy, numeric copy) for a trait value."""
     if isinstance(value, datetime):
-        value = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        value = iso(value, seconds=True)
     if isinstance(value, bool):
         return value, "true" if value else "false", None
     if isinstance(value, int | float):
@@ -196,7 +197,7 @@ def customer_json(customer: Customer, traits: dict[str, Any]) -> dict:
         "id": customer.id,
         "email": customer.email,
         "name": customer.name,
-        "created_at": customer.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "created_at": iso(customer.created_at),
         "unsubscribed": customer.unsubscribed_at is not None,
         "traits": traits,
     }

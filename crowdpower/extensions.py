@@ -1,6 +1,5 @@
 """Extension singletons; none of them holds an app (Flask extension guide)."""
 
-from authlib.integrations.flask_client import OAuth
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
@@ -17,4 +16,3 @@ NAMING = {
 db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING))
 migrate = Migrate()
 csrf = CSRFProtect()
-oauth = OAuth()

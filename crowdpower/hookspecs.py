@@ -49,11 +49,6 @@ def crowdpower_register_blueprints(app):
 
 
 @hookspec
-def crowdpower_register_oauth_clients(oauth, app):
-    """Register OAuth clients on the authlib Flask registry ``oauth``."""
-
-
-@hookspec
 def crowdpower_trait_definitions(project_id):
     """Return trait definitions the plugin adds to a project when enabled.
 

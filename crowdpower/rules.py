@@ -24,6 +24,8 @@ from typing import Any
 
 from sqlalchemy import and_, exists, false, not_, or_, select, true, union
 
+from crowdpower import isotime
+
 OPS = {"eq", "neq", "in", "not_in", "exists", "not_exists", "gt", "gte", "lt", "lte",
        "within_last", "before_last"}
 NEGATIVE = {"neq": "eq", "not_in": "in", "not_exists": "exists"}
@@ -40,7 +42,8 @@ class RuleError(ValueError):
 
 
 def iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Whole-second UTC text, as date traits are stored (compared as text)."""
+    return isotime.iso(dt, seconds=True)
 
 
 def _is_number(value: Any) -> bool:

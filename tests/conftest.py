@@ -335,10 +335,9 @@ def connect_account(app, request):
             conn.status, conn.stripe_user_id, conn.active_account_id = (
                 "connected", account, account)
             conn.livemode, conn.scope, conn.kind = livemode, "read_write", kind
-            conn.access_token = "sk_test_connected_" + account
             if kind == "app":
                 double = request.getfixturevalue("stripe_double_server")
-                conn.scope, conn.access_token = "stripe_apps", None
+                conn.scope = "stripe_apps"
                 tokens.forget(project_id)
                 tokens.save_install(project_id, double.install_app(account, livemode,
                                                                    permissions))

@@ -50,5 +50,5 @@ def test_db_upgrade_builds_the_models_schema(empty_database, monkeypatch):
     assert diff == [], f"models and migrations differ: {diff}"
     with engine.connect() as conn:
         heads = {row[0] for row in conn.exec_driver_sql("SELECT version_num FROM alembic_version")}
-    assert "0003_stripe_i13" in heads  # the Stripe branch (at its latest revision; it depends on the host's) applied
+    assert "0004_stripe_i15" in heads  # the Stripe branch (at its latest revision; it depends on the host's) applied
     engine.dispose()

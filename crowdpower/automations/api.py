@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from flask import g, jsonify
 from sqlalchemy import select
 
@@ -14,6 +12,7 @@ from crowdpower.automations import bp
 from crowdpower.automations.models import Automation, AutomationSettings, Message
 from crowdpower.automations.validation import FIELDS, Invalid, apply, clean
 from crowdpower.extensions import db
+from crowdpower.isotime import iso
 from crowdpower.models import Customer
 from crowdpower.tenancy import get_or_404
 
@@ -23,8 +22,7 @@ def _api_error(exc: ApiError):
     return api_error(exc.status, exc.code, exc.message)
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+_iso = iso
 
 
 def automation_json(a: Automation) -> dict:

@@ -16,7 +16,7 @@ columns (``tests/host/test_seams.py`` enforces both). What is here:
   ``crowdpower_config_defaults``; every key is settable from the environment);
 - integrations: ``is_enabled``, ``enable``, ``disable``;
 - tenancy and storage for the plugin's own tables: ``db``, ``TenantMixin``,
-  ``UTCDateTime``, ``JSONType``, ``EncryptedText``, ``utcnow``, ``project_scope``,
+  ``UTCDateTime``, ``JSONType``, ``EncryptedText``, ``utcnow``, ``iso`` (the ISO 8601 formatter), ``project_scope``,
   ``unscoped``, ``current_project_id``, ``get_by_id_and_project``, ``bulk_upsert``,
   ``among``, ``copies``/``copy_or`` (COPY a large batch, with a fallback on conflict);
 - web: ``login_required``, ``project_required``, ``api_key_required``, ``api_error``,
@@ -38,6 +38,7 @@ from crowdpower.customers import (
 )
 from crowdpower.extensions import csrf, db
 from crowdpower.integrations import disable, enable, is_enabled
+from crowdpower.isotime import iso
 from crowdpower.jobs import after_commit, enqueue, enqueue_once
 from crowdpower.models import JSONType, UTCDateTime, utcnow
 from crowdpower.retry import RetryPolicy
@@ -61,7 +62,7 @@ __all__ = [
     "EncryptedText", "ExternalCustomer", "JSONType", "RetryPolicy", "TenantMixin", "UTCDateTime",
     "after_commit", "among", "copies", "copy_or", "api_error", "api_key_required", "bulk_set_traits",
     "bulk_upsert", "csrf_exempt", "current_project_id", "db", "disable", "enable", "enqueue",
-    "enqueue_once", "get_by_id_and_project", "get_traits", "is_enabled", "login_required",
+    "enqueue_once", "get_by_id_and_project", "get_traits", "is_enabled", "iso", "login_required",
     "match_or_create", "normalise_email", "project_required", "project_scope", "record_event",
     "set_traits", "setting", "unscoped", "upsert_customer", "utcnow",
 ]

@@ -12,7 +12,7 @@ from crowdpower import create_app
 from crowdpower.cli import cli
 from crowdpower.config import DEV_SECRET_KEY, InsecureConfiguration
 from crowdpower.extensions import db
-from crowdpower.plugins.stripe.models import StripeConnection
+from crowdpower.plugins.stripe.models import StripeAppToken
 from crowdpower.tenancy import unscoped
 from tests.conftest import api
 
@@ -40,37 +40,36 @@ class _nothing:
 def _stored(project_id: int) -> str:
     with unscoped():
         return db.session.execute(text(
-            "SELECT access_token FROM stripe_connections WHERE project_id = :p"),
+            "SELECT access_token FROM stripe_app_tokens WHERE project_id = :p"),
             {"p": project_id}).scalar_one()
 
 
-TOKEN = "sk_test_connected_acct_keys"
+def _token(project_id: int) -> str:
+    with unscoped():
+        return db.session.scalar(select(StripeAppToken.access_token).where(
+            StripeAppToken.project_id == project_id))
 
 
 def test_rotation_new_key_first_old_still_decrypts_cli_reencrypts(app, make_project,
                                                                     connect_account):
     pid, _key = make_project("Acme")
-    connect_account(pid, "acct_keys", kind="connect")  # a legacy link keeps its token here
-    before = _stored(pid)
+    connect_account(pid, "acct_keys", kind="app")  # an App install keeps its tokens
+    before, token = _stored(pid), _token(pid)
+    assert token and token not in before  # encrypted at rest
     new_key = Fernet.generate_key().decode()
     app.config["ENCRYPTION_KEYS"] = [new_key]  # new first; the SECRET_KEY-derived still reads
     db.session.expire_all()
-    with unscoped():
-        conn = db.session.scalar(select(StripeConnection).where(
-            StripeConnection.project_id == pid))
-        assert conn.access_token == TOKEN
+    assert _token(pid) == token
     result = CliRunner().invoke(cli, ["rotate-encryption"], obj=_script_info(app))
     assert result.exit_code == 0, result.output
-    assert '"stripe_connections.access_token": 1' in result.output
+    assert '"stripe_app_tokens.access_token": 1' in result.output
+    assert '"stripe_app_tokens.refresh_token": 1' in result.output
     after = _stored(pid)
     assert after != before and Fernet(new_key.encode()).decrypt(after.encode()) \
-        == TOKEN.encode()
+        == token.encode()
     app.config["SECRET_KEY"] = "another-secret-key"   # the old key is gone now
     db.session.expire_all()
-    with unscoped():
-        conn = db.session.scalar(select(StripeConnection).where(
-            StripeConnection.project_id == pid))
-        assert conn.access_token == TOKEN
+    assert _token(pid) == token
 
 
 def _script_info(app):
@@ -83,7 +82,7 @@ def test_undecryptable_secret_is_not_a_500(app, make_project, make_user, login, 
                                            connect_account):
     pid, key = make_project("Acme")
     make_user("ann@acme.test", pid)
-    connect_account(pid, "acct_keys", kind="connect")  # a legacy link keeps its token here
+    connect_account(pid, "acct_keys", kind="app")  # its tokens are stored encrypted
     app.config["SECRET_KEY"] = "a-different-secret-key"   # the key changed, no list kept
     app.config["ENCRYPTION_KEYS"] = []
     db.session.expire_all()

@@ -49,25 +49,9 @@ NAME = "stripe"
 SESSION_NONCE = "stripe_oauth_nonce"
 
 
-def register_oauth_client(oauth_registry, app) -> None:
-    """Register ``stripe`` on the host's authlib registry (overwriting: one per app)."""
-    oauth_registry.register(
-        "stripe", overwrite=True,
-        client_id=app.config.get("STRIPE_CLIENT_ID"),
-        client_secret=app.config.get("STRIPE_SECRET_KEY"),
-        authorize_url=app.config["STRIPE_CONNECT_BASE"] + "/oauth/authorize",
-        access_token_url=app.config["STRIPE_CONNECT_BASE"] + "/oauth/token",
-        client_kwargs={"scope": "read_write",
-                       "token_endpoint_auth_method": "client_secret_post"},
-    )
-
-
 def oauth_session() -> OAuth2Session:
-    """An authlib OAuth 2 client for this app's Stripe platform, built per call.
-
-    The registry caches clients by name across apps, so the flow builds its client
-    from the current app's config (the same settings as the registered one).
-    """
+    """An authlib OAuth 2 client for this app's Stripe platform (legacy Connect OAuth),
+    built per call from the current app's config."""
     cfg = current_app.config
     return OAuth2Session(cfg["STRIPE_CLIENT_ID"], cfg["STRIPE_SECRET_KEY"], scope="read_write",
                          redirect_uri=redirect_uri(),
@@ -237,12 +221,8 @@ def store_connection(project_id: int, token: dict, kind: str = "connect") -> str
         conn.livemode = bool(token.get("livemode"))
         conn.scope, conn.kind = token.get("scope"), kind
         if kind == "app":  # tokens per (account, mode), refreshed under a lock
-            conn.access_token = conn.refresh_token = None
             tokens.forget(project_id)
             tokens.save_install(project_id, token)
-        else:
-            conn.access_token = token.get("access_token")
-            conn.refresh_token = token.get("refresh_token")
         conn.publishable_key = token.get("stripe_publishable_key")
         conn.connected_at, conn.disconnected_at, conn.last_error = utcnow(), None, None
         services.enable(project_id, NAME)
@@ -258,7 +238,6 @@ def mark_disconnected(project_id: int, reason: str | None = None) -> bool:
         return False
     with project_scope(project_id):
         conn.status, conn.active_account_id = "disconnected", None
-        conn.access_token = conn.refresh_token = None
         tokens.forget(project_id)
         conn.disconnected_at, conn.last_error = utcnow(), reason
         services.disable(project_id, NAME)

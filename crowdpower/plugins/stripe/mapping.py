@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
+
+from crowdpower.services import iso as services_iso
 
 # Currencies Stripe counts in whole units (https://stripe.com/docs/currencies#zero-decimal).
 ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx",
@@ -161,9 +162,7 @@ def to_major(amount: int | None, currency: str | None) -> float | None:
 
 def iso(ts: int | None) -> str | None:
     """A Unix timestamp → ISO 8601 UTC (``2026-11-25T12:00:00Z``)."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return services_iso(ts, seconds=True)
 
 
 def _id(value: Any) -> str | None:

@@ -32,8 +32,8 @@ class StripeConnection(TenantMixin, db.Model):
     active_account_id: Mapped[str | None] = mapped_column(String(64))
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     scope: Mapped[str | None] = mapped_column(String(64))
-    access_token: Mapped[str | None] = mapped_column(EncryptedText)
-    refresh_token: Mapped[str | None] = mapped_column(EncryptedText)
+    # Legacy links call Stripe with the platform key and ``Stripe-Account``: their OAuth
+    # tokens are not kept (App installs' tokens are in ``stripe_app_tokens``).
     publishable_key: Mapped[str | None] = mapped_column(String(200))
     accept_test_data: Mapped[bool] = mapped_column(Boolean, default=False)
     connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,7 +1,7 @@
 """The Stripe plugin's hook implementations (entry point ``crowdpower.plugins: stripe``).
 
 Everything the plugin adds to the host goes through these hooks: its config keys
-(``STRIPE_*``), blueprint (``stripe``), OAuth client, definitions and segments seeded
+(``STRIPE_*``), blueprint (``stripe``), definitions and segments seeded
 per project, queues, periodic jobs and migration branch. (``crowdpower demo`` and
 ``crowdpower stripe-double`` come with the Stripe double, a distribution of its own.)
 """
@@ -105,13 +105,6 @@ def crowdpower_register_blueprints(app):
     csrf_exempt(webhooks.receive)
     for view in api.VIEWS:
         csrf_exempt(view)
-
-
-@hookimpl
-def crowdpower_register_oauth_clients(oauth, app):
-    from crowdpower.plugins.stripe.connect import register_oauth_client
-
-    register_oauth_client(oauth, app)
 
 
 @hookimpl

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from crowdpower import services
 from crowdpower.plugins.stripe.connection import connection
 from crowdpower.plugins.stripe.models import StripeSyncRun
 from crowdpower.services import db, project_scope
 
-
-def iso(dt) -> str | None:
-    return dt.isoformat().replace("+00:00", "Z") if dt else None
+iso = services.iso  # the name sync_json's callers used
 
 
 def latest_sync(project_id: int) -> StripeSyncRun | None:
