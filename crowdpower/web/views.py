@@ -25,9 +25,9 @@ from crowdpower.customers import get_traits
 from crowdpower.definitions import event_specs, trait_specs
 from crowdpower.extensions import db
 from crowdpower.formatting import format_property, render_sentence
-from crowdpower.models import Customer, Event, Segment, User
+from crowdpower.models import Customer, Event, Segment, TraitValue, User
 from crowdpower.plugins import get_pm, installed_integrations
-from crowdpower.rules import RuleError
+from crowdpower.rules import RuleError, compile_rule
 from crowdpower.tenancy import get_or_404
 from crowdpower.web import bp, display
 
@@ -168,8 +168,11 @@ def integrations(project_id: int):
 @bp.route("/projects/<int:project_id>/customers")
 @project_required
 def customers(project_id: int):
-    query = (request.args.get("q") or "").strip().lower()
-    segment_id = request.args.get("segment", type=int)
+    """The customer list: total, sort, trait columns, filter by segment and a trait rule,
+    numbered pages."""
+    args = request.args
+    query = (args.get("q") or "").strip().lower()
+    segment_id = args.get("segment", type=int)
     stmt = select(Customer).where(Customer.project_id == project_id)
     segment = None
     if segment_id:
@@ -179,18 +182,102 @@ def customers(project_id: int):
         stmt = stmt.where(
             func.lower(func.coalesce(Customer.email, "")).contains(query, autoescape=True)
             | func.lower(func.coalesce(Customer.name, "")).contains(query, autoescape=True))
-    before = request.args.get("before", type=int)
+    specs = trait_specs(project_id)
+    rule_error = None
+    trait_filter = {"trait": (args.get("trait") or "").strip(), "op": args.get("op") or "eq",
+                    "value": args.get("value") or ""}
+    if trait_filter["trait"]:
+        try:
+            stmt = stmt.where(compile_rule(
+                {"all": [filter_leaf(**trait_filter)]}, project_id))
+        except (RuleError, ValueError) as exc:
+            rule_error = str(exc)
+    before = args.get("before", type=int)
     if before:
         stmt = stmt.where(Customer.id < before)
-    rows = list(db.session.scalars(stmt.order_by(Customer.id.desc()).limit(PAGE + 1)))
-    more = len(rows) > PAGE
-    rows = rows[:PAGE]
+    total = db.session.scalar(stmt.with_only_columns(func.count(Customer.id))) or 0
+    declared = [c for batch in get_pm().hook.crowdpower_customer_columns(project_id=project_id)
+                for c in batch or []]
+    order = [c["trait"] for c in declared]
+    chosen = sorted({k for k in args.getlist("col") if k in specs},
+                    key=lambda k: (order.index(k) if k in order else len(order), k))[:8]
+    columns = ([{"trait": k, "label": specs[k].get("name") or k,
+                 "pill": any(c["trait"] == k and c.get("pill") for c in declared)}
+                for k in chosen] if chosen else declared)
+    sort = args.get("sort") or "newest"
+    stmt = stmt.order_by(*customer_order(project_id, sort, specs))
+    pages = max(1, -(-total // PAGE))
+    page = min(max(1, args.get("page", default=1, type=int)), pages)
+    rows = list(db.session.scalars(stmt.offset((page - 1) * PAGE).limit(PAGE)))
     traits = get_traits(project_id, [c.id for c in rows])
-    columns = [c for batch in get_pm().hook.crowdpower_customer_columns(project_id=project_id)
-               for c in batch or []]
+    keep = {k: v for k, v in {"q": query, "segment": segment_id, "sort": sort,
+                              **(trait_filter if trait_filter["trait"] else {}),
+                              "col": chosen or None}.items() if v}
     return render_template("customers.html", customers=rows, traits=traits, q=query,
-                           segment=segment, more=more, columns=columns,
-                           identity=_identity(project_id))
+                           segment=segment, columns=columns, identity=_identity(project_id),
+                           total=total, page=page, pages=pages, sort=sort, specs=specs,
+                           sorts=sort_options(columns, specs), trait_filter=trait_filter,
+                           rule_error=rule_error, keep=keep, chosen=chosen,
+                           segments=list(db.session.scalars(select(Segment).where(
+                               Segment.project_id == project_id).order_by(Segment.name))),
+                           more=page < pages)
+
+
+FILTER_OPS = {"eq": "is", "neq": "is not", "gt": ">", "gte": "≥", "lt": "<", "lte": "≤",
+              "exists": "is set", "not_exists": "is not set", "in": "is one of",
+              "within_last": "within the last (days)"}
+
+
+def filter_leaf(trait: str, op: str, value: str) -> dict:
+    """The list's trait filter as a rule leaf (the segment rule language)."""
+    if op not in FILTER_OPS:
+        raise ValueError(f"unknown operator {op!r}")
+    leaf: dict = {"trait": trait, "op": op}
+    if op in ("exists", "not_exists"):
+        return leaf
+    raw = value.strip()
+
+    def typed(v: str):
+        try:
+            return float(v) if any(ch in v for ch in ".eE") else int(v)
+        except ValueError:
+            return {"true": True, "false": False}.get(v, v)
+
+    if op == "in":
+        leaf["value"] = [typed(v.strip()) for v in raw.split(",") if v.strip()]
+    else:
+        leaf["value"] = typed(raw)
+    return leaf
+
+
+def sort_options(columns: list[dict], specs: dict) -> list[tuple[str, str]]:
+    options = [("newest", "Newest first"), ("oldest", "Oldest first"),
+               ("last_seen", "Last seen")]
+    for column in columns:
+        if specs.get(column["trait"], {}).get("type") in ("number", "date", "string"):
+            options.append((f"trait:{column['trait']}", f"{column['label']} (highest first)"))
+    return options
+
+
+def customer_order(project_id: int, sort: str, specs: dict) -> list:
+    """ORDER BY for a sort option; ids break ties so pages never overlap."""
+    if sort == "oldest":
+        return [Customer.id.asc()]
+    if sort == "last_seen":
+        seen = (select(func.max(Event.occurred_at)).where(
+            Event.project_id == project_id, Event.customer_id == Customer.id)
+            .correlate(Customer).scalar_subquery())
+        return [seen.desc().nulls_last(), Customer.id.desc()]
+    if sort.startswith("trait:") and sort[6:] in specs:
+        key = sort[6:]
+        column = TraitValue.value_num if specs[key].get("type") == "number" \
+            else TraitValue.value_text
+        value = (select(column).where(TraitValue.project_id == project_id,
+                                      TraitValue.customer_id == Customer.id,
+                                      TraitValue.key == key)
+                 .correlate(Customer).scalar_subquery())
+        return [value.desc().nulls_last(), Customer.id.desc()]
+    return [Customer.id.desc()]
 
 
 @bp.route("/projects/<int:project_id>/customers/<int:customer_id>")

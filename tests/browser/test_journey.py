@@ -80,8 +80,35 @@ def test_demo_journey(served, page, browser):
     assert count > 0
     assert_fits(page, visited)
 
-    # Customers list.
+    # Segment drill-down: the segment's members, as many as its count.
+    row.locator("a").first.click()
+    page.wait_for_selector(".customer-total")
+    assert int(page.locator(".customer-total").inner_text().replace(",", "")) == count
+
+    # Customers list: total, sort by MRR, filter by a trait, pages.
     page.click("nav >> text=Customers")
+    total = int(page.locator(".customer-total").inner_text().replace(",", ""))
+    api_total = len(served.api("/customers?limit=100").json()["data"])
+    assert total == api_total > 50  # the demo has more than one page
+    assert_fits(page, visited)
+    page.select_option('select[name="sort"]', "trait:stripe_mrr")
+    page.click("button:has-text('Apply')")
+    cells = page.locator('td[data-trait="stripe_mrr"]').all_inner_texts()
+    amounts = [float(re.sub(r"[^\d.]", "", c)) for c in cells if re.search(r"\d", c)]
+    assert amounts and amounts == sorted(amounts, reverse=True), cells
+    page.select_option('select[name="trait"]', "stripe_subscription_status")
+    page.select_option('select[name="op"]', "eq")
+    page.fill('input[name="value"]', "active")
+    page.click("button:has-text('Apply')")
+    pills = page.locator('td[data-trait="stripe_subscription_status"] .pill')
+    assert pills.count() >= 1 and set(pills.all_inner_texts()) == {"active"}
+    assert all("ok" in (p.get_attribute("class") or "").split() for p in pills.all())
+    filtered = int(page.locator(".customer-total").inner_text().replace(",", ""))
+    assert 0 < filtered < total
+    assert_fits(page, visited)
+    page.goto(served.project_url("/customers"))
+    page.click("a[rel=next]")
+    assert page.locator("nav.pages [aria-current=page]").inner_text() == "2"
     assert_fits(page, visited)
 
     # A profile of an active subscriber.

@@ -158,7 +158,9 @@ def crowdpower_periodic_jobs():
 @hookimpl
 def crowdpower_customer_columns(project_id):
     return [{"trait": "stripe_plan_name", "label": "Plan", "pill": False},
-            {"trait": "stripe_subscription_status", "label": "Status", "pill": True}]
+            {"trait": "stripe_subscription_status", "label": "Status", "pill": True},
+            {"trait": "stripe_mrr", "label": "MRR", "pill": False},
+            {"trait": "stripe_total_spent", "label": "Lifetime spend", "pill": False}]
 
 
 @hookimpl
