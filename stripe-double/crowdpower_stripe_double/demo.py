@@ -110,6 +110,14 @@ def _create_schema(app) -> None:
         db.create_all()
 
 
+def simulate_command(d: Demo, action: str = "charge_failed") -> str:
+    """The exact shell line that fires ``action`` at the demo's double (run from the repo)."""
+    emails = [c["email"] for c in d.double.state.accounts[d.account].customers.items
+              if c.get("email") and not c.get("deleted")]
+    return (f".venv/bin/crowdpower stripe-double simulate {action} --account {d.account} "
+            f"--email {emails[0] if emails else 'ann@example.com'} --url {d.stripe_url}")
+
+
 @click.command("demo")
 @click.option("--port", default=5000, show_default=True, help="Port of the CrowdPower app.")
 @click.option("--stripe-port", default=12111, show_default=True,
@@ -128,6 +136,9 @@ CrowdPower demo is running.
   3. Watch the sync's progress bar, then open Customers and a customer's profile
   4. Fire billing events at {d.stripe_url}/_double/ ("charge failed" for a customer…)
      and see them land on the profile (and the dunning automation's email in the outbox)
+
+     or from a shell in this folder:
+       {simulate_command(d)}
 
   Stripe double (account {d.account}): {d.stripe_url}/_double/
   API key of the demo project: {d.api_key}

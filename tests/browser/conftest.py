@@ -203,13 +203,14 @@ def page_width_overflow(page) -> int:
                          " document.body.scrollWidth) - window.innerWidth")
 
 
-def save_readme_screenshot(locator_or_page, name: str, **options) -> Path:
+def save_readme_screenshot(locator_or_page, name: str, readme: bool = True,
+                           **options) -> Path:
     """Screenshots for the README (only with CROWDPOWER_UPDATE_SCREENSHOTS=1 they replace
     docs/screenshots/; always written into test-artifacts/)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     target = ARTIFACTS / name
     locator_or_page.screenshot(path=str(target), **options)
-    if os.environ.get("CROWDPOWER_UPDATE_SCREENSHOTS") == "1":
+    if readme and os.environ.get("CROWDPOWER_UPDATE_SCREENSHOTS") == "1":
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(target, SCREENSHOTS / name)
     return target

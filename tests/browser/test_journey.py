@@ -203,8 +203,10 @@ def test_demo_journey(served, page, browser):
                                 storage_state=page.context.storage_state())
     try:
         small = phone.new_page()
-        for url in dict.fromkeys(visited):
+        for number, url in enumerate(dict.fromkeys(visited)):
             small.goto(url)
+            save_readme_screenshot(small, f"phone-{number:02d}.png", full_page=True,
+                                   readme=False)
             overflow = page_width_overflow(small)
             assert overflow <= 0, f"{url} is {overflow}px wider than a phone"
     finally:
