@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, current_app
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
-from crowdpower import auth, inputs, jobs, plugins, security, tenancy
+from crowdpower import api, auth, inputs, jobs, openapi, plugins, security, tenancy, web
 from crowdpower.config import ensure_secret_key, from_environment
 from crowdpower.extensions import csrf, db, migrate
 
@@ -27,8 +30,6 @@ MIGRATIONS_DIR = _migrations_dir()
 @migrate.configure
 def _version_locations(alembic_config):
     """Alembic reads the host's versions and every plugin's own branch."""
-    from flask import current_app
-
     dirs = [str(MIGRATIONS_DIR / "versions")]
     for batch in plugins.get_pm_for(current_app).hook.crowdpower_migration_dirs():
         dirs += [str(d) for d in batch or []]
@@ -56,7 +57,6 @@ def create_app(config: dict | None = None) -> Flask:
     inputs.init_app(app)
     security.init_app(app)
 
-    from crowdpower import api, openapi, web
 
     web.init_app(app)
     security.throttle_login(app)
@@ -73,16 +73,12 @@ def _sqlite_options(app: Flask) -> None:
         options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
         options.setdefault("connect_args", {"timeout": 30})
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
-        from sqlalchemy import event
-        from sqlalchemy.engine import Engine
 
         if not event.contains(Engine, "connect", _sqlite_pragmas):
             event.listen(Engine, "connect", _sqlite_pragmas)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    import sqlite3
-
     if isinstance(dbapi_connection, sqlite3.Connection):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")

@@ -10,13 +10,19 @@ import threading
 import click
 from flask import current_app
 from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
+from flask_migrate import upgrade
 from flask_migrate.cli import db as db_group
+from rq import SimpleWorker
+from rq import Worker as ForkWorker
 from sqlalchemy import select
 
+from crowdpower import jobs
 from crowdpower.app import create_app
+from crowdpower.crypto import reencrypt_all
 from crowdpower.extensions import db
 from crowdpower.models import ApiKey, Membership, Project, User
 from crowdpower.plugins import build_plugin_manager
+from crowdpower.tenancy import unscoped
 
 DEV_COMMANDS: set[str] = set()  # commands run with no external services; plugins add theirs
 
@@ -71,8 +77,6 @@ _flask_migrate_upgrade = db_group.commands["upgrade"]
 @with_appcontext
 def upgrade_all(revision: str, sql: bool) -> None:
     """Upgrade the database to the newest revision of every branch."""
-    from flask_migrate import upgrade
-
     upgrade(revision=revision, sql=sql)
 
 
@@ -116,7 +120,6 @@ def add_member(email: str, password: str, project_id: int) -> User:
         db.session.add(user)
     user.set_password(password)
     db.session.flush()
-    from crowdpower.tenancy import unscoped
 
     with unscoped():
         member = db.session.scalar(select(Membership).where(
@@ -131,9 +134,6 @@ def add_member(email: str, password: str, project_id: int) -> User:
 @with_appcontext
 def rotate_encryption() -> None:
     """Re-encrypt every stored secret with the first of ENCRYPTION_KEYS (prints counts)."""
-    from crowdpower.crypto import reencrypt_all
-    from crowdpower.tenancy import unscoped
-
     with unscoped():
         counts = reencrypt_all(db.session, db.metadata)
     click.echo(json.dumps(counts, sort_keys=True))
@@ -149,12 +149,8 @@ def rotate_encryption() -> None:
 @with_appcontext
 def worker(queues: tuple[str, ...], burst: bool, no_periodic: bool, simple: bool) -> None:
     """Run an RQ worker over CrowdPower's queues (priority order), with the scheduler."""
-    from rq import SimpleWorker
-    from rq import Worker as ForkWorker
-
     Worker = SimpleWorker if simple else ForkWorker  # noqa: N806
 
-    from crowdpower import jobs
 
     app = current_app._get_current_object()
     backend = jobs.backend()

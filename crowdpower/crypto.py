@@ -16,7 +16,7 @@ import logging
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from flask import current_app
-from sqlalchemy import Text
+from sqlalchemy import Text, select, type_coerce, update
 from sqlalchemy.types import TypeDecorator
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,6 @@ def encrypted_columns(metadata) -> list[tuple]:
 def reencrypt_all(session, metadata) -> dict[str, int]:
     """Re-encrypt every stored secret with the first key; counts per column
     (``unreadable`` ones are left as they are)."""
-    from sqlalchemy import select, type_coerce, update
-
     counts: dict[str, int] = {"unreadable": 0}
     for table, pk, column in encrypted_columns(metadata):
         raw = type_coerce(column, Text)

@@ -17,7 +17,9 @@ from sqlalchemy.exc import IntegrityError
 from crowdpower import bulk
 from crowdpower.extensions import db
 from crowdpower.isotime import iso
+from crowdpower.jobs import after_commit
 from crowdpower.models import Customer, Event, TraitValue, utcnow
+from crowdpower.plugins import get_pm
 from crowdpower.tenancy import project_scope
 
 
@@ -183,8 +185,6 @@ def record_event(
             raise
         return None
     savepoint.commit()
-    from crowdpower.jobs import after_commit
-    from crowdpower.plugins import get_pm
 
     event_id = event.id
     after_commit(lambda: get_pm().hook.crowdpower_event_recorded(

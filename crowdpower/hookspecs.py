@@ -142,3 +142,23 @@ def crowdpower_automation_templates(project_id):
     ``action`` (``"email"`` or ``"webhook"``), ``subject``, ``html``, ``text`` (Jinja
     templates; ``webhook_url``/``webhook_body`` for webhooks).
     """
+
+
+@hookspec
+def crowdpower_revenue_sources(project_id):
+    """Return where a project's customers' MRR lives, for the daily revenue snapshot.
+
+    Each a dict: ``mrr_trait`` (a number trait: MRR in major units) and
+    ``currency_trait`` (the ISO code of that MRR). Return ``[]`` for projects the
+    plugin is not enabled for. Several sources add up per customer and currency.
+    """
+
+
+@hookspec
+def crowdpower_conversion_events(project_id):
+    """Return the events that count as an automation's conversion unless it names its own.
+
+    Each a dict: ``name`` (event name), ``amount_property`` and ``currency_property``
+    (the event properties holding the converted amount, major units, and its currency).
+    Constant data, no queries: it is asked right after an event's transaction commits.
+    """

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -19,11 +20,14 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask, current_app, has_app_context
+from redis import Redis
+from rq import Queue, Retry, SimpleWorker
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 from werkzeug.utils import import_string
 
 from crowdpower.extensions import db
+from crowdpower.plugins import get_pm
 from crowdpower.retry import RetryPolicy
 from crowdpower.tenancy import reset_project, set_project
 
@@ -71,7 +75,7 @@ def _app() -> Flask:
     if has_app_context():
         return current_app._get_current_object()  # type: ignore[attr-defined]
     if _worker_app is None:
-        from crowdpower import create_app
+        from crowdpower import create_app  # a cycle: the app factory imports this module
 
         set_worker_app(create_app())
     assert _worker_app is not None
@@ -108,8 +112,6 @@ _engine_pid: dict[int, int] = {}
 
 def _after_fork(app: Flask) -> None:
     """A forked RQ work horse must not reuse its parent's database connections."""
-    import os
-
     pid = os.getpid()
     if _engine_pid.setdefault(id(app), pid) != pid:
         _engine_pid[id(app)] = pid
@@ -123,15 +125,11 @@ class RQBackend:
     """Jobs on Redis through RQ; the worker process runs them."""
 
     def __init__(self, app: Flask) -> None:
-        from redis import Redis
-
         self.redis = Redis.from_url(app.config["REDIS_URL"])
         self.prefix = app.config.get("RQ_QUEUE_PREFIX", "")
         self.intervals = list(app.config["JOB_RETRY_INTERVALS"])
 
     def queue(self, name: str):
-        from rq import Queue
-
         return Queue(self.prefix + name, connection=self.redis)
 
     def claim_once(self, key: str, ttl: int) -> bool:
@@ -144,8 +142,6 @@ class RQBackend:
     def enqueue(self, dotted: str, args: list, kwargs: dict, *, queue: str,
                 project_id: int | None, delay: float | None, job_id: str | None,
                 retries: int, timeout: int | None, once: str | None = None) -> str:
-        from rq import Retry
-
         q = self.queue(queue)
         options = dict(
             args=(dotted, project_id, list(args), dict(kwargs), once),
@@ -271,8 +267,6 @@ def backend():
 
 def queue_names(app: Flask | None = None) -> list[str]:
     """Every queue, highest priority first: the host's and the plugins' declared ones."""
-    from crowdpower.plugins import get_pm
-
     declared: dict[str, int] = dict(HOST_QUEUES)
     ctx = app.app_context() if app is not None else None
     if ctx:
@@ -290,14 +284,15 @@ def queue_names(app: Flask | None = None) -> list[str]:
 
 
 def resolve_queue_names(requested: list[str], app: Flask | None = None) -> list[str]:
-    """Queue names as an operator types them: a full name, or its purpose after the
-    plugin's namespace (``sync`` for ``billing.sync``: the names before queues
-    were namespaced keep working). Unknown names are kept as they are."""
+    """Queue names as an operator types them: a full name, or a purpose without its
+    plugin's namespace (``sync`` for ``billing.sync``: the names before queues were
+    namespaced keep working, and the queue of that old name is served too, so jobs an
+    earlier version left there still run). Unknown names are kept as they are."""
     known = queue_names(app)
     out: list[str] = []
     for name in requested:
         matches = [name] if name in known else [
-            q for q in known if q.rsplit(".", 1)[-1] == name] or [name]
+            q for q in known if q.rsplit(".", 1)[-1] == name] + [name]
         out += [m for m in matches if m not in out]
     return out
 
@@ -346,8 +341,6 @@ def enqueue_once(func: str | Callable, *args: Any, key: str, queue: str = "defau
 
 def run_periodic_jobs(app: Flask, stop: threading.Event, redis=None) -> None:
     """Enqueue plugins' periodic jobs on their timers; one enqueue per period cluster-wide."""
-    from crowdpower.plugins import get_pm
-
     with app.app_context():
         jobs = [j for batch in get_pm().hook.crowdpower_periodic_jobs() for j in batch or []]
     prefix = app.config.get("RQ_QUEUE_PREFIX", "")  # installations sharing a Redis
@@ -376,7 +369,6 @@ def drain(app: Flask | None = None, timeout: float = 60.0) -> None:
     if isinstance(backend_, InProcessBackend):
         backend_.drain(timeout)
         return
-    from rq import SimpleWorker
 
     set_worker_app(app)
     queues = [backend_.queue(n) for n in queue_names(app)]

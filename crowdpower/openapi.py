@@ -25,7 +25,9 @@ AUTOMATION = {"type": "object", "additionalProperties": False, "properties": {
     "delay_seconds": {"type": "integer", "minimum": 0, "maximum": 90 * 24 * 3600},
     "action": {"type": "string", "enum": ["email", "webhook"]}, "subject": TEXT,
     "html": TEXT, "text": TEXT, "webhook_url": {"type": "string", "format": "uri"},
-    "webhook_body": TEXT, "enabled": {"type": "boolean"}}}
+    "webhook_body": TEXT, "enabled": {"type": "boolean"},
+    "conversion_event": {"type": "string", "maxLength": 200, "nullable": True},
+    "attribution_window_hours": {"type": "integer", "minimum": 1, "maximum": 90 * 24}}}
 BODIES: dict[str, dict] = {
     "api.create_customer": {"type": "object", "required": ["email"], "properties": {
         "email": {"type": "string", "format": "email", "maxLength": 320},
@@ -55,6 +57,11 @@ QUERIES: dict[str, list[dict]] = {
     "api.customer_events": PAGE,
     "automations.api_list_automations": [*PAGE, {"name": "trigger", "in": "query",
                                                  "schema": TEXT}],
+    "revenue.api_revenue": [
+        {"name": "month", "in": "query", "schema": {"type": "string", "pattern":
+                                                    r"^\d{4}-\d{2}$"}},
+        {"name": "start", "in": "query", "schema": {"type": "string", "format": "date"}},
+        {"name": "end", "in": "query", "schema": {"type": "string", "format": "date"}}],
     "automations.api_list_messages": [
         *PAGE, {"name": "customer_id", "in": "query", "schema": ID},
         {"name": "automation_id", "in": "query", "schema": ID},

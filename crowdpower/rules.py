@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import and_, exists, false, not_, or_, select, true, union
 
 from crowdpower import isotime
+from crowdpower.models import Customer, TraitValue
 
 OPS = {"eq", "neq", "in", "not_in", "exists", "not_exists", "gt", "gte", "lt", "lte",
        "within_last", "before_last"}
@@ -151,8 +152,6 @@ class Leaf:
 
 def _leaf(node: dict, now: datetime) -> Leaf:
     """The one place a condition becomes SQL criteria on ``TraitValue``."""
-    from crowdpower.models import TraitValue
-
     key, op, value = node["trait"], node["op"], node.get("value")
     negated = op in NEGATIVE
     op = NEGATIVE.get(op, op)
@@ -186,8 +185,6 @@ def compile_rule(rule: dict, project_id: int, now: datetime | None = None):
     Correlated EXISTS per customer row: cheap when a page of customers is listed in id
     order, slow for counting a large segment (use ``compile_members`` for that).
     """
-    from crowdpower.models import Customer, TraitValue
-
     validate(rule)
     now = now or datetime.now(UTC)
 
@@ -216,8 +213,6 @@ def compile_members(rule: dict, project_id: int, now: datetime | None = None):
     by one. No join with ``customers`` is needed: trait rows are written with their
     customer's own project id (``customers.bulk_set_traits``), and deleted with it.
     """
-    from crowdpower.models import Customer, TraitValue
-
     validate(rule)
     now = now or datetime.now(UTC)
 

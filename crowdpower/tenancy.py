@@ -19,6 +19,9 @@ from contextvars import ContextVar
 from flask import abort
 from sqlalchemy import ForeignKey, event
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column, with_loader_criteria
+from sqlalchemy.sql.util import find_tables
+
+from crowdpower.extensions import db
 
 _project_id: ContextVar[int | None] = ContextVar("crowdpower_project_id", default=None)
 _unscoped: ContextVar[bool] = ContextVar("crowdpower_unscoped", default=False)
@@ -73,8 +76,6 @@ MAX_ID = 2**31  # ids are 32-bit integer columns
 
 def get_or_404(model, object_id, project_id: int):
     """Load ``model`` by primary key within ``project_id``; anything else is a 404."""
-    from crowdpower.extensions import db
-
     try:
         object_id = int(object_id)
     except (TypeError, ValueError, OverflowError):
@@ -90,8 +91,6 @@ def get_or_404(model, object_id, project_id: int):
 
 def get_by_id_and_project(model, object_id, project_id: int):
     """Like ``get_or_404`` but returns None (for jobs and services)."""
-    from crowdpower.extensions import db
-
     try:
         object_id = int(object_id)
     except (TypeError, ValueError, OverflowError):
@@ -121,8 +120,6 @@ def _tenant_tables() -> set:
 
 def _tenant_tables_in(statement) -> list[str]:
     """Tenant tables read anywhere in ``statement``: FROM lists, joins, subqueries."""
-    from sqlalchemy.sql.util import find_tables
-
     tenant = _tenant_tables()
     found = find_tables(statement, check_columns=True, include_aliases=True,
                         include_joins=True)

@@ -81,6 +81,27 @@ def test_demo_journey(tmp_path):
         profile = web.get(f"{demo.base_url}/projects/{demo.project_id}/customers/{target['id']}")
         assert "Stripe Charge Failed" in profile.text
 
+        # The revenue story: six months of history, and money the dunning email recovered.
+        assert demo.story.done.wait(90)
+        revenue = requests.get(demo.base_url + "/api/v1/revenue?start=2000-01-01&end=2100-01-01",
+                               headers=api)
+        assert revenue.status_code == 400  # a period is at most three years
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 190 * 86400))
+        revenue = requests.get(f"{demo.base_url}/api/v1/revenue?start={since}&end={today}",
+                               headers=api).json()
+        main = revenue["currencies"][0]
+        assert main["main"] and revenue["as_of"] == today and main["mrr"] > 0
+        assert len(main["series"]) >= 180 and main["series"][-1]["date"] == today
+        assert main["movements"]["new"]["amount"] > 0
+        automations = requests.get(demo.base_url + "/api/v1/automations",
+                                   headers=api).json()["data"]
+        dunning = next(a for a in automations if a["template_key"] == "stripe_dunning")
+        assert dunning["stats"]["converted_customers"] >= 1, dunning["stats"]
+        assert dunning["stats"]["recovered"][0]["amount"] > 0
+        page = web.get(f"{demo.base_url}/projects/{demo.project_id}/revenue")
+        assert page.status_code == 200 and "<svg" in page.text
+
         # The shell line the demo prints runs exactly as written, from the repository.
         from crowdpower_stripe_double.demo import simulate_command
 

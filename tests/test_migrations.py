@@ -50,5 +50,34 @@ def test_db_upgrade_builds_the_models_schema(empty_database, monkeypatch):
     assert diff == [], f"models and migrations differ: {diff}"
     with engine.connect() as conn:
         heads = {row[0] for row in conn.exec_driver_sql("SELECT version_num FROM alembic_version")}
-    assert "0004_stripe_i15" in heads  # the Stripe branch (at its latest revision; it depends on the host's) applied
+    assert "0005_stripe_i15" in heads  # the Stripe branch (at its latest revision; it depends on the host's) applied
+    engine.dispose()
+
+
+def test_projects_connected_before_the_lifecycle_events_get_their_definitions(
+        empty_database, monkeypatch):
+    from crowdpower.cli import cli
+
+    monkeypatch.setenv("DATABASE_URL", empty_database)
+    monkeypatch.setenv("SECRET_KEY", "migration-test")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["db", "upgrade", "0002_stripe"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    engine = create_engine(empty_database)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO projects (id, name, settings, created_at) VALUES "
+                             "(1, 'Old', '{}', '2026-01-01 00:00:00')")
+        conn.exec_driver_sql("INSERT INTO project_plugins (project_id, plugin, enabled, "
+                             "settings, updated_at) VALUES (1, 'stripe', true, '{}', "
+                             "'2026-01-01 00:00:00')")
+        conn.exec_driver_sql("INSERT INTO event_definitions (project_id, name, description,"
+                             " properties, source) VALUES (1, 'Stripe Trial Started', 'kept',"
+                             " '[]', 'stripe')")
+    result = runner.invoke(cli, ["db", "upgrade"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    with engine.connect() as conn:
+        rows = dict(conn.exec_driver_sql(
+            "SELECT name, description FROM event_definitions WHERE project_id = 1").all())
+    assert len(rows) == 7 and rows["Stripe Trial Started"] == "kept"
+    assert "Stripe Payment Recovered" in rows
     engine.dispose()

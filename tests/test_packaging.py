@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,8 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _build(source: Path, out: Path) -> list[str]:
+    """Build from a copy of the checkout (a fresh clone's files: no stale ``build/``)."""
+    copy = out / "src"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "*.egg-info", "instance", "__pycache__")
+        if source == ROOT else shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(out), str(source)], check=True, cwd=out)
+                    "-q", "-w", str(out), str(copy)], check=True, cwd=out)
     (wheel,) = out.glob("*.whl")
     return zipfile.ZipFile(wheel).namelist()
 

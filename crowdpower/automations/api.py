@@ -8,7 +8,7 @@ from sqlalchemy import select
 from crowdpower import schemas
 from crowdpower.api import ApiError, json_body, paginate, query_args
 from crowdpower.auth import api_error, api_key_required
-from crowdpower.automations import bp
+from crowdpower.automations import attribution, bp
 from crowdpower.automations.models import Automation, AutomationSettings, Message
 from crowdpower.automations.validation import FIELDS, Invalid, apply, clean
 from crowdpower.extensions import db
@@ -40,6 +40,11 @@ def message_json(m: Message) -> dict:
             "created_at": _iso(m.created_at), "updated_at": _iso(m.updated_at)}
 
 
+def with_stats(a: Automation) -> dict:
+    """The automation with its results (sent, converted customers, recovered amounts)."""
+    return {**automation_json(a), "stats": attribution.stats(a.project_id, [a.id])[a.id]}
+
+
 def _cleaned(data: dict, automation: Automation | None = None) -> dict:
     try:
         return clean(data, g.project.id, automation)
@@ -56,7 +61,9 @@ def api_list_automations():
     if args.trigger:
         stmt = stmt.where(Automation.trigger == args.trigger)
     rows, more = paginate(stmt, Automation.id, args.limit, args.starting_after)
-    return jsonify({"data": [automation_json(a) for a in rows], "has_more": more})
+    figures = attribution.stats(g.project.id, [a.id for a in rows])
+    return jsonify({"data": [{**automation_json(a), "stats": figures[a.id]} for a in rows],
+                    "has_more": more})
 
 
 @bp.post("/api/v1/automations")
@@ -72,13 +79,13 @@ def api_create_automation():
     automation = apply(Automation(project_id=g.project.id, template_key=template_key), values)
     db.session.add(automation)
     db.session.commit()
-    return jsonify(automation_json(automation)), 201
+    return jsonify(with_stats(automation)), 201
 
 
 @bp.get("/api/v1/automations/<automation_id>")
 @api_key_required
 def api_get_automation(automation_id):
-    return jsonify(automation_json(get_or_404(Automation, automation_id, g.project.id)))
+    return jsonify(with_stats(get_or_404(Automation, automation_id, g.project.id)))
 
 
 @bp.patch("/api/v1/automations/<automation_id>")
@@ -87,7 +94,7 @@ def api_update_automation(automation_id):
     automation = get_or_404(Automation, automation_id, g.project.id)
     apply(automation, _cleaned(json_body(), automation))
     db.session.commit()
-    return jsonify(automation_json(automation))
+    return jsonify(with_stats(automation))
 
 
 @bp.get("/api/v1/messages")

@@ -117,7 +117,7 @@ def dispatch_event(event_id: int) -> list[int]:
 
 
 def _enqueue_send(project_id: int, message_id: int, delay: float) -> None:
-    from crowdpower.automations.delivery import enqueue_send
+    from crowdpower.automations.delivery import enqueue_send  # a cycle: delivery imports us
 
     jobs.after_commit(lambda: enqueue_send(project_id, message_id, delay))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crowdpower.extensions import db
@@ -44,6 +44,12 @@ class Automation(TenantMixin, db.Model):
     webhook_body: Mapped[str] = mapped_column(Text, default="")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     template_key: Mapped[str | None] = mapped_column(String(100))
+    # Attribution: the event that counts as this automation's success (None: the
+    # conversion events plugins declare, e.g. a recovered payment), and how long after
+    # a message a conversion is still credited to it (last touch).
+    conversion_event: Mapped[str | None] = mapped_column(String(200))
+    attribution_window_hours: Mapped[int] = mapped_column(Integer, default=168,
+                                                          server_default="168")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -96,6 +102,28 @@ class AutomationSettings(TenantMixin, db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     frequency_cap_hours: Mapped[int | None] = mapped_column(Integer)
+
+
+class Conversion(TenantMixin, db.Model):
+    """A conversion event credited to the automation whose message last reached the
+    customer within its window; one per event, so a replayed event counts once."""
+
+    __tablename__ = "automation_conversions"
+    __table_args__ = (UniqueConstraint("event_id"),
+                      Index("ix_automation_conversions_automation", "project_id",
+                            "automation_id"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    automation_id: Mapped[int] = mapped_column(
+        ForeignKey("automations.id", ondelete="CASCADE"))
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    event_name: Mapped[str] = mapped_column(String(200))
+    amount: Mapped[float | None] = mapped_column(Float)
+    currency: Mapped[str | None] = mapped_column(String(10))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class PendingDispatch(TenantMixin, db.Model):

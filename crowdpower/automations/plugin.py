@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import logging
 
-from crowdpower.automations import models  # noqa: F401  (tables exist for create_all/Alembic)
+from crowdpower.automations import (
+    api,
+    attribution,
+    bp,
+    load_routes,
+    models,  # noqa: F401  (tables exist for create_all/Alembic)
+    views,
+)
+from crowdpower.automations.engine import on_event
+from crowdpower.automations.views import customer_panel
+from crowdpower.extensions import csrf
 from crowdpower.plugins import hookimpl
 
 log = logging.getLogger(__name__)
@@ -33,32 +43,28 @@ def crowdpower_config_defaults():
 @hookimpl
 def crowdpower_event_recorded(project_id, event_id):
     """After commit: must not raise, or other plugins' implementations would not run."""
-    from crowdpower.automations.engine import on_event
-
     try:
         on_event(project_id, event_id)
     except Exception:
         log.exception("automations: could not handle event %s of project %s",
                       event_id, project_id)
+    try:  # a conversion (e.g. a recovered payment) credited to the last message
+        attribution.on_event(project_id, event_id)
+    except Exception:
+        log.exception("automations: could not attribute event %s of project %s",
+                      event_id, project_id)
 
 
 @hookimpl
 def crowdpower_register_blueprints(app):
-    from crowdpower.automations import bp, load_routes
-    from crowdpower.extensions import csrf
-
     load_routes()
     app.register_blueprint(bp)
-    from crowdpower.automations import api, views
-
     for view in [*api.VIEWS, views.unsubscribe]:
         csrf.exempt(view)
 
 
 @hookimpl
 def crowdpower_customer_panels(project_id, customer_id):
-    from crowdpower.automations.views import customer_panel
-
     return customer_panel(project_id, customer_id)
 
 

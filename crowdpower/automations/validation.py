@@ -6,17 +6,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from crowdpower import outbound, rules
-from crowdpower.automations import templating
+from crowdpower.automations import attribution, templating
 from crowdpower.automations.models import ACTIONS, Automation
 from crowdpower.models import Segment
 from crowdpower.tenancy import get_by_id_and_project
 
 FIELDS = ("name", "trigger", "conditions", "segment_id", "delay_seconds", "action", "subject",
-          "html", "text", "webhook_url", "webhook_body", "enabled")
+          "html", "text", "webhook_url", "webhook_body", "enabled",
+          "conversion_event", "attribution_window_hours")
 MAX_DELAY = 90 * 24 * 3600
 DEFAULTS: dict[str, Any] = {"conditions": {}, "segment_id": None, "delay_seconds": 0,
                             "action": "email", "subject": "", "html": "", "text": "",
-                            "webhook_url": "", "webhook_body": "", "enabled": True}
+                            "webhook_url": "", "webhook_body": "", "enabled": True,
+                            "conversion_event": None, "attribution_window_hours": 168}
 
 
 class Invalid(ValueError):
@@ -100,6 +102,7 @@ def clean(data: dict[str, Any], project_id: int,
         fail("delay_seconds", f"an integer from 0 to {MAX_DELAY} (90 days)")
     if not isinstance(values.get("enabled"), bool):
         fail("enabled", "must be true or false")
+    attribution.check(values, fail)
     action = values.get("action")
     if action not in ACTIONS:
         fail("action", f"one of {', '.join(ACTIONS)}")

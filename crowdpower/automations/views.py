@@ -10,9 +10,10 @@ from markupsafe import Markup
 from sqlalchemy import func, select
 
 from crowdpower.auth import project_required
-from crowdpower.automations import bp
+from crowdpower.automations import attribution, bp
 from crowdpower.automations.api import parse_cap, settings_for
 from crowdpower.automations.models import STATES, Automation, Message
+from crowdpower.automations.templating import money
 from crowdpower.automations.unsubscribe import load_token
 from crowdpower.automations.validation import DEFAULTS, Invalid, apply, clean, current
 from crowdpower.definitions import trait_specs
@@ -23,7 +24,8 @@ from crowdpower.tenancy import get_by_id_and_project, get_or_404, project_scope
 
 UNITS = [("days", 86400), ("hours", 3600), ("minutes", 60), ("seconds", 1)]
 TEMPLATE_FIELDS = ("trigger", "conditions", "delay_seconds", "action", "subject", "html", "text",
-                   "webhook_url", "webhook_body")
+                   "webhook_url", "webhook_body", "conversion_event",
+                   "attribution_window_hours")
 
 
 def suggestions(project_id: int) -> list[dict]:
@@ -51,6 +53,7 @@ def index(project_id: int):
         counts.setdefault(automation_id, {})[state] = n
     in_use = {a.template_key: a for a in automations if a.template_key}
     return render_template("automations/index.html", automations=automations, counts=counts,
+                           stats=attribution.stats(project_id, [a.id for a in automations]),
                            suggestions=suggestions(project_id), in_use=in_use,
                            settings=settings_for(project_id))
 
@@ -77,6 +80,9 @@ def _delay_parts(seconds: int) -> tuple[int, str]:
     return 0, "minutes"
 
 
+bp.add_app_template_filter(money, "money")  # the sandbox's filter, for result pages
+
+
 @bp.app_template_filter("duration")
 def duration(seconds: int | None) -> str:
     """``604800`` → ``7 days``, ``90`` → ``90 seconds``."""
@@ -99,6 +105,13 @@ def _form_values() -> tuple[dict[str, Any], dict[str, str]]:
             except ValueError:
                 errors["conditions"] = f"{key} conditions are not valid JSON"
     values["conditions"] = conditions
+    if "conversion_event" in form:  # attribution (see automations.attribution)
+        values["conversion_event"] = form.get("conversion_event", "").strip() or None
+        try:
+            values["attribution_window_hours"] = int(form.get("attribution_window_hours")
+                                                     or 168)
+        except ValueError:
+            errors["attribution_window_hours"] = "a whole number of hours"
     segment = form.get("segment_id", "")
     values["segment_id"] = int(segment) if segment.isdigit() else None
     size = dict(UNITS).get(form.get("delay_unit", "minutes"), 60)
@@ -111,7 +124,8 @@ def _form_values() -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def _render_form(project_id: int, values: dict, errors: dict, automation=None,
-                 template_key: str | None = None, status: int = 200):
+                 template_key: str | None = None, status: int = 200,
+                 stats: dict | None = None):
     segments = list(db.session.scalars(
         select(Segment).where(Segment.project_id == project_id).order_by(Segment.name)))
     definitions = list(db.session.scalars(select(EventDefinition).where(
@@ -129,7 +143,9 @@ def _render_form(project_id: int, values: dict, errors: dict, automation=None,
     return render_template("automations/form.html", automation=automation, values=values,
                            errors=errors, segments=segments, event_names=events,
                            conditions=shown, delay_value=delay_value, delay_unit=delay_unit,
-                           template_key=template_key, builder=builder), status
+                           template_key=template_key, stats=stats, builder=builder,
+                           default_conversions=sorted(
+                               attribution.default_conversions(project_id))), status
 
 
 def known_events(project_id: int) -> set[str]:
@@ -186,7 +202,8 @@ def edit(project_id: int, automation_id: int):
     automation = get_or_404(Automation, automation_id, project_id)
     if request.method == "POST":
         return _save(project_id, automation, automation.template_key)
-    return _render_form(project_id, current(automation), {}, automation)
+    return _render_form(project_id, current(automation), {}, automation,
+                        stats=attribution.stats(project_id, [automation.id])[automation.id])
 
 
 @bp.post("/projects/<int:project_id>/automations/<int:automation_id>/toggle")

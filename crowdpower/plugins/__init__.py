@@ -22,7 +22,7 @@ def build_plugin_manager(extra_plugins=(), load_entry_points: bool = True) -> pl
     """
     pm = pluggy.PluginManager("crowdpower")
     pm.add_hookspecs(hookspecs)
-    from crowdpower import internal_plugins
+    from crowdpower import internal_plugins  # a cycle: they import hookimpl from here
 
     for plugin in internal_plugins.PLUGINS:
         pm.register(plugin)

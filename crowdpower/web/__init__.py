@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, g
 
+from crowdpower.auth import user_projects
+from crowdpower.plugins import installed_integrations
+
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static/web")
 
 
 def init_app(app: Flask) -> None:
-    from crowdpower.web import views  # noqa: F401  (routes register on import)
+    from crowdpower.web import views  # noqa: F401  (routes register on import; they import bp)
 
     app.register_blueprint(bp)
     app.jinja_env.globals["installed_integrations"] = _installed
@@ -29,14 +32,10 @@ def init_app(app: Flask) -> None:
 
 
 def _installed():
-    from crowdpower.plugins import installed_integrations
-
     return installed_integrations()
 
 
 def _switchable_projects():
     """The signed-in user's projects, for the project switcher in the header."""
-    from crowdpower.auth import user_projects
-
     user = g.get("user")
     return user_projects(user) if user is not None else []

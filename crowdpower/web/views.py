@@ -15,6 +15,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from crowdpower import segments as segment_service
 from crowdpower.auth import (
+    api_error,
     end_sessions,
     login_required,
     project_required,
@@ -25,7 +26,7 @@ from crowdpower.customers import get_traits
 from crowdpower.definitions import event_specs, trait_specs
 from crowdpower.extensions import db
 from crowdpower.formatting import format_property, render_sentence
-from crowdpower.models import Customer, Event, Segment, TraitValue, User
+from crowdpower.models import Customer, Event, Segment, TraitValue, User, utcnow
 from crowdpower.plugins import get_pm, installed_integrations
 from crowdpower.rules import RuleError, compile_rule
 from crowdpower.tenancy import get_or_404
@@ -36,8 +37,6 @@ PAGE = 50
 
 def not_found(_exc: HTTPException):
     if request.path.startswith("/api/"):
-        from crowdpower.auth import api_error
-
         return api_error(404, "not_found", "No such resource.")
     return render_template("error.html", code=404, message="Not found."), 404
 
@@ -67,16 +66,12 @@ def favicon():
 
 def bad_request(exc: HTTPException):
     if request.path.startswith("/api/"):
-        from crowdpower.auth import api_error
-
         return api_error(400, "bad_request", exc.description or "Bad request.")
     return render_template("error.html", code=400, message=exc.description or "Bad request."), 400
 
 
 def method_not_allowed(exc: HTTPException):
     if request.path.startswith("/api/"):
-        from crowdpower.auth import api_error
-
         response = api_error(405, "method_not_allowed", "Method not allowed on this resource.")
         response.headers["Allow"] = ", ".join(exc.valid_methods or [])
         return response
@@ -85,8 +80,6 @@ def method_not_allowed(exc: HTTPException):
 
 def server_error(_exc):
     if request.path.startswith("/api/"):
-        from crowdpower.auth import api_error
-
         return api_error(500, "server_error", "Something went wrong on our side.")
     return render_template("error.html", code=500, message="Something went wrong."), 500
 
@@ -362,7 +355,6 @@ def create_segment(project_id: int):
 @project_required
 def unsubscribe_customer(project_id: int, customer_id: int):
     customer = get_or_404(Customer, customer_id, project_id)
-    from crowdpower.models import utcnow
 
     customer.unsubscribed_at = None if customer.unsubscribed_at else utcnow()
     db.session.commit()

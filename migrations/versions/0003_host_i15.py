@@ -2,12 +2,12 @@
 without email by their external id (crowdpower.services.match_or_create; issue 15)
 
 Revision ID: 0003_host_i15
-Revises: 0002_host_i14
+Revises: 0002_host_i19
 """
 from alembic import op
 
 revision = '0003_host_i15'
-down_revision = '0002_host_i14'
+down_revision = '0002_host_i19'
 branch_labels = None
 depends_on = None
 

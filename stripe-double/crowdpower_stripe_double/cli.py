@@ -8,6 +8,8 @@ import time
 import click
 import requests
 
+from crowdpower_stripe_double import StripeDouble
+
 
 @click.group("stripe-double")
 def stripe_double() -> None:
@@ -33,8 +35,6 @@ def serve(port: int, secret_key: str, client_id: str, test_secret_key: str | Non
           token_ttl: float, webhook_url: str | None, webhook_secret: tuple[str, ...],
           customers: int, seed: int, cases: bool) -> None:
     """Serve the double until Ctrl-C."""
-    from crowdpower_stripe_double import StripeDouble
-
     double = StripeDouble(secret_key, client_id, webhook_url, list(webhook_secret),
                           test_secret_key=test_secret_key)
     double.apps.access_token_ttl = token_ttl

@@ -29,6 +29,15 @@ ACTIONS = {
     "trial_will_end": "Trial will end",
     "invoice_upcoming": "Invoice upcoming",
     "customer_created": "New customer (uses the email)",
+    # Revenue lifecycle changes (each is one or more real Stripe events).
+    "trial_started": "Trial started (a new 14-day trial subscription)",
+    "trial_converted": "Trial converts to a paid subscription",
+    "subscription_upgraded": "Upgrade (a price twice as high, or the amount given)",
+    "subscription_downgraded": "Downgrade (a price half as high, or the amount given)",
+    "subscription_reactivated": "Reactivate (undo cancel at period end, resume, or "
+                                "resubscribe)",
+    "customer_churned": "Churn (cancel every live subscription)",
+    "payment_recovered": "Payment fails, then the retry succeeds",
     "charge_authorized": "Charge authorised, not captured",
     "charge_captured_partially": "Capture part of the latest authorisation",
     "dispute_lost": "Dispute of the latest charge, lost",
@@ -104,6 +113,7 @@ def simulate(double: StripeDouble, account: str, action: str, customer: str | No
         charges = [acct.charges.items[p] for p in acct.charges.by_customer.get(cus["id"], [])]
         price = acct.prices.get(sub["items"][0]["price"]) if sub else (
             acct.prices.items[0] if acct.prices.items else None)
+    requested = amount  # None: each action picks its own amount
     currency = (price or {}).get("currency", "usd")
     amount = amount or (price or {}).get("unit_amount") or 2900
     if action in ("charge_succeeded", "charge_failed"):
@@ -144,6 +154,9 @@ def simulate(double: StripeDouble, account: str, action: str, customer: str | No
             price = state.create_price(account, 2900, "usd", product_name="Pro")
         obj = state.create_subscription(account, cus["id"], price["id"])
         return {"subscription": obj["id"], "event": "customer.subscription.created"}
+    lifecycle = _lifecycle(state, account, action, cus, sub, subs, price, requested)
+    if lifecycle is not None:
+        return lifecycle
     if sub is None:
         raise ValueError("this customer has no live subscription")
     if action == "subscription_updated":
@@ -163,6 +176,65 @@ def simulate(double: StripeDouble, account: str, action: str, customer: str | No
         state.invoice_upcoming(account, sub["id"])
         return {"subscription": sub["id"], "event": "invoice.upcoming"}
     raise ValueError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
+
+
+def _lifecycle(state: Any, account: str, action: str, cus: dict, sub: dict | None,
+               subs: list[dict], price: dict | None, amount: int | None) -> dict | None:
+    """The revenue lifecycle actions: each drives the Stripe objects as Stripe would."""
+    if action == "trial_started":
+        if price is None:
+            price = state.create_price(account, 2900, "usd", product_name="Pro")
+        obj = state.create_subscription(account, cus["id"], price["id"], trial_days=14)
+        return {"subscription": obj["id"], "event": "customer.subscription.created"}
+    if action == "payment_recovered":
+        currency = (price or {}).get("currency", "usd")
+        value = amount or (price or {}).get("unit_amount") or 2900
+        failed = state.create_charge(account, cus["id"], value, currency, status="failed",
+                                     failure_code="card_declined")
+        time.sleep(1.05)  # Stripe's timestamps are whole seconds: the retry is later
+        ok = state.create_charge(account, cus["id"], value, currency)
+        return {"charge": ok["id"], "failed_charge": failed["id"], "event": "charge.succeeded"}
+    if action == "subscription_reactivated":
+        if sub is not None and sub.get("cancel_at_period_end"):
+            obj = state.update_subscription(account, sub["id"], cancel_at_period_end=False)
+        elif sub is not None and sub["status"] == "paused":
+            obj = state.update_subscription(account, sub["id"], status="active")
+        elif sub is None and subs:
+            last = subs[-1]["items"][0]
+            obj = state.create_subscription(account, cus["id"], last["price"],
+                                            quantity=last.get("quantity", 1))
+            return {"subscription": obj["id"], "event": "customer.subscription.created"}
+        else:
+            raise ValueError("nothing to reactivate: the subscription is active and not "
+                             "canceling")
+        return {"subscription": obj["id"], "event": "customer.subscription.updated"}
+    if action not in ("trial_converted", "subscription_upgraded", "subscription_downgraded",
+                      "customer_churned"):
+        return None
+    if sub is None:
+        raise ValueError("this customer has no live subscription")
+    if action == "customer_churned":
+        live = [s for s in subs if s["status"] not in ("canceled", "incomplete_expired")]
+        for one in live:
+            state.cancel_subscription(account, one["id"])
+        return {"subscription": sub["id"], "event": "customer.subscription.deleted"}
+    if action == "trial_converted":
+        if sub["status"] != "trialing":
+            raise ValueError("the subscription is not trialing")
+        now = int(time.time())
+        obj = state.update_subscription(account, sub["id"], status="active", trial_end=now)
+        return {"subscription": obj["id"], "event": "customer.subscription.updated"}
+    current = price or {}
+    unit = int(current.get("unit_amount") or 2900)
+    unit = amount or (unit * 2 if action == "subscription_upgraded" else max(1, unit // 2))
+    recurring = current.get("recurring") or {}
+    new_price = state.create_price(
+        account, unit, current.get("currency", "usd"),
+        interval=recurring.get("interval", "month"),
+        interval_count=recurring.get("interval_count", 1),
+        product_name="Plus" if action == "subscription_upgraded" else "Lite")
+    obj = state.update_subscription(account, sub["id"], price=new_price["id"])
+    return {"subscription": obj["id"], "event": "customer.subscription.updated"}
 
 
 def handle(double: StripeDouble, request: Request, endpoint: str, args: dict) -> Response:

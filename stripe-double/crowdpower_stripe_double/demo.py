@@ -21,6 +21,7 @@ from crowdpower.plugins.stripe.automation_templates import STRIPE_TEMPLATES
 from flask_migrate import upgrade
 from werkzeug.serving import run_simple
 
+from crowdpower_stripe_double.demo_revenue import RevenueStory, account_mrr, seed_history
 from crowdpower_stripe_double.server import StripeDouble
 
 DEMO_EMAIL = "demo@crowdpower.test"
@@ -36,6 +37,7 @@ class Demo:
     api_key: str
     base_url: str
     stripe_url: str
+    story: object = None  # the revenue story thread (demo_revenue.RevenueStory)
 
 
 def prepare_demo(port: int = 5000, stripe_port: int = 0, customers: int = 250,
@@ -86,7 +88,12 @@ def prepare_demo(port: int = 5000, stripe_port: int = 0, customers: int = 250,
         project_id, api_key = make_project("Demo Shop")
         add_member(DEMO_EMAIL, DEMO_PASSWORD, project_id)
     add_template_automation(app, api_key, "stripe_dunning")
-    return Demo(app, double, account, project_id, api_key, base_url, stripe_url)
+    with app.app_context():
+        # Six months of MRR history, ending near what the seeded account bills today.
+        seed_history(project_id, account_mrr(double, account))
+    story = RevenueStory(app, double, account, project_id)
+    story.start()  # plays a dunning that recovers money, once the tenant has synced
+    return Demo(app, double, account, project_id, api_key, base_url, stripe_url, story)
 
 
 def add_template_automation(app, api_key: str, key: str) -> int:
@@ -136,6 +143,9 @@ CrowdPower demo is running.
   3. Watch the sync's progress bar, then open Customers and a customer's profile
   4. Fire billing events at {d.stripe_url}/_double/ ("charge failed" for a customer…)
      and see them land on the profile (and the dunning automation's email in the outbox)
+  5. Revenue shows six months of MRR and this month's movements; once the sync is done
+     the demo plays failed payments that its dunning email recovers (Automations shows
+     the recovered amount), an upgrade, a downgrade and a churn
 
      or from a shell in this folder:
        {simulate_command(d)}

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from crowdpower.plugins import hookimpl
 
+from crowdpower_stripe_double.cli import stripe_double
+from crowdpower_stripe_double.demo import demo
+
 
 @hookimpl
 def crowdpower_cli_commands():
-    from crowdpower_stripe_double.cli import stripe_double  # click loads lazily, at CLI time
-    from crowdpower_stripe_double.demo import demo
-
     return [demo, stripe_double]
 
 

@@ -17,6 +17,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from crowdpower.plugins.stripe.mapping import item_amount
+
 from crowdpower_stripe_double import objects as O  # noqa: N812
 
 SECONDS = {"day": 86400, "week": 7 * 86400, "month": 30 * 86400, "year": 365 * 86400}
@@ -492,8 +494,6 @@ class State:
 
     def invoice_upcoming(self, account_id: str, subscription_id: str) -> dict:
         """Stripe sends this some days before a subscription renews."""
-        from crowdpower.plugins.stripe.mapping import item_amount
-
         with self.lock:
             acct = self.account(account_id)
             core = self._get(acct, "subscription", subscription_id)

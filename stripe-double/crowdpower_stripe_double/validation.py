@@ -23,9 +23,12 @@ The rules, each answered with Stripe's error shape (400, ``invalid_request_error
 
 from __future__ import annotations
 
+import builtins
 import functools
+import importlib
 import inspect
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass
@@ -33,6 +36,7 @@ from typing import Any
 
 import stripe
 import stripe.params
+import typing_extensions
 from stripe._request_options import RequestOptions
 
 MAX_EXPAND_DEPTH = 4  # "Expansions have a maximum depth of four levels" (Stripe's docs)
@@ -85,8 +89,6 @@ def _name_in(annotation: Any) -> str | None:
 @functools.cache
 def endpoints() -> tuple[Endpoint, ...]:
     """Every (method, path) of the served services, from the SDK's own source."""
-    import importlib
-
     out = []
     for spec in SERVICES:
         module_name, cls_name = spec.split(".")
@@ -126,8 +128,6 @@ class _Names(dict):
     """Evaluation namespace: the defining module's names, then typing's."""
 
     def __missing__(self, key: str) -> Any:
-        import builtins
-
         if hasattr(builtins, key):
             return getattr(builtins, key)
         if hasattr(typing, key):
@@ -137,8 +137,6 @@ class _Names(dict):
 
 def _resolve(annotation: Any, module: str) -> Any:
     """Evaluate the SDK's string annotations (``NotRequired["Literal['a']|str"]``)."""
-    import sys
-
     if isinstance(annotation, typing.ForwardRef):
         annotation = annotation.__forward_arg__
     if isinstance(annotation, str):
@@ -170,8 +168,6 @@ def required_of(params_cls: type) -> frozenset[str]:
 
 
 def _is_typeddict(t: Any) -> bool:
-    import typing_extensions
-
     return isinstance(t, type) and typing_extensions.is_typeddict(t)
 
 

@@ -147,3 +147,26 @@ def test_stripe_templates_are_valid(project):
         fields = {f: template[f] for f in ("trigger", "conditions", "delay_seconds", "action",
                                            "subject", "html", "text")}
         assert clean({"name": template["name"], **fields}, pid)["trigger"].startswith("Stripe ")
+
+
+def test_the_form_sets_the_conversion_event_and_window(tenant, client):
+    pid, key, c = tenant
+    automation = create_automation(client, key)
+    url = f"/projects/{pid}/automations/{automation['id']}"
+    page = c.get(url).get_data(as_text=True)
+    assert 'name="conversion_event"' in page and "automation-stats" in page
+    data = _form(page)
+    ok = c.post(url, data={**data, "conversion_event": " Stripe Trial Converted ",
+                           "attribution_window_hours": "48"})
+    assert ok.status_code == 302
+    after = api(client, key).get(f"/api/v1/automations/{automation['id']}").json
+    assert (after["conversion_event"], after["attribution_window_hours"]) == (
+        "Stripe Trial Converted", 48)
+    bad = c.post(url, data={**data, "conversion_event": "", "attribution_window_hours": "0"})
+    assert bad.status_code == 400 and 'data-field="attribution_window_hours"' in \
+        bad.get_data(as_text=True)
+    cleared = c.post(url, data={**data, "conversion_event": "",
+                                "attribution_window_hours": "168"})
+    assert cleared.status_code == 302
+    assert api(client, key).get(f"/api/v1/automations/{automation['id']}").json[
+        "conversion_event"] is None

@@ -148,9 +148,10 @@ def test_plugin_queues_take_their_declared_priority(app):
         names = jobs.queue_names(app)
         assert names[0] == "sample.urgent"
         assert names.index("sample.later") > names.index("default")
-        # an operator may name a queue by its purpose (the names before namespacing)
+        # an operator may name a queue by its purpose (the names before namespacing); the
+        # queue of that old name is served too (jobs an earlier version left there)
         assert jobs.resolve_queue_names(["urgent", "default", "nope"], app) == [
-            "sample.urgent", "default", "nope"]
+            "sample.urgent", "urgent", "default", "nope"]
     finally:
         pm.unregister(plugin)
 

@@ -128,3 +128,33 @@ def test_cli_simulate_against_a_running_double(double: StripeDouble, base_url: s
     failed = runner.invoke(stripe_double, ["simulate", "charge_failed", "--account", acct,
                                            "--email", "ghost@shop.test", "--url", base_url])
     assert failed.exit_code == 1 and "ghost@shop.test" in failed.output
+
+
+def test_api_simulate_lifecycle_actions(double: StripeDouble, base_url: str, acct: str,
+                                        receiver: Receiver) -> None:
+    """Each lifecycle action drives the objects as Stripe would, one or more events."""
+    cus = double.create_customer(acct, email="life@shop.test", emit=False)
+    double.create_price(acct, 2000, "usd", product_name="Base")
+    steps = [
+        ("trial_started", ["customer.subscription.created"]),
+        ("trial_converted", ["customer.subscription.updated"]),
+        ("subscription_upgraded", ["customer.subscription.updated"]),
+        ("subscription_downgraded", ["customer.subscription.updated"]),
+        ("payment_recovered", ["charge.failed", "charge.succeeded"]),
+        ("customer_churned", ["customer.subscription.deleted"]),
+        ("subscription_reactivated", ["customer.subscription.created"]),
+    ]
+    for action, _types in steps:
+        response = requests.post(f"{base_url}/_double/api/simulate", timeout=10, json={
+            "account": acct, "action": action, "customer": cus["id"]})
+        assert response.status_code == 200, (action, response.text)
+    double.webhooks.flush()
+    assert receiver.types(acct) == [t for _a, types in steps for t in types]
+    core = double.state.account(acct)
+    live = [s for s in core.subscriptions.items if s["customer"] == cus["id"]
+            and s["status"] == "active"]
+    price = core.prices.get(live[0]["items"][0]["price"])
+    assert len(live) == 1 and price["unit_amount"] == 2000  # 2000 → 4000 → 2000, then back
+    nothing = requests.post(f"{base_url}/_double/api/simulate", timeout=5, json={
+        "account": acct, "action": "subscription_reactivated", "customer": cus["id"]})
+    assert nothing.status_code == 400 and "nothing to reactivate" in nothing.json()["error"]

@@ -85,7 +85,7 @@ def test_connect_stores_connection_seeds_project_and_syncs(member, stripe_double
     assert not columns & {"access_token", "refresh_token"}
 
     assert count(Segment, project_id) == 2
-    assert count(EventDefinition, project_id) == 8
+    assert count(EventDefinition, project_id) == 8 + 7  # billing events + lifecycle ones
     assert count(TraitDefinition, project_id) >= 20
 
     drain()
@@ -115,7 +115,7 @@ def test_reconnecting_creates_no_duplicates(member, stripe_double, live_server, 
     drain()
     assert connection(project_id).status == "connected"
     assert count(Segment, project_id) == 2
-    assert count(EventDefinition, project_id) == 8
+    assert count(EventDefinition, project_id) == 8 + 7
 
 
 def test_declining_changes_nothing(member, stripe_double, live_server):

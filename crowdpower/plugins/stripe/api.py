@@ -6,6 +6,7 @@ from flask import g, jsonify
 
 from crowdpower.plugins.stripe.blueprint import bp
 from crowdpower.plugins.stripe.status import connection_for, integration_status, sync_json
+from crowdpower.plugins.stripe.sync import request_sync
 from crowdpower.services import api_error, api_key_required, db
 
 
@@ -18,8 +19,6 @@ def api_status():
 @bp.post("/api/v1/integrations/stripe/sync")
 @api_key_required
 def api_sync():
-    from crowdpower.plugins.stripe.sync import request_sync
-
     conn = connection_for(g.project.id)
     if conn is None or conn.status != "connected":
         return api_error(409, "not_connected", "Connect a Stripe account before syncing.")

@@ -13,7 +13,12 @@ from __future__ import annotations
 import re
 
 import stripe
-from flask import current_app
+from flask import current_app, has_app_context
+
+from crowdpower.plugins.stripe import tokens
+from crowdpower.plugins.stripe.connection import connection as connection_for
+from crowdpower.plugins.stripe.permissions import permission_for
+from crowdpower.services import db
 
 API_VERSION: str = stripe.api_version  # e.g. "2026-10-28.endive" for stripe 16.x
 
@@ -61,10 +66,6 @@ class RefreshDeferred(Exception):
 
 
 def _holds_sqlite_write_lock() -> bool:
-    from flask import has_app_context
-
-    from crowdpower.services import db
-
     if not has_app_context() or db.engine.dialect.name != "sqlite":
         return False
     if not db.session().in_transaction():
@@ -83,8 +84,6 @@ class MissingPermission(Exception):
 
 def needed_permission(path: str, params: dict, message: str) -> str:
     """The permission a refused read needed: as Stripe's message names it, else ours."""
-    from crowdpower.plugins.stripe.permissions import permission_for
-
     found = re.search(r"'([a-z_]+_(?:read|write))'", message or "")
     return found.group(1) if found else permission_for(path, params)
 
@@ -110,8 +109,6 @@ class AccountClient:
         self.calls = 0  # requests sent (a 401 and its retry are two)
 
     def _app_client(self, refresh_stale: str | None = None) -> stripe.StripeClient:
-        from crowdpower.plugins.stripe import tokens
-
         if refresh_stale is None and self._token is not None and \
                 self._token not in STALE_TOKENS and not tokens._due(self._issued,
                                                                     self.app.config):
@@ -175,8 +172,6 @@ def account_client(project_id: int, max_network_retries: int | None = None,
                    conn=None) -> AccountClient:
     """The client for a project's connected account (its ``StripeConnection``)."""
     if conn is None:
-        from crowdpower.plugins.stripe.connection import connection as connection_for
-
         conn = connection_for(project_id)
     if conn is None or not conn.stripe_user_id:
         raise RuntimeError("Stripe is not connected to this project")

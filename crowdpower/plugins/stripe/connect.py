@@ -35,6 +35,7 @@ from crowdpower.plugins.stripe.blueprint import bp
 from crowdpower.plugins.stripe.client import stripe_client
 from crowdpower.plugins.stripe.connection import connection
 from crowdpower.plugins.stripe.models import StripeConnection, StripeOAuthState
+from crowdpower.plugins.stripe.sync import request_sync
 from crowdpower.services import (
     db,
     login_required,
@@ -202,8 +203,6 @@ def _describe(exc: Exception) -> str:
 
 def store_connection(project_id: int, token: dict, kind: str = "connect") -> str:
     """Save the connection, seed what the plugin adds and start the initial sync."""
-    from crowdpower.plugins.stripe.sync import request_sync
-
     account = token.get("stripe_user_id")
     if not account:
         return "Stripe answered without an account id; nothing was connected."
@@ -276,8 +275,6 @@ def disconnect(project_id: int):
 @bp.post("/projects/<int:project_id>/integrations/stripe/resync")
 @project_required
 def resync(project_id: int):
-    from crowdpower.plugins.stripe.sync import request_sync
-
     conn = connection(project_id)
     if conn is not None and conn.status == "reconnect_needed":
         flash("Reconnect Stripe before syncing.", "warning")

@@ -20,7 +20,9 @@ from sqlalchemy import select
 
 from crowdpower.plugins.stripe import mapping, store
 from crowdpower.plugins.stripe.client import AccountClient, MissingPermission, account_client
+from crowdpower.plugins.stripe.connect import mark_disconnected
 from crowdpower.plugins.stripe.connection import Connection, accepts, forget, snapshot
+from crowdpower.plugins.stripe.derived import record_derived
 from crowdpower.plugins.stripe.models import (
     StripeConnection,
     StripeCustomerLink,
@@ -77,8 +79,6 @@ def _apply_event(project_id: int, row: StripeWebhookEvent,
                            else "live event on a test-mode connection")
     type_ = event["type"]
     if type_ == "account.application.deauthorized":
-        from crowdpower.plugins.stripe.connect import mark_disconnected
-
         mark_disconnected(project_id, "Access to the Stripe account was revoked in Stripe.")
         forget()
         return "processed", "disconnected"
@@ -121,6 +121,8 @@ def _apply_event(project_id: int, row: StripeWebhookEvent,
             record_event(project_id, customer_id, name,
                          mapping.event_properties(event, _product_names(project_id, obj)),
                          occurred_at=occurred, source="stripe", external_id=event["id"])
+            # Lifecycle events (upgrade, churn, recovery…) derived from this change.
+            record_derived(project_id, customer_id, event, occurred)
     store.recompute_traits(project_id, [customer_id])
     return status
 

@@ -20,7 +20,7 @@ from sqlalchemy import or_, select
 from crowdpower.plugins.stripe.connection import snapshot
 from crowdpower.plugins.stripe.events import apply_event, client_for
 from crowdpower.plugins.stripe.models import StripeWebhookEvent
-from crowdpower.plugins.stripe.plugin import QUEUES
+from crowdpower.plugins.stripe.queues import QUEUES
 from crowdpower.plugins.stripe.tokens import ReconnectNeeded, TokenEndpointError
 from crowdpower.services import (
     RetryPolicy,

@@ -11,6 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from crowdpower.plugins import hookimpl
+from crowdpower.plugins.stripe import api, lifecycle, webhooks
+from crowdpower.plugins.stripe.automation_templates import STRIPE_TEMPLATES
+from crowdpower.plugins.stripe.blueprint import bp, load_routes
+from crowdpower.plugins.stripe.lifecycle import PAYMENT_RECOVERED
+from crowdpower.plugins.stripe.lifecycle_templates import LIFECYCLE_TEMPLATES
+from crowdpower.plugins.stripe.mapping import EVENT_DEFINITIONS, TRAIT_DEFINITIONS
+from crowdpower.plugins.stripe.queues import QUEUES
+from crowdpower.plugins.stripe.status import integration_status
 from crowdpower.services import csrf_exempt, is_enabled, setting
 
 NAME = "stripe"
@@ -74,7 +82,6 @@ CONFIG_DEFAULTS.update({
     "STRIPE_TEST_WEBHOOK_SECRET": None,
     "STRIPE_APP_DASHBOARD_URL": "https://dashboard.stripe.com/settings/apps",
 })
-QUEUES = {"webhooks": "stripe.webhooks", "sync": "stripe.sync"}
 
 
 @hookimpl
@@ -85,8 +92,6 @@ def crowdpower_config_defaults():
 
 @hookimpl
 def crowdpower_plugin_info():
-    from crowdpower.plugins.stripe.status import integration_status
-
     return {"name": NAME, "title": "Stripe",
             "description": "Sync Stripe customers with their subscriptions and charges, "
                            "and message them when billing events happen.",
@@ -96,12 +101,8 @@ def crowdpower_plugin_info():
 
 @hookimpl
 def crowdpower_register_blueprints(app):
-    from crowdpower.plugins.stripe.blueprint import bp, load_routes
-
     load_routes()
     app.register_blueprint(bp)
-    from crowdpower.plugins.stripe import api, webhooks
-
     csrf_exempt(webhooks.receive)
     for view in api.VIEWS:
         csrf_exempt(view)
@@ -109,16 +110,12 @@ def crowdpower_register_blueprints(app):
 
 @hookimpl
 def crowdpower_trait_definitions(project_id):
-    from crowdpower.plugins.stripe.mapping import TRAIT_DEFINITIONS
-
     return [{**d, "source": NAME} for d in TRAIT_DEFINITIONS]
 
 
 @hookimpl
 def crowdpower_event_definitions(project_id):
-    from crowdpower.plugins.stripe.mapping import EVENT_DEFINITIONS
-
-    return [{**d, "source": NAME} for d in EVENT_DEFINITIONS]
+    return [{**d, "source": NAME} for d in EVENT_DEFINITIONS + lifecycle.EVENT_DEFINITIONS]
 
 
 @hookimpl
@@ -129,9 +126,24 @@ def crowdpower_segment_seeds(project_id):
 @hookimpl
 def crowdpower_automation_templates(project_id):
     """Suggested automations (dunning, trial ending, renewal, win-back) once Stripe is on."""
-    from crowdpower.plugins.stripe.automation_templates import STRIPE_TEMPLATES
+    return STRIPE_TEMPLATES + LIFECYCLE_TEMPLATES if is_enabled(project_id, NAME) else []
 
-    return STRIPE_TEMPLATES if is_enabled(project_id, NAME) else []
+
+@hookimpl
+def crowdpower_revenue_sources(project_id):
+    """The revenue snapshot reads MRR from ``stripe_mrr`` (Stripe's definition, see
+    ``mapping.subscription_mrr``) in ``stripe_currency``."""
+    if not is_enabled(project_id, NAME):
+        return []
+    return [{"mrr_trait": "stripe_mrr", "currency_trait": "stripe_currency"}]
+
+
+@hookimpl
+def crowdpower_conversion_events(project_id):
+    """A recovered payment is what a dunning message is for (constant: only projects
+    with Stripe ever record the event)."""
+    return [{"name": PAYMENT_RECOVERED, "amount_property": "amount",
+             "currency_property": "currency"}]
 
 
 @hookimpl

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from flask import Flask
+from redis import Redis
 
 # KEYS[1] bucket; ARGV rate/s, burst. Returns the wait in seconds (as a string: Lua
 # numbers become integers in replies).
@@ -59,8 +60,6 @@ class RedisBucket:
     """Token buckets in Redis, shared by every worker."""
 
     def __init__(self, url: str, prefix: str = "") -> None:
-        from redis import Redis
-
         self.redis = Redis.from_url(url)
         self.prefix = prefix
         self._script = self.redis.register_script(_RESERVE)

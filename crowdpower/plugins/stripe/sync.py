@@ -36,13 +36,14 @@ from datetime import datetime, timedelta
 import requests
 import stripe
 from flask import current_app
+from redis import Redis
 from sqlalchemy import func, select, text
 
 from crowdpower.plugins.stripe import store
 from crowdpower.plugins.stripe.client import MissingPermission, account_client
 from crowdpower.plugins.stripe.connection import connection
 from crowdpower.plugins.stripe.models import StripeCustomerLink, StripeSyncRun
-from crowdpower.plugins.stripe.plugin import QUEUES
+from crowdpower.plugins.stripe.queues import QUEUES
 from crowdpower.plugins.stripe.ratelimit import limiter, rate_for
 from crowdpower.plugins.stripe.tokens import ReconnectNeeded, TokenEndpointError
 from crowdpower.services import (
@@ -178,8 +179,6 @@ class Lease:
         url = current_app.config.get("REDIS_URL")
         self.redis = None
         if url:
-            from redis import Redis
-
             self.redis = Redis.from_url(url)
             self.prefix = f"{current_app.config.get('RQ_QUEUE_PREFIX', '')}crowdpower:" \
                           f"stripe-sync:{project_id}"

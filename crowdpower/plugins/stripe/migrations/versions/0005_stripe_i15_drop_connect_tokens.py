@@ -1,7 +1,7 @@
 """stripe connections: drop the legacy links' access and refresh tokens
 
-Revision ID: 0004_stripe_i15
-Revises: 0003_stripe_i13
+Revision ID: 0005_stripe_i15
+Revises: 0004_stripe_i19
 Create Date: 2026-11-30 00:35:00
 
 Legacy Connect OAuth links call Stripe with the platform key and ``Stripe-Account``; the
@@ -13,8 +13,8 @@ import sqlalchemy as sa
 
 from crowdpower.crypto import EncryptedText
 
-revision = '0004_stripe_i15'
-down_revision = '0003_stripe_i13'
+revision = '0005_stripe_i15'
+down_revision = '0004_stripe_i19'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,171 @@
+"""Last-touch attribution: which automation gets the credit for a conversion event.
+
+When an event is recorded, and it is the conversion event of some automations (the one
+an automation names, or for automations naming none, the events plugins declare with
+``crowdpower_conversion_events``, e.g. a recovered payment), the customer's latest
+message from one of those automations that went out (sent, or kept in the outbox)
+before the event and within that automation's window gets the credit, with the
+event's amount. One conversion per event (unique), so a redelivered event never
+counts twice. Nothing here knows a billing system.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from crowdpower import jobs
+from crowdpower.automations.engine import DISPATCH_QUEUE
+from crowdpower.automations.models import Automation, Conversion, Message
+from crowdpower.extensions import db
+from crowdpower.models import Event
+from crowdpower.plugins import get_pm
+from crowdpower.tenancy import current_project_id, get_by_id_and_project, project_scope
+
+log = logging.getLogger(__name__)
+DEFAULT_WINDOW_HOURS = 168
+MAX_WINDOW_HOURS = 90 * 24
+DELIVERED = ("sent", "outbox")
+QUEUE = DISPATCH_QUEUE  # as urgent as deciding who gets a message
+
+
+def default_conversions(project_id: int) -> dict[str, dict]:
+    """``{event name: {"amount_property", "currency_property"}}`` plugins declare
+    (constant data: hook implementations must not query, this runs after a commit)."""
+    found: dict[str, dict] = {}
+    for batch in get_pm().hook.crowdpower_conversion_events(project_id=project_id):
+        for spec in batch or []:
+            if spec.get("name"):
+                found[spec["name"]] = spec
+    return found
+
+
+def check(values: dict[str, Any], fail) -> None:
+    """Validate ``conversion_event`` / ``attribution_window_hours`` (for ``clean``)."""
+    event = values.get("conversion_event")
+    if event in ("", None):
+        values["conversion_event"] = None
+    elif not isinstance(event, str) or len(event.strip()) > 200:
+        fail("conversion_event", "an event name of at most 200 characters, or null")
+    else:
+        values["conversion_event"] = event.strip()
+    window = values.get("attribution_window_hours")
+    if window is None:
+        values["attribution_window_hours"] = DEFAULT_WINDOW_HOURS
+    elif isinstance(window, bool) or not isinstance(window, int) \
+            or not 1 <= window <= MAX_WINDOW_HOURS:
+        fail("attribution_window_hours", f"an integer from 1 to {MAX_WINDOW_HOURS} (90 days)")
+
+
+def on_event(project_id: int, event_id: int) -> bool:
+    """After commit: enqueue ``attribute`` if this event can be some automation's
+    conversion (its own connection: the caller's session has just committed)."""
+    defaults = sorted(default_conversions(project_id))
+    named = Automation.conversion_event == Event.name
+    if defaults:
+        named = or_(named, and_(Automation.conversion_event.is_(None),
+                                Event.name.in_(defaults)))
+    stmt = (select(Automation.id).join(Event, Event.project_id == Automation.project_id)
+            .where(Event.id == event_id, Event.project_id == project_id,
+                   Automation.project_id == project_id, named).limit(1))
+    with db.engine.connect() as conn:
+        if conn.scalar(stmt) is None:
+            return False
+    jobs.enqueue(attribute_job, event_id, queue=QUEUE, project_id=project_id)
+    return True
+
+
+def attribute_job(event_id: int) -> int | None:
+    """Job: ``attribute`` in the job's project."""
+    project_id = current_project_id()
+    assert project_id is not None, "attribute_job runs in a project's scope"
+    return attribute(project_id, event_id)
+
+
+def attribute(project_id: int, event_id: int) -> int | None:
+    """Credit ``event`` to the automation that last messaged its customer; the
+    conversion's id, or None (not a conversion event, no message in the window, or
+    already credited)."""
+    with project_scope(project_id):
+        defaults = default_conversions(project_id)
+        event = get_by_id_and_project(Event, event_id, project_id)
+        if event is None:
+            return None
+        condition = Automation.conversion_event == event.name
+        if event.name in defaults:
+            condition = or_(condition, Automation.conversion_event.is_(None))
+        windows = dict(db.session.execute(select(
+            Automation.id, Automation.attribution_window_hours).where(
+            Automation.project_id == project_id, condition)).all())
+        if not windows:
+            return None
+        touched = func.coalesce(Message.sent_at, Message.claimed_at, Message.created_at)
+        longest = max(w or DEFAULT_WINDOW_HOURS for w in windows.values())
+        candidates = db.session.execute(select(Message.id, Message.automation_id, touched)
+            .where(Message.project_id == project_id, Message.customer_id == event.customer_id,
+                   Message.automation_id.in_(list(windows)), Message.state.in_(DELIVERED),
+                   touched <= event.occurred_at,
+                   touched >= event.occurred_at - timedelta(hours=longest))
+            .order_by(touched.desc(), Message.id.desc())).all()
+        for message_id, automation_id, at in candidates:
+            window = timedelta(hours=windows[automation_id] or DEFAULT_WINDOW_HOURS)
+            if _aware(at) >= event.occurred_at - window:
+                return _insert(event, automation_id, message_id, defaults)
+        return None
+
+
+def _aware(value):
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _insert(event: Event, automation_id: int, message_id: int,
+            defaults: dict[str, dict]) -> int | None:
+    spec = defaults.get(event.name) or {}
+    props = event.properties or {}
+    amount = props.get(spec.get("amount_property") or "amount")
+    currency = props.get(spec.get("currency_property") or "currency")
+    amount = float(amount) if isinstance(amount, int | float) and not isinstance(
+        amount, bool) else None
+    insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(Conversion).values(
+        project_id=event.project_id, automation_id=automation_id, message_id=message_id,
+        event_id=event.id, customer_id=event.customer_id, event_name=event.name,
+        amount=amount, currency=(currency or None) if isinstance(currency, str) else None,
+        occurred_at=event.occurred_at).on_conflict_do_nothing(
+        index_elements=["event_id"]).returning(Conversion.id)
+    conversion_id = db.session.execute(stmt).scalar()
+    db.session.commit()
+    return conversion_id
+
+
+def stats(project_id: int, automation_ids: list[int]) -> dict[int, dict]:
+    """Per automation: messages delivered, converted customers, converted amount per
+    currency (never summed across currencies)."""
+    out = {a: {"sent": 0, "conversions": 0, "converted_customers": 0, "recovered": []}
+           for a in automation_ids}
+    if not automation_ids:
+        return out
+    for automation_id, sent in db.session.execute(select(
+            Message.automation_id, func.count(Message.id)).where(
+            Message.project_id == project_id, Message.automation_id.in_(automation_ids),
+            Message.state.in_(DELIVERED)).group_by(Message.automation_id)):
+        out[automation_id]["sent"] = sent
+    for automation_id, conversions, customers in db.session.execute(select(
+            Conversion.automation_id, func.count(Conversion.id),
+            func.count(func.distinct(Conversion.customer_id))).where(
+            Conversion.project_id == project_id,
+            Conversion.automation_id.in_(automation_ids)).group_by(Conversion.automation_id)):
+        out[automation_id].update(conversions=conversions, converted_customers=customers)
+    for automation_id, currency, amount in db.session.execute(select(
+            Conversion.automation_id, Conversion.currency, func.sum(Conversion.amount)).where(
+            Conversion.project_id == project_id, Conversion.automation_id.in_(automation_ids),
+            Conversion.amount.is_not(None)).group_by(Conversion.automation_id,
+                                                      Conversion.currency)
+            .order_by(Conversion.currency)):
+        out[automation_id]["recovered"].append({"currency": currency,
+                                                "amount": round(float(amount or 0), 2)})
+    return out
