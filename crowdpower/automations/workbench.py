@@ -11,6 +11,7 @@ from sqlalchemy import delete, select
 
 from crowdpower.auth import project_required
 from crowdpower.automations import bp, templating
+from crowdpower.automations.delivery import Permanent, Transient, _send_email
 from crowdpower.automations.models import Automation, Message
 from crowdpower.customers import get_traits
 from crowdpower.extensions import db
@@ -86,8 +87,6 @@ def preview(project_id: int, automation_id: int):
 @project_required
 def test_send(project_id: int, automation_id: int):
     """Send the rendered email to the logged-in member (never to the customer)."""
-    from crowdpower.automations.delivery import Permanent, Transient, _send_email
-
     automation = get_or_404(Automation, automation_id, project_id)
     customer, event = _chosen(project_id, automation)
     back = redirect(url_for("automations.preview", project_id=project_id,

@@ -13,6 +13,7 @@ from crowdpower.plugins.stripe.blueprint import bp
 from crowdpower.plugins.stripe.models import StripeSyncRun, StripeWebhookEvent
 from crowdpower.plugins.stripe.status import iso
 from crowdpower.plugins.stripe.sync import PHASES
+from crowdpower.plugins.stripe.webhooks import request_drain
 from crowdpower.services import db, project_required, project_scope, utcnow
 
 PHASE_LABELS = {"customers": "Customers", "products": "Products", "prices": "Prices",
@@ -64,8 +65,6 @@ def _card_helpers() -> dict:
 @project_required
 def retry_webhooks(project_id: int):
     """Put this project's failed webhook events back in the inbox and drain it."""
-    from crowdpower.plugins.stripe.webhooks import request_drain
-
     events = StripeWebhookEvent
     result = db.session.execute(events.__table__.update().where(
         events.project_id == project_id, events.status == "failed").values(
