@@ -21,19 +21,36 @@ def login(page, served) -> None:
     page.wait_for_url(re.compile(r"/projects/"))
 
 
-def assert_fits(page, visited: list[str]) -> None:
-    visited.append(page.url)
-    overflow = page_width_overflow(page)
-    assert overflow <= 0, f"{page.url} is {overflow}px wider than the viewport"
+class Widths:
+    """Checks each page of the journey at desktop width, and right away (while the page
+    still exists as the journey left it) at phone width in a second, logged-in tab."""
+
+    def __init__(self, browser, page) -> None:
+        self.context = browser.new_context(viewport={"width": WIDTHS["phone"], "height": 800},
+                                           storage_state=page.context.storage_state())
+        self.phone = self.context.new_page()
+        self.seen: list[str] = []
+
+    def check(self, page) -> None:
+        overflow = page_width_overflow(page)
+        assert overflow <= 0, f"{page.url} is {overflow}px wider than the viewport"
+        if page.url in self.seen:
+            return
+        self.seen.append(page.url)
+        self.phone.goto(page.url)
+        save_readme_screenshot(self.phone, f"phone-{len(self.seen):02d}.png", full_page=True,
+                               readme=False)
+        overflow = page_width_overflow(self.phone)
+        assert overflow <= 0, f"{page.url} is {overflow}px wider than a phone"
 
 
 def test_demo_journey(served, page, browser):
-    visited: list[str] = []
     login(page, served)
+    widths = Widths(browser, page)
 
     # Connect: the Stripe App's consent page (the double's), then back on the card.
     page.goto(served.project_url("/integrations"))
-    assert_fits(page, visited)
+    widths.check(page)
     page.click("text=Connect a test-mode account")
     page.wait_for_selector("text=Connect my Stripe account")
     page.click("text=Connect my Stripe account")
@@ -44,15 +61,16 @@ def test_demo_journey(served, page, browser):
     currents, running_seen = [], False
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        state = card.locator('[data-field="state"]').inner_text().strip()
+        # one snapshot of the card (the page's poll may change it between two reads)
+        state, disabled, phase = card.evaluate(
+            """c => [c.querySelector('[data-field="state"]').textContent.trim(),
+                     c.querySelector('#stripe-resync').disabled,
+                     (c.querySelector('li.step.current') || {dataset: {}}).dataset.phase]""")
         if state in ("pending", "running"):
             running_seen = True
-            assert card.locator("#stripe-resync").is_disabled()
-            current = card.locator("li.step.current")
-            if current.count():
-                phase = current.get_attribute("data-phase")
-                if not currents or currents[-1] != phase:
-                    currents.append(phase)
+            assert disabled, "Resync is clickable while a sync runs"
+            if phase and (not currents or currents[-1] != phase):
+                currents.append(phase)
         if state in ("succeeded", "failed"):
             break
         time.sleep(0.2)
@@ -70,7 +88,7 @@ def test_demo_journey(served, page, browser):
     assert card.locator("li.step.done").count() == 7
     assert re.search(r"ago|just now", card.locator('[data-field="last-success"]').inner_text())
     assert "no failures" in card.locator(".webhook-health").inner_text()
-    assert_fits(page, visited)
+    widths.check(page)
     save_readme_screenshot(card, "integration-card.png")
 
     # Segments with counts, drill down into one.
@@ -78,19 +96,20 @@ def test_demo_journey(served, page, browser):
     row = page.locator("tr", has_text="Active Stripe Subscribers")
     count = int(re.search(r"\d+", row.locator("td").nth(1).text_content()).group())
     assert count > 0
-    assert_fits(page, visited)
+    widths.check(page)
 
     # Segment drill-down: the segment's members, as many as its count.
     row.locator("a").first.click()
     page.wait_for_selector(".customer-total")
     assert int(page.locator(".customer-total").inner_text().replace(",", "")) == count
+    widths.check(page)
 
     # Customers list: total, sort by MRR, filter by a trait, pages.
     page.click("nav >> text=Customers")
     total = int(page.locator(".customer-total").inner_text().replace(",", ""))
     api_total = len(served.api("/customers?limit=100").json()["data"])
     assert total == api_total > 50  # the demo has more than one page
-    assert_fits(page, visited)
+    widths.check(page)
     page.select_option('select[name="sort"]', "trait:stripe_mrr")
     page.click("button:has-text('Apply')")
     cells = page.locator('td[data-trait="stripe_mrr"]').all_inner_texts()
@@ -105,11 +124,11 @@ def test_demo_journey(served, page, browser):
     assert all("ok" in (p.get_attribute("class") or "").split() for p in pills.all())
     filtered = int(page.locator(".customer-total").inner_text().replace(",", ""))
     assert 0 < filtered < total
-    assert_fits(page, visited)
+    widths.check(page)
     page.goto(served.project_url("/customers"))
     page.click("a[rel=next]")
     assert page.locator("nav.pages [aria-current=page]").inner_text() == "2"
-    assert_fits(page, visited)
+    widths.check(page)
 
     # A profile of an active subscriber.
     customers = served.api("/customers?limit=100").json()["data"]
@@ -130,7 +149,7 @@ def test_demo_journey(served, page, browser):
     assert "active" in subscription.inner_text()
     link = subscription.locator("a").first.get_attribute("href")
     assert link.startswith("https://dashboard.stripe.com/test/subscriptions/sub_"), link
-    assert_fits(page, visited)
+    widths.check(page)
 
     # A charge.failed fired at the double lands on the profile and produces a message.
     fired = served.double_simulate("charge_failed", target["email"])
@@ -148,12 +167,13 @@ def test_demo_journey(served, page, browser):
     page.locator(".event details summary").first.click()
     details = page.locator(".event details table").first.inner_text()
     assert "None" not in details and re.search(rf"amount\s+{MONEY}", details), details
-    assert_fits(page, visited)
+    widths.check(page)
     save_readme_screenshot(page, "profile.png", full_page=True)
 
     # An automation from a suggestion, with a condition from the builder; preview, test
     # send to the member's own address, delete.
     page.click("nav >> text=Automations")
+    widths.check(page)
     dunning = page.locator(".suggestion", has_text="dunning")
     assert dunning.locator(".in-use").count() == 1  # the demo already uses it
     trial = page.locator(".suggestion").filter(has_not=page.locator(".in-use")).first
@@ -168,7 +188,7 @@ def test_demo_journey(served, page, browser):
     rule = json.loads(page.locator("#conditions_traits").input_value())
     assert rule["all"][-1] == {"trait": "stripe_subscription_status", "op": "in",
                                "value": ["trialing", "active"]}, rule
-    assert_fits(page, visited)
+    widths.check(page)
     name = page.locator("#name").input_value()
     page.click("button:has-text('Save')")
     page.wait_for_selector(f".flash:has-text('{name}')")
@@ -181,7 +201,7 @@ def test_demo_journey(served, page, browser):
     page.click("button:has-text('Render')")
     subject = page.locator(".preview-subject").inner_text()
     assert subject and "{{" not in subject
-    assert_fits(page, visited)
+    widths.check(page)
     page.click("button:has-text('Send a test to')")
     page.wait_for_selector(f".flash:has-text('Test email sent to {served.email}')")
     tests_sent = [m for m in served.mail.accepted if m["Subject"].startswith("[Test]")]
@@ -198,16 +218,13 @@ def test_demo_journey(served, page, browser):
     page.click("button:has-text('Disconnect')")
     page.wait_for_selector("text=Connect a test-mode account")
 
-    # Every page of the journey fits a phone's width too.
-    phone = browser.new_context(viewport={"width": WIDTHS["phone"], "height": 800},
-                                storage_state=page.context.storage_state())
-    try:
-        small = phone.new_page()
-        for number, url in enumerate(dict.fromkeys(visited)):
-            small.goto(url)
-            save_readme_screenshot(small, f"phone-{number:02d}.png", full_page=True,
-                                   readme=False)
-            overflow = page_width_overflow(small)
-            assert overflow <= 0, f"{url} is {overflow}px wider than a phone"
-    finally:
-        phone.close()
+    widths.check(page)
+
+    # A page that does not exist stays in the layout, with a way back.
+    page.goto(served.project_url("/customers/99999999"))
+    page.click("text=Back to Demo Shop")
+    page.wait_for_url(re.compile(r"/integrations$"))
+    page.goto(served.project_url("/customers/99999999"))
+    widths.check(page)
+    assert len(widths.seen) >= 10, widths.seen
+    widths.context.close()
