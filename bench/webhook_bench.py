@@ -330,7 +330,7 @@ def main() -> None:
         # The production layout (README, "Workers"): webhook/message workers, and a
         # dedicated worker for syncs; on this one box it shares the CPU, so it is niced. It
         # takes nothing else: a niced process must never hold a tenant's webhooks.
-        stack.start_workers(args.workers - 1, ["stripe.webhooks", "automations.dispatch",
+        stack.start_workers(args.workers - 1, ["automations.dispatch", "stripe.webhooks",
                                                   "messages", "default"])
         stack.start_workers(1, ["stripe.sync"], nice=10)
         drain_s = wait_processed(engine, total)

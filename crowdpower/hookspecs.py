@@ -91,8 +91,8 @@ def crowdpower_cli_commands():
 def crowdpower_queues():
     """Return the queues the plugin's jobs use: names namespaced ``<plugin>.<purpose>``
     (``"billing.sync"``), each a name or ``(name, priority)``; a worker serves queues by
-    priority, lowest first (the host's ``messages`` is 20, ``default`` 50; a bare name
-    gets 60)."""
+    priority, lowest first (the host's ``automations.dispatch`` is 5, ``messages`` 20,
+    ``default`` 50; a bare name gets 60)."""
 
 
 @hookspec

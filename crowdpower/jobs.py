@@ -287,14 +287,16 @@ def resolve_queue_names(requested: list[str], app: Flask | None = None) -> list[
     """Queue names as an operator types them: a full name, or a purpose without its
     plugin's namespace (``sync`` for ``billing.sync``: the names before queues were
     namespaced keep working, and the queue of that old name is served too, so jobs an
-    earlier version left there still run). Unknown names are kept as they are."""
+    earlier version left there still run). Declared queues come in their priority order,
+    whatever order they were typed in; unknown names follow, as typed."""
     known = queue_names(app)
     out: list[str] = []
     for name in requested:
         matches = [name] if name in known else [
             q for q in known if q.rsplit(".", 1)[-1] == name] + [name]
         out += [m for m in matches if m not in out]
-    return out
+    rank = {q: i for i, q in enumerate(known)}
+    return sorted(out, key=lambda q: (rank.get(q, len(rank)), out.index(q)))
 
 
 def _dotted(func: str | Callable) -> str:

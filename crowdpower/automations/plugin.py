@@ -70,8 +70,10 @@ def crowdpower_customer_panels(project_id, customer_id):
 
 @hookimpl
 def crowdpower_queues():
-    # Dispatching an event is small and prompt; sends come right behind it.
-    return [("automations.dispatch", 15), ("messages", 20)]
+    # Dispatching an event (which automations it starts) is small and comes from events
+    # already applied: served first, so a busy inbox cannot starve it; sends come after
+    # the plugins' inboxes.
+    return [("automations.dispatch", 5), ("messages", 20)]
 
 
 @hookimpl

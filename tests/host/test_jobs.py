@@ -150,8 +150,8 @@ def test_plugin_queues_take_their_declared_priority(app):
         assert names.index("sample.later") > names.index("default")
         # an operator may name a queue by its purpose (the names before namespacing); the
         # queue of that old name is served too (jobs an earlier version left there)
-        assert jobs.resolve_queue_names(["urgent", "default", "nope"], app) == [
-            "sample.urgent", "urgent", "default", "nope"]
+        assert jobs.resolve_queue_names(["default", "nope", "urgent"], app) == [
+            "sample.urgent", "default", "nope", "urgent"]  # declared ones by priority
     finally:
         pm.unregister(plugin)
 

@@ -132,8 +132,8 @@ def test_plugin_queues_are_namespaced(app):
     names = jobs.queue_names(app)
     plugin_queues = [n for n in names if n not in ("default", "messages")]
     assert plugin_queues and all("." in n for n in plugin_queues)
-    assert names.index("stripe.webhooks") < names.index("messages") \
-        < names.index("default") < names.index("stripe.sync")
+    assert names.index("automations.dispatch") < names.index("stripe.webhooks") \
+        < names.index("messages") < names.index("default") < names.index("stripe.sync")
 
 
 def _customers(project_id: int) -> list[tuple]:
