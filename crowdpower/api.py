@@ -14,7 +14,9 @@ from crowdpower import inputs, schemas
 from crowdpower import segments as segment_service
 from crowdpower.auth import api_error, api_key_required
 from crowdpower.customers import customer_json, get_traits, record_event, upsert_customer
+from crowdpower.definitions import trait_specs
 from crowdpower.extensions import csrf, db
+from crowdpower.formatting import trait_format
 from crowdpower.isotime import iso
 from crowdpower.models import Customer, Event, EventDefinition, Segment, TraitDefinition
 from crowdpower.rules import RuleError
@@ -262,6 +264,10 @@ def event_definitions():
 def trait_definitions():
     rows = db.session.scalars(select(TraitDefinition).where(
         TraitDefinition.project_id == g.project.id).order_by(TraitDefinition.id))
+    specs = trait_specs(g.project.id)  # formats declared by the plugins
     return jsonify({"data": [{"id": d.id, "key": d.key, "name": d.name, "type": d.type,
-                              "description": d.description, "source": d.source} for d in rows],
+                              "description": d.description, "source": d.source,
+                              "format": trait_format(specs.get(d.key)) or "text",
+                              "currency_trait": specs.get(d.key, {}).get("currency_trait")}
+                             for d in rows],
                     "has_more": False})

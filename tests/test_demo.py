@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+import shlex
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -97,6 +101,18 @@ def test_demo_journey(tmp_path):
         assert dunning["stats"]["recovered"][0]["amount"] > 0
         page = web.get(f"{demo.base_url}/projects/{demo.project_id}/revenue")
         assert page.status_code == 200 and "<svg" in page.text
+
+        # The shell line the demo prints runs exactly as written, from the repository.
+        from crowdpower_stripe_double.demo import simulate_command
+
+        line = simulate_command(demo, "charge_succeeded")
+        assert line.startswith(".venv/bin/crowdpower stripe-double simulate ")
+        root = Path(__file__).resolve().parents[1]
+        argv = shlex.split(line)
+        argv[0] = str(Path(sys.executable).parent / "crowdpower")  # this run's .venv
+        ran = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0, ran.stderr
+        assert "charge.succeeded" in ran.stdout
     finally:
         server.shutdown()
         demo.double.stop()

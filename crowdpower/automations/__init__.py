@@ -11,4 +11,4 @@ bp = Blueprint("automations", __name__, template_folder="templates")
 
 def load_routes() -> None:
     """Attach the UI, API and public routes to ``bp`` (imported for their side effect)."""
-    from crowdpower.automations import api, views  # noqa: F401  (they import bp: a cycle)
+    from crowdpower.automations import api, views, workbench  # noqa: F401  (they import bp: a cycle)

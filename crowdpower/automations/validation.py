@@ -124,11 +124,14 @@ def clean(data: dict[str, Any], project_id: int,
             except outbound.UnsafeURL as exc:
                 fail("webhook_url", f"not allowed: {exc}", "unsafe_webhook_url")
         values["webhook_url"] = url.strip()
-    if not errors:
-        sources = {f: values[f] for f in ("subject", "html", "text", "webhook_body")}
-        for field, message in templating.validate(sources, values["trigger"],
-                                                  json_fields=("webhook_body",)).items():
-            fail(field, message, "invalid_template")
+    # Templates are checked even when other fields failed (every error at once), except
+    # those whose own checks already failed.
+    sources = {f: values[f] for f in ("subject", "html", "text", "webhook_body")
+               if f not in errors and isinstance(values.get(f), str)}
+    trigger = values.get("trigger") if isinstance(values.get("trigger"), str) else ""
+    for field, message in templating.validate(sources, trigger,
+                                              json_fields=("webhook_body",)).items():
+        fail(field, message, "invalid_template")
     if errors:
         raise Invalid(errors, codes[0])
     return {f: values[f] for f in FIELDS}

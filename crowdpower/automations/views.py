@@ -16,8 +16,9 @@ from crowdpower.automations.models import STATES, Automation, Message
 from crowdpower.automations.templating import money
 from crowdpower.automations.unsubscribe import load_token
 from crowdpower.automations.validation import DEFAULTS, Invalid, apply, clean, current
+from crowdpower.definitions import trait_specs
 from crowdpower.extensions import db
-from crowdpower.models import Customer, EventDefinition, Project, Segment, utcnow
+from crowdpower.models import Customer, Event, EventDefinition, Project, Segment, utcnow
 from crowdpower.plugins import get_pm
 from crowdpower.tenancy import get_by_id_and_project, get_or_404, project_scope
 
@@ -50,9 +51,10 @@ def index(project_id: int):
             .where(Message.project_id == project_id)
             .group_by(Message.automation_id, Message.state)):
         counts.setdefault(automation_id, {})[state] = n
+    in_use = {a.template_key: a for a in automations if a.template_key}
     return render_template("automations/index.html", automations=automations, counts=counts,
                            stats=attribution.stats(project_id, [a.id for a in automations]),
-                           suggestions=suggestions(project_id),
+                           suggestions=suggestions(project_id), in_use=in_use,
                            settings=settings_for(project_id))
 
 
@@ -64,7 +66,7 @@ def save_settings(project_id: int):
         row.frequency_cap_hours = parse_cap(request.form.get("frequency_cap_hours", "").strip())
     except ValueError as exc:
         db.session.rollback()
-        flash(str(exc))
+        flash(str(exc), "error")
         return redirect(url_for("automations.index", project_id=project_id))
     db.session.commit()
     flash("Sending settings saved.")
@@ -126,8 +128,12 @@ def _render_form(project_id: int, values: dict, errors: dict, automation=None,
                  stats: dict | None = None):
     segments = list(db.session.scalars(
         select(Segment).where(Segment.project_id == project_id).order_by(Segment.name)))
-    events = list(db.session.scalars(select(EventDefinition.name).where(
+    definitions = list(db.session.scalars(select(EventDefinition).where(
         EventDefinition.project_id == project_id).order_by(EventDefinition.name)))
+    events = sorted(known_events(project_id))
+    builder = {"events": {d.name: list(d.properties or []) for d in definitions},
+               "traits": [{"key": k, "name": v.get("name") or k, "type": v.get("type")}
+                          for k, v in sorted(trait_specs(project_id).items())]}
     conditions = values.get("conditions") or {}
     shown = {k: (json.dumps(conditions[k], indent=2) if isinstance(conditions, dict)
                  and conditions.get(k) else "") for k in ("event", "traits")}
@@ -137,18 +143,32 @@ def _render_form(project_id: int, values: dict, errors: dict, automation=None,
     return render_template("automations/form.html", automation=automation, values=values,
                            errors=errors, segments=segments, event_names=events,
                            conditions=shown, delay_value=delay_value, delay_unit=delay_unit,
-                           template_key=template_key, stats=stats,
+                           template_key=template_key, stats=stats, builder=builder,
                            default_conversions=sorted(
                                attribution.default_conversions(project_id))), status
 
 
+def known_events(project_id: int) -> set[str]:
+    """Events an automation may wait for: the project's definitions, and the triggers of
+    the suggestions its plugins offer."""
+    names = set(db.session.scalars(select(EventDefinition.name).where(
+        EventDefinition.project_id == project_id)))
+    names |= set(db.session.scalars(select(Event.name).where(
+        Event.project_id == project_id).distinct().limit(500)))  # custom events sent by API
+    return names | {s["trigger"] for s in suggestions(project_id) if s.get("trigger")}
+
+
 def _save(project_id: int, automation: Automation | None, template_key: str | None):
     values, errors = _form_values()
-    if not errors:
-        try:
-            cleaned = clean(values, project_id, automation)
-        except Invalid as exc:
-            errors = exc.errors
+    try:  # every field's error at once: the form's own and the validator's
+        cleaned = clean(values, project_id, automation)
+    except Invalid as exc:
+        errors = {**exc.errors, **errors}
+    known = known_events(project_id)
+    trigger = (values.get("trigger") or "").strip()
+    if trigger and trigger not in known and not (automation and automation.trigger == trigger):
+        errors["trigger"] = (f"“{trigger}” is not an event of this project; choose one of "
+                             "its events from the list.")
     if errors:
         return _render_form(project_id, values, errors, automation, template_key, 400)
     if automation is None:

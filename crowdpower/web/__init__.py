@@ -17,8 +17,14 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
     app.jinja_env.globals["installed_integrations"] = _installed
     app.jinja_env.globals["switchable_projects"] = _switchable_projects
+    from crowdpower.web import display
+
+    app.jinja_env.globals.update(shown=display.shown, status_pill=display.status_pill,
+                                 status_kind=display.status_kind,
+                                 trait_shown=display.trait_shown)
     app.register_error_handler(404, views.not_found)
     app.register_error_handler(400, views.bad_request)
+    app.register_error_handler(403, views.forbidden)
     # routing errors never reach a blueprint's handlers, so the API's JSON errors for
     # a wrong method (and for crashes) are registered on the app, by path
     app.register_error_handler(405, views.method_not_allowed)

@@ -23,12 +23,14 @@ from crowdpower.auth import (
     user_projects,
 )
 from crowdpower.customers import get_traits
+from crowdpower.definitions import event_specs, trait_specs
 from crowdpower.extensions import db
-from crowdpower.models import Customer, Event, Segment, User, utcnow
+from crowdpower.formatting import format_property, render_sentence
+from crowdpower.models import Customer, Event, Segment, TraitValue, User, utcnow
 from crowdpower.plugins import get_pm, installed_integrations
-from crowdpower.rules import RuleError
+from crowdpower.rules import RuleError, compile_rule
 from crowdpower.tenancy import get_or_404
-from crowdpower.web import bp
+from crowdpower.web import bp, display
 
 PAGE = 50
 
@@ -37,6 +39,29 @@ def not_found(_exc: HTTPException):
     if request.path.startswith("/api/"):
         return api_error(404, "not_found", "No such resource.")
     return render_template("error.html", code=404, message="Not found."), 404
+
+
+def forbidden(exc: HTTPException):
+    if request.path.startswith("/api/"):
+        from crowdpower.auth import api_error
+
+        return api_error(403, "forbidden", exc.description or "Forbidden.")
+    return render_template("error.html", code=403,
+                           message="You do not have access to this page."), 403
+
+
+FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
+           '<rect width="32" height="32" rx="7" fill="#4f46e5"/>'
+           '<path d="M21 11.5a7 7 0 1 0 0 9" stroke="#fff" stroke-width="3.5" fill="none" '
+           'stroke-linecap="round"/></svg>')
+
+
+@bp.route("/favicon.ico")
+@bp.route("/favicon.svg")
+def favicon():
+    """Browsers ask for /favicon.ico on every page: answer with our icon, not a 404."""
+    return FAVICON, 200, {"Content-Type": "image/svg+xml",
+                          "Cache-Control": "public, max-age=86400"}
 
 
 def bad_request(exc: HTTPException):
@@ -110,6 +135,7 @@ def logout():
     if g.get("user") is not None:
         end_sessions(g.user)
     session.clear()
+    flash("You are logged out.")
     return redirect(url_for("web.login"))
 
 
@@ -135,8 +161,11 @@ def integrations(project_id: int):
 @bp.route("/projects/<int:project_id>/customers")
 @project_required
 def customers(project_id: int):
-    query = (request.args.get("q") or "").strip().lower()
-    segment_id = request.args.get("segment", type=int)
+    """The customer list: total, sort, trait columns, filter by segment and a trait rule,
+    numbered pages."""
+    args = request.args
+    query = (args.get("q") or "").strip().lower()
+    segment_id = args.get("segment", type=int)
     stmt = select(Customer).where(Customer.project_id == project_id)
     segment = None
     if segment_id:
@@ -146,18 +175,102 @@ def customers(project_id: int):
         stmt = stmt.where(
             func.lower(func.coalesce(Customer.email, "")).contains(query, autoescape=True)
             | func.lower(func.coalesce(Customer.name, "")).contains(query, autoescape=True))
-    before = request.args.get("before", type=int)
+    specs = trait_specs(project_id)
+    rule_error = None
+    trait_filter = {"trait": (args.get("trait") or "").strip(), "op": args.get("op") or "eq",
+                    "value": args.get("value") or ""}
+    if trait_filter["trait"]:
+        try:
+            stmt = stmt.where(compile_rule(
+                {"all": [filter_leaf(**trait_filter)]}, project_id))
+        except (RuleError, ValueError) as exc:
+            rule_error = str(exc)
+    before = args.get("before", type=int)
     if before:
         stmt = stmt.where(Customer.id < before)
-    rows = list(db.session.scalars(stmt.order_by(Customer.id.desc()).limit(PAGE + 1)))
-    more = len(rows) > PAGE
-    rows = rows[:PAGE]
+    total = db.session.scalar(stmt.with_only_columns(func.count(Customer.id))) or 0
+    declared = [c for batch in get_pm().hook.crowdpower_customer_columns(project_id=project_id)
+                for c in batch or []]
+    order = [c["trait"] for c in declared]
+    chosen = sorted({k for k in args.getlist("col") if k in specs},
+                    key=lambda k: (order.index(k) if k in order else len(order), k))[:8]
+    columns = ([{"trait": k, "label": specs[k].get("name") or k,
+                 "pill": any(c["trait"] == k and c.get("pill") for c in declared)}
+                for k in chosen] if chosen else declared)
+    sort = args.get("sort") or "newest"
+    stmt = stmt.order_by(*customer_order(project_id, sort, specs))
+    pages = max(1, -(-total // PAGE))
+    page = min(max(1, args.get("page", default=1, type=int)), pages)
+    rows = list(db.session.scalars(stmt.offset((page - 1) * PAGE).limit(PAGE)))
     traits = get_traits(project_id, [c.id for c in rows])
-    columns = [c for batch in get_pm().hook.crowdpower_customer_columns(project_id=project_id)
-               for c in batch or []]
+    keep = {k: v for k, v in {"q": query, "segment": segment_id, "sort": sort,
+                              **(trait_filter if trait_filter["trait"] else {}),
+                              "col": chosen or None}.items() if v}
     return render_template("customers.html", customers=rows, traits=traits, q=query,
-                           segment=segment, more=more, columns=columns,
-                           identity=_identity(project_id))
+                           segment=segment, columns=columns, identity=_identity(project_id),
+                           total=total, page=page, pages=pages, sort=sort, specs=specs,
+                           sorts=sort_options(columns, specs), trait_filter=trait_filter,
+                           rule_error=rule_error, keep=keep, chosen=chosen,
+                           segments=list(db.session.scalars(select(Segment).where(
+                               Segment.project_id == project_id).order_by(Segment.name))),
+                           more=page < pages)
+
+
+FILTER_OPS = {"eq": "is", "neq": "is not", "gt": ">", "gte": "≥", "lt": "<", "lte": "≤",
+              "exists": "is set", "not_exists": "is not set", "in": "is one of",
+              "within_last": "within the last (days)"}
+
+
+def filter_leaf(trait: str, op: str, value: str) -> dict:
+    """The list's trait filter as a rule leaf (the segment rule language)."""
+    if op not in FILTER_OPS:
+        raise ValueError(f"unknown operator {op!r}")
+    leaf: dict = {"trait": trait, "op": op}
+    if op in ("exists", "not_exists"):
+        return leaf
+    raw = value.strip()
+
+    def typed(v: str):
+        try:
+            return float(v) if any(ch in v for ch in ".eE") else int(v)
+        except ValueError:
+            return {"true": True, "false": False}.get(v, v)
+
+    if op == "in":
+        leaf["value"] = [typed(v.strip()) for v in raw.split(",") if v.strip()]
+    else:
+        leaf["value"] = typed(raw)
+    return leaf
+
+
+def sort_options(columns: list[dict], specs: dict) -> list[tuple[str, str]]:
+    options = [("newest", "Newest first"), ("oldest", "Oldest first"),
+               ("last_seen", "Last seen")]
+    for column in columns:
+        if specs.get(column["trait"], {}).get("type") in ("number", "date", "string"):
+            options.append((f"trait:{column['trait']}", f"{column['label']} (highest first)"))
+    return options
+
+
+def customer_order(project_id: int, sort: str, specs: dict) -> list:
+    """ORDER BY for a sort option; ids break ties so pages never overlap."""
+    if sort == "oldest":
+        return [Customer.id.asc()]
+    if sort == "last_seen":
+        seen = (select(func.max(Event.occurred_at)).where(
+            Event.project_id == project_id, Event.customer_id == Customer.id)
+            .correlate(Customer).scalar_subquery())
+        return [seen.desc().nulls_last(), Customer.id.desc()]
+    if sort.startswith("trait:") and sort[6:] in specs:
+        key = sort[6:]
+        column = TraitValue.value_num if specs[key].get("type") == "number" \
+            else TraitValue.value_text
+        value = (select(column).where(TraitValue.project_id == project_id,
+                                      TraitValue.customer_id == Customer.id,
+                                      TraitValue.key == key)
+                 .correlate(Customer).scalar_subquery())
+        return [value.desc().nulls_last(), Customer.id.desc()]
+    return [Customer.id.desc()]
 
 
 @bp.route("/projects/<int:project_id>/customers/<int:customer_id>")
@@ -170,8 +283,35 @@ def customer(project_id: int, customer_id: int):
         .order_by(Event.occurred_at.desc(), Event.id.desc()).limit(100)))
     panels = [p for p in get_pm().hook.crowdpower_customer_panels(
         project_id=project_id, customer_id=customer.id) if p]
-    return render_template("customer.html", customer=customer, traits=traits, events=events,
-                           panels=panels, identity=_identity(project_id))
+    specs = trait_specs(project_id)
+    groups: dict[str, list[str]] = {}
+    for key in sorted(traits, key=lambda k: (specs.get(k, {}).get("name") or k).lower()):
+        groups.setdefault(specs.get(key, {}).get("group") or "Traits", []).append(key)
+    attached = {p["group"]: p["html"] for p in panels if isinstance(p, dict) and p.get("group")}
+    loose = [p["html"] if isinstance(p, dict) else p for p in panels
+             if not (isinstance(p, dict) and p.get("group"))]
+    for name in attached:
+        groups.setdefault(name, [])
+    feed = event_lines(project_id, events)
+    return render_template("customer.html", customer=customer, traits=traits, events=feed,
+                           panels=loose, groups=groups, attached=attached, specs=specs,
+                           identity=_identity(project_id))
+
+
+def event_lines(project_id: int, events: list[Event]) -> list[dict]:
+    """The feed: each event as a sentence (its definition's ``sentence``, else its name)
+    and its properties formatted, empty ones left out."""
+    specs = event_specs(project_id)
+    lines = []
+    for event in events:
+        spec = specs.get(event.name, {})
+        props = event.properties or {}
+        formats = spec.get("formats") or {}
+        sentence = render_sentence(spec["sentence"], props) if spec.get("sentence") else None
+        shown = [(k, display.html(format_property(k, props, formats))) for k in sorted(props)
+                 if props[k] not in (None, "", [], {})]
+        lines.append({"event": event, "sentence": sentence, "properties": shown})
+    return lines
 
 
 def _identity(project_id: int):

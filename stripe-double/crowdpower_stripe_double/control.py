@@ -248,7 +248,9 @@ def handle(double: StripeDouble, request: Request, endpoint: str, args: dict) ->
                 account = form.get("account") or double.create_account()
                 counts = double.seed(account, int(form.get("customers") or 100),
                                      int(form.get("seed") or 0))
-                message = f"<p class=ok>Seeded {escape(account)}: {escape(counts)}</p>"
+                summary = ", ".join(f"{n} {k}" for k, n in counts.items()) \
+                    if isinstance(counts, dict) else str(counts)
+                message = f"<p class=ok>Seeded {escape(account)}: {escape(summary)}.</p>"
             elif form.get("do") == "resend":
                 double.webhooks.resend(form["event_id"])
                 message = f"<p class=ok>Resent {escape(form['event_id'])}</p>"
@@ -257,10 +259,31 @@ def handle(double: StripeDouble, request: Request, endpoint: str, args: dict) ->
                                   email=form.get("email") or None,
                                   customer=form.get("customer") or None,
                                   amount=int(form["amount"]) if form.get("amount") else None)
-                message = f"<p class=ok>Done: {escape(json.dumps(result))}</p>"
+                message = f"<p class=ok>{escape(done_in_words(form, result))}</p>"
         except (LookupError, ValueError) as exc:
-            message = f"<p class=err>{escape(str(exc))}</p>"
-    return Response(_render(double, message), mimetype="text/html")
+            message = f"<p class=err>{escape(error_in_words(exc))}</p>"
+    return Response(_render(double, message, request.form if endpoint == "control_action"
+                            else {}), mimetype="text/html")
+
+
+def error_in_words(exc: Exception) -> str:
+    """``LookupError("customer", "x@y")`` → "No customer x@y in this account."."""
+    if isinstance(exc, LookupError) and len(exc.args) == 2:
+        kind, wanted = exc.args
+        return f"No {kind} {wanted or '(none given)'} in this account."
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc)
+
+
+def done_in_words(form, result: dict) -> str:
+    """What a simulated action did, as a sentence."""
+    who = form.get("email") or form.get("customer") or "the customer"
+    objects = ", ".join(f"{k} {v}" for k, v in result.items() if k != "event" and v)
+    event = result.get("event")
+    return (f"Done: {ACTIONS.get(form.get('action', ''), form.get('action', ''))} for {who}"
+            + (f" ({objects})" if objects else "")
+            + (f"; Stripe event {event} sent." if event else "; no event is sent for this."))
 
 
 def _api(double: StripeDouble, request: Request, name: str) -> Response:
@@ -285,17 +308,23 @@ def _api(double: StripeDouble, request: Request, name: str) -> Response:
     return Response(json.dumps(result), mimetype="application/json")
 
 
-def _render(double: StripeDouble, message: str) -> str:
+def _render(double: StripeDouble, message: str, form=None) -> str:
+    form = form or {}
     accounts = [a for a in double.state.accounts.values() if a.id != "acct_platform"]
     rows = "".join(
         f"<tr><td><code>{escape(a.id)}</code></td><td>{'live' if a.livemode else 'test'}</td>"
         f"<td>{'connected' if a.connected else 'not connected'}</td><td>{len(a.customers)}</td>"
         f"<td>{len(a.subscriptions)}</td><td>{len(a.charges)}</td><td>{len(a.events)}</td></tr>"
         for a in accounts)
-    acct_options = "".join(f'<option value="{escape(a.id)}">{escape(a.id)} '
-                           f'({escape(a.email or "")})</option>' for a in accounts)
-    action_options = "".join(f'<option value="{k}">{escape(v)}</option>'
+    def chosen(name: str, value: str) -> str:
+        return " selected" if form.get(name) == value else ""
+
+    acct_options = "".join(f'<option value="{escape(a.id)}"{chosen("account", a.id)}>'
+                           f'{escape(a.id)} ({escape(a.email or "")})</option>'
+                           for a in accounts)
+    action_options = "".join(f'<option value="{k}"{chosen("action", k)}>{escape(v)}</option>'
                              for k, v in ACTIONS.items())
+    kept = {k: escape(form.get(k) or "") for k in ("email", "customer", "amount")}
     samples = ""
     if accounts:
         first = accounts[0]
@@ -313,10 +342,10 @@ def _render(double: StripeDouble, message: str) -> str:
 <div class=card><h2>Fire a billing event</h2>
 <form method=post action=/_double/action><input type=hidden name=do value=simulate>
 <select name=account>{acct_options}</select>
-<input name=email placeholder="customer email" size=28>
-<input name=customer placeholder="or cus_… id" size=18>
+<input name=email placeholder="customer email" size=28 value="{kept['email']}">
+<input name=customer placeholder="or cus_… id" size=18 value="{kept['customer']}">
 <select name=action>{action_options}</select>
-<input name=amount placeholder="amount (cents)" size=12>
+<input name=amount placeholder="amount (cents)" size=12 value="{kept['amount']}">
 <button>Fire</button></form><p>{samples}</p></div>
 <div class=card><h2>Accounts</h2><table><tr><th>account</th><th>mode</th><th>platform</th>
 <th>customers</th><th>subscriptions</th><th>charges</th><th>events</th></tr>{rows}</table>

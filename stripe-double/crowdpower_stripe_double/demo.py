@@ -117,6 +117,14 @@ def _create_schema(app) -> None:
         db.create_all()
 
 
+def simulate_command(d: Demo, action: str = "charge_failed") -> str:
+    """The exact shell line that fires ``action`` at the demo's double (run from the repo)."""
+    emails = [c["email"] for c in d.double.state.accounts[d.account].customers.items
+              if c.get("email") and not c.get("deleted")]
+    return (f".venv/bin/crowdpower stripe-double simulate {action} --account {d.account} "
+            f"--email {emails[0] if emails else 'ann@example.com'} --url {d.stripe_url}")
+
+
 @click.command("demo")
 @click.option("--port", default=5000, show_default=True, help="Port of the CrowdPower app.")
 @click.option("--stripe-port", default=12111, show_default=True,
@@ -138,6 +146,9 @@ CrowdPower demo is running.
   5. Revenue shows six months of MRR and this month's movements; once the sync is done
      the demo plays failed payments that its dunning email recovers (Automations shows
      the recovered amount), an upgrade, a downgrade and a churn
+
+     or from a shell in this folder:
+       {simulate_command(d)}
 
   Stripe double (account {d.account}): {d.stripe_url}/_double/
   API key of the demo project: {d.api_key}

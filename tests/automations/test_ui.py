@@ -17,14 +17,17 @@ def _form(page: str) -> dict:
         rf'<textarea id="{n}" name="{n}"[^>]*>(.*?)</textarea>', page, re.S).group(1))
     value = lambda n: html.unescape(re.search(  # noqa: E731
         rf'id="{n}" name="{n}"[^>]*? value="([^"]*)"', page).group(1))
-    data = {"csrf_token": csrf_from(page), "name": value("name"), "trigger": value("trigger"),
+    data = {"csrf_token": csrf_from(page), "name": value("name"), "trigger": html.unescape(re.search(
+                r'<select id="trigger".*?<option selected[^>]*>([^<]*)</option>', page,
+                re.S).group(1)),
             "subject": value("subject"), "webhook_url": value("webhook_url"),
             "html": text("html"), "text": text("text"), "webhook_body": text("webhook_body"),
             "conditions_event": text("conditions_event"),
             "conditions_traits": text("conditions_traits"),
             "delay_value": value("delay_value"), "segment_id": "",
             "action": re.search(r'name="action" value="(\w+)"[^>]*checked', page).group(1),
-            "delay_unit": re.search(r"<option selected>(\w+)</option>", page).group(1)}
+            "delay_unit": re.search(r'<select name="delay_unit">.*?<option selected>(\w+)</option>',
+                                     page, re.S).group(1)}
     template = re.search(r'name="template" value="([^"]+)"', page)
     if template:
         data["template"] = template.group(1)
@@ -83,6 +86,11 @@ def test_csrf_is_required_on_forms(tenant):
     page = c.get(f"/projects/{pid}/automations/new").get_data(as_text=True)
     data = _form(page)
     data.update(name="X", trigger="Signed Up", subject="Hi", text="Hello")
+    from crowdpower.extensions import db
+    from crowdpower.models import EventDefinition
+
+    db.session.add(EventDefinition(project_id=pid, name="Signed Up"))  # a known event
+    db.session.commit()
     without = {k: v for k, v in data.items() if k != "csrf_token"}
     assert c.post(f"/projects/{pid}/automations/new", data=without).status_code == 400
     assert c.post(f"/projects/{pid}/automations/settings",

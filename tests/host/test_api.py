@@ -336,6 +336,8 @@ def test_definitions_are_the_projects_own(acme, globex):
     traits = a.get("/api/v1/trait-definitions").get_json()["data"]
     assert [(t["key"], t["name"], t["type"], t["source"]) for t in traits] == [
         ("stripe_mrr", "MRR", "number", "stripe")]
+    # how it reads, as the installed plugin declares it (money in the currency trait)
+    assert (traits[0]["format"], traits[0]["currency_trait"]) == ("money", "stripe_currency")
     # twin: the other project sees none of it
     _gid, g = globex
     assert g.get("/api/v1/event-definitions").get_json()["data"] == []

@@ -223,10 +223,11 @@ def test_customers_list_pages_by_fifty(tenant):
         db.session.commit()
     html = c.get(f"/projects/{project_id}/customers").get_data(as_text=True)
     assert "c50@example.com" in html and "c00@example.com" not in html
-    link = re.search(r'href="(\?[^"]*before=\d+)"', html).group(1).replace("&amp;", "&")
-    html = c.get(f"/projects/{project_id}/customers{link}").get_data(as_text=True)
+    assert re.search(r'class="muted customer-total">51<', html)
+    link = re.search(r'href="([^"]*page=2[^"]*)" rel="next"', html).group(1).replace("&amp;", "&")
+    html = c.get(link).get_data(as_text=True)
     assert "c00@example.com" in html and "c50@example.com" not in html
-    assert "Next page" not in html
+    assert 'rel="next"' not in html and 'rel="prev"' in html and "51–51 of 51" in html
 
 
 def test_customer_profile_shows_traits_and_events_newest_first(tenant, other_tenant,
@@ -303,3 +304,67 @@ def test_a_duplicate_segment_name_is_refused(tenant):
     assert c.post(url, data={**data, "csrf_token": token(c, url)}).status_code == 302
     r = c.post(url, data={**data, "csrf_token": token(c, url)})
     assert r.status_code == 400 and "already exists" in r.get_data(as_text=True)
+
+
+def test_error_pages_sit_in_the_layout_with_a_way_back(tenant, client):
+    project_id, _key, c = tenant
+    page = c.get(f"/projects/{project_id}/customers/999999")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 404 and "Page not found" in html
+    assert f'href="/projects/{project_id}/integrations"' in html  # back to the project
+    assert "<nav>" in html  # inside the layout
+    other = c.get(f"/projects/{project_id + 1000}/customers")
+    assert other.status_code == 404 and "Back to" in other.get_data(as_text=True)
+
+
+def test_favicon_is_served(client):
+    for path in ("/favicon.ico", "/favicon.svg"):
+        response = client.get(path)
+        assert response.status_code == 200 and response.mimetype == "image/svg+xml"
+        assert b"<svg" in response.data
+
+
+def test_logout_says_so(tenant, client):
+    _project_id, _key, c = tenant
+    page = c.get("/login")
+    token = csrf_from(page.get_data(as_text=True))
+    response = c.post("/logout", data={"csrf_token": token}, follow_redirects=True)
+    assert "You are logged out." in response.get_data(as_text=True)
+
+
+def test_customers_list_sorts_filters_by_trait_and_chooses_columns(tenant, other_tenant,
+                                                                  add_customer):
+    project_id, _key, c = tenant
+    add_customer(project_id, "low@example.com", {"seats": 2, "plan": "basic"})
+    add_customer(project_id, "high@example.com", {"seats": 30, "plan": "pro"})
+    add_customer(project_id, "none@example.com", {"plan": "pro"})
+    with project_scope(project_id):
+        from crowdpower.models import TraitDefinition
+
+        db.session.add(TraitDefinition(project_id=project_id, key="seats", name="Seats",
+                                       type="number"))
+        db.session.commit()
+    base = f"/projects/{project_id}/customers"
+    html = c.get(base, query_string={"sort": "trait:seats", "col": "seats"}).get_data(
+        as_text=True)
+    order = re.findall(r"(\w+)@example.com</a>", html)
+    assert order == ["high", "low", "none"], order  # highest first, missing last
+    assert "<th>Seats</th>" in html
+    oldest = re.findall(r"(\w+)@example.com</a>", c.get(base, query_string={
+        "sort": "oldest"}).get_data(as_text=True))
+    assert oldest == ["low", "high", "none"]
+    html = c.get(base, query_string={"trait": "seats", "op": "gte", "value": "10"}
+                 ).get_data(as_text=True)
+    assert re.findall(r"(\w+)@example.com</a>", html) == ["high"]
+    assert 'class="muted customer-total">1<' in html
+    html = c.get(base, query_string={"trait": "plan", "op": "in", "value": "basic, gold"}
+                 ).get_data(as_text=True)
+    assert re.findall(r"(\w+)@example.com</a>", html) == ["low"]
+    bad = c.get(base, query_string={"trait": "seats", "op": "within_last", "value": "x"})
+    assert bad.status_code == 200 and "That filter does not work" in bad.get_data(as_text=True)
+    # twin: the other project's member sees none of these
+    them = other_tenant[2]
+    theirs = them.get(f"/projects/{other_tenant[0]}/customers", query_string={
+        "trait": "seats", "op": "exists"}).get_data(as_text=True)
+    assert "@example.com</a>" not in theirs
+    assert them.get(f"{base}?sort=oldest").status_code == 404

@@ -33,7 +33,8 @@ def test_control_page_form_fires_an_event(double: StripeDouble, base_url: str, a
     response = requests.post(f"{base_url}/_double/action", timeout=5, data={
         "do": "simulate", "account": acct, "action": "charge_refunded",
         "email": "FORM@shop.test"})
-    assert response.status_code == 200 and "Done:" in response.text
+    assert response.status_code == 200 and "Done: Refund the latest charge for FORM@shop.test" \
+        in response.text and "; Stripe event charge.refunded sent." in response.text
     double.webhooks.flush()
     (event,) = receiver.events(acct)
     assert event["type"] == "charge.refunded"
@@ -41,7 +42,13 @@ def test_control_page_form_fires_an_event(double: StripeDouble, base_url: str, a
     response = requests.post(f"{base_url}/_double/action", timeout=5, data={
         "do": "simulate", "account": acct, "action": "charge_failed",
         "email": "nobody@shop.test"})
-    assert re.search(r"<p class=err>.*nobody@shop.test", response.text)
+    assert re.search(r"<p class=err>No customer nobody@shop.test in this account.</p>",
+                     response.text), response.text
+    assert "(&#x27;customer&#x27;" not in response.text and "('customer'" not in response.text
+    # the form keeps what was typed and chosen, to fire again or fix a typo
+    assert 'value="nobody@shop.test"' in response.text
+    assert '<option value="charge_failed" selected>' in response.text
+    assert f'<option value="{acct}" selected>' in response.text
 
 
 def test_api_simulate_charge_failed_for_an_email(double: StripeDouble, base_url: str,

@@ -42,7 +42,7 @@ def browser_login(base_url: str, email: str, password: str = "correct horse"):
     return session
 
 
-FLASH_RE = re.compile(r'<div class="flash">(.*?)</div>', re.S)
+FLASH_RE = re.compile(r'<div class="flash[^"]*"[^>]*>(.*?)</div>', re.S)
 
 
 def flashes(html: str) -> list[str]:

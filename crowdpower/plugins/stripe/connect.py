@@ -104,7 +104,7 @@ def connect(project_id: int):
             flash("Stripe is not configured for " + ("test-mode" if mode == "test" else "live")
                   + " installs on this CrowdPower installation (" + (
                       "STRIPE_APP_TEST_AUTHORIZE_URL / STRIPE_TEST_SECRET_KEY" if mode == "test"
-                      else "STRIPE_APP_AUTHORIZE_URL / STRIPE_SECRET_KEY") + ").")
+                      else "STRIPE_APP_AUTHORIZE_URL / STRIPE_SECRET_KEY") + ").", "error")
             return integrations_page(project_id)
         state = _new_state(project_id, mode)
         sep = "&" if "?" in link else "?"
@@ -112,7 +112,7 @@ def connect(project_id: int):
                                                 "state": state}))
     if not cfg.get("STRIPE_CLIENT_ID") or not cfg.get("STRIPE_SECRET_KEY"):
         flash("Stripe is not configured on this CrowdPower installation "
-              "(STRIPE_CLIENT_ID / STRIPE_SECRET_KEY).")
+              "(STRIPE_CLIENT_ID / STRIPE_SECRET_KEY).", "error")
         return integrations_page(project_id)
     state = _new_state(project_id, None)
     url, _state = oauth_session().create_authorization_url(
@@ -149,10 +149,10 @@ def callback():
     with project_scope(project_id):
         if request.args.get("error"):
             if request.args["error"] == "access_denied":
-                flash("You declined the Stripe connection; nothing was changed.")
+                flash("You declined the Stripe connection; nothing was changed.", "warning")
             else:
                 flash("Stripe did not connect: " + request.args.get(
-                    "error_description", request.args["error"]))
+                    "error_description", request.args["error"]), "error")
             return integrations_page(project_id)
         code = request.args.get("code")
         if not code:
@@ -166,7 +166,7 @@ def callback():
         except (OAuthError, Exception) as exc:  # noqa: B014 - network errors included
             log.warning("Stripe code exchange failed for project %s: %s", project_id,
                         type(exc).__name__)
-            flash(f"Stripe refused the connection ({_describe(exc)}). Please try again.")
+            flash(f"Stripe refused the connection ({_describe(exc)}). Please try again.", "error")
             return integrations_page(project_id)
         message = store_connection(project_id, token)
         flash(message)
@@ -181,15 +181,15 @@ def _app_callback(project_id: int, code: str, livemode: bool):
     except tokens.TokenEndpointError as exc:
         log.warning("Stripe App code exchange failed for project %s: %s", project_id, exc.error)
         flash(f"Stripe refused the connection ({exc.description or exc.error}). "
-              "Please try again.")
+              "Please try again.", "error")
         return integrations_page(project_id)
     except (requests.RequestException, RuntimeError) as exc:
         log.warning("Stripe App code exchange failed for project %s: %s", project_id,
                     type(exc).__name__)
-        flash(f"Stripe could not be reached ({type(exc).__name__}). Please try again.")
+        flash(f"Stripe could not be reached ({type(exc).__name__}). Please try again.", "error")
         return integrations_page(project_id)
     if bool(token.get("livemode")) != livemode:
-        flash("Stripe answered for the other mode; nothing was connected.")
+        flash("Stripe answered for the other mode; nothing was connected.", "error")
         return integrations_page(project_id)
     flash(store_connection(project_id, token, kind="app"))
     return integrations_page(project_id)
@@ -227,7 +227,7 @@ def store_connection(project_id: int, token: dict, kind: str = "connect") -> str
         services.enable(project_id, NAME)
         request_sync(project_id, reason="connect")
         db.session.commit()
-    return f"Stripe account {account} connected. Importing your customers now."
+    return f"Stripe account {account} connected. The import of its customers is shown below."
 
 
 def mark_disconnected(project_id: int, reason: str | None = None) -> bool:
@@ -277,14 +277,15 @@ def disconnect(project_id: int):
 def resync(project_id: int):
     conn = connection(project_id)
     if conn is not None and conn.status == "reconnect_needed":
-        flash("Reconnect Stripe before syncing.")
+        flash("Reconnect Stripe before syncing.", "warning")
         return integrations_page(project_id)
     if conn is None or conn.status != "connected":
-        flash("Connect Stripe before syncing.")
+        flash("Connect Stripe before syncing.", "warning")
         return integrations_page(project_id)
     _run, started = request_sync(project_id, reason="resync")
     db.session.commit()
-    flash("Sync started." if started else "A sync is already running for this project.")
+    flash(*(("Sync started.",) if started
+            else ("A sync is already running for this project.", "warning")))
     return integrations_page(project_id)
 
 
@@ -293,7 +294,7 @@ def resync(project_id: int):
 def settings(project_id: int):
     conn = connection(project_id)
     if conn is None:
-        flash("Connect Stripe first.")
+        flash("Connect Stripe first.", "warning")
         return integrations_page(project_id)
     conn.accept_test_data = request.form.get("accept_test_data") == "on"
     db.session.commit()

@@ -56,6 +56,20 @@ EVENT_DEFINITIONS: list[dict[str, Any]] = [
      "description": "A payment succeeded after a failed one (same payment intent when "
                     "Stripe names one, else the customer's next successful charge)."},
 ]
+# How the profile's feed reads them (crowdpower.formatting.render_sentence).
+_SENTENCES = {
+    TRIAL_STARTED: "Trial[ of {plan_after}] started[, ends {trial_end_at:datetime}]",
+    TRIAL_CONVERTED: "Trial[ of {plan_after}] converted to paid[ — MRR {mrr_after:money}]",
+    UPGRADED: "Upgraded[ from {plan_before}][ to {plan_after}][ (MRR +{mrr_change:money})]",
+    DOWNGRADED: "Downgraded[ from {plan_before}][ to {plan_after}][ (MRR {mrr_change:money})]",
+    REACTIVATED: "Came back[ on {plan_after}][ — {reason}]",
+    CHURNED: "Churned[ from {plan_before}][ — {reason}]",
+    PAYMENT_RECOVERED: "Payment of {amount:money} recovered after a failed one",
+}
+for _d in EVENT_DEFINITIONS:
+    _d["formats"] = {k: "money" for k in ("mrr_before", "mrr_after", "mrr_change", "amount")
+                     if k in _d["properties"]}
+    _d["sentence"] = _SENTENCES[_d["name"]]
 NAMES = [d["name"] for d in EVENT_DEFINITIONS]
 
 

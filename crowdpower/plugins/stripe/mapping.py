@@ -78,6 +78,17 @@ TRAIT_DEFINITIONS: list[dict[str, str]] = [
     {"key": "stripe_last_payment_failed_at", "name": "Last failed payment", "type": "date",
      "description": "The latest failed charge."},
 ]
+# How the screens show them (crowdpower.formatting): money in ``stripe_currency``.
+_MONEY_TRAITS = ("stripe_plan_amount", "stripe_mrr", "stripe_total_spent",
+                 "stripe_total_refunded", "stripe_last_charge_amount")
+for _d in TRAIT_DEFINITIONS:
+    _d["group"] = "Stripe"
+    if _d["key"] == "stripe_last_charge_amount":
+        _d["format"] = "money"  # in the charge's own currency, which no trait names
+    elif _d["key"] in _MONEY_TRAITS:
+        _d["format"], _d["currency_trait"] = "money", "stripe_currency"
+    elif _d["key"] in ("stripe_customer_id", "stripe_customer_ids"):
+        _d["format"] = "code" if _d["type"] == "string" else "list"
 TRAIT_KEYS = [d["key"] for d in TRAIT_DEFINITIONS]
 
 EVENT_NAMES = {
@@ -117,6 +128,22 @@ EVENT_DEFINITIONS: list[dict[str, Any]] = [
                     "period_end_at", "next_payment_attempt_at"],
      "description": "A subscription renews soon (Stripe's notice, days ahead)."},
 ]
+
+_MONEY_PROPS = {"amount": "money", "amount_refunded": "money", "mrr": "money",
+                "amount_due": "money"}
+_SENTENCES = {
+    "Stripe Subscription Created": "Subscribed to {plan_name}[ at {amount:money}][ / {plan_interval}]",
+    "Stripe Subscription Updated": "Subscription updated[: {changed}][ — now {status}]",
+    "Stripe Subscription Deleted": "Subscription to {plan_name} ended",
+    "Stripe Subscription Trial Will End": "Trial of {plan_name} ends[ {trial_end_at:datetime}]",
+    "Stripe Charge Succeeded": "Charge of {amount:money} succeeded[ — {description}]",
+    "Stripe Charge Failed": "Charge of {amount:money} failed[ — {failure_message}]",
+    "Stripe Charge Refunded": "Charge of {amount:money} refunded[ ({amount_refunded:money} back)]",
+    "Stripe Invoice Upcoming": "Invoice of {amount_due:money} coming[ {next_payment_attempt_at:datetime}]",
+}
+for _d in EVENT_DEFINITIONS:
+    _d["formats"] = {k: v for k, v in _MONEY_PROPS.items() if k in _d["properties"]}
+    _d["sentence"] = _SENTENCES[_d["name"]]
 
 
 # -- small pieces -----------------------------------------------------------------------

@@ -154,6 +154,14 @@ def crowdpower_conversion_events(project_id):
 
 
 @hookimpl
+def crowdpower_customer_panels(project_id, customer_id):
+    """Subscriptions and recent charges, attached to the profile's "Stripe" group."""
+    from crowdpower.plugins.stripe.profile import customer_panel
+
+    return customer_panel(project_id, customer_id)
+
+
+@hookimpl
 def crowdpower_queues():
     # Acknowledged events first (small, latency-sensitive); long syncs last.
     return [(QUEUES["webhooks"], 10), (QUEUES["sync"], 90)]
@@ -169,7 +177,9 @@ def crowdpower_periodic_jobs():
 @hookimpl
 def crowdpower_customer_columns(project_id):
     return [{"trait": "stripe_plan_name", "label": "Plan", "pill": False},
-            {"trait": "stripe_subscription_status", "label": "Status", "pill": True}]
+            {"trait": "stripe_subscription_status", "label": "Status", "pill": True},
+            {"trait": "stripe_mrr", "label": "MRR", "pill": False},
+            {"trait": "stripe_total_spent", "label": "Lifetime spend", "pill": False}]
 
 
 @hookimpl
