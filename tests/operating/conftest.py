@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.stripe_plugin.conftest import wired  # noqa: F401  (fixture)
@@ -21,3 +24,13 @@ def scrape(client, token: str | None = None) -> dict[tuple[str, tuple], float]:
 
 def value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.fixture(autouse=True)
+def _loggers_enabled():
+    """These tests read log records: undo any earlier ``logging.config`` call in this process
+    (fileConfig/dictConfig disable every logger that already exists)."""
+    for logger in logging.Logger.manager.loggerDict.values():
+        if isinstance(logger, logging.Logger):
+            logger.disabled = False
+    yield
