@@ -83,6 +83,14 @@ def crowdpower_event_recorded(project_id, event_id):
 
 
 @hookspec
+def crowdpower_events_recorded(project_id, event_ids):
+    """Called once after a batch of events was committed (``record_events``, e.g. a
+    webhook inbox drain). A plugin implementing it gets batches here instead of one
+    ``crowdpower_event_recorded`` call per event of the batch; it should implement both
+    (``record_event`` announces single events with ``crowdpower_event_recorded``)."""
+
+
+@hookspec
 def crowdpower_cli_commands():
     """Return click commands to add to the ``crowdpower`` CLI."""
 

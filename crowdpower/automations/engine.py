@@ -58,6 +58,28 @@ def on_event(project_id: int, event_id: int) -> bool:
     return True
 
 
+def on_events(project_id: int, event_ids: list[int]) -> list[int]:
+    """``on_event`` for a batch: one query finds the events some enabled automation
+    listens for; ``dispatch_event`` is enqueued for each, in order. Returns their ids."""
+    if not event_ids:
+        return []
+    stmt = (select(Event.id).distinct()
+            .join(Automation, and_(Automation.project_id == Event.project_id,
+                                   Automation.trigger == Event.name))
+            .where(Event.project_id == project_id, Event.id.in_(event_ids),
+                   Automation.project_id == project_id, Automation.enabled.is_(True)))
+    with db.engine.connect() as conn:
+        wanted = sorted(conn.scalars(stmt))
+    for event_id in wanted:
+        try:
+            jobs.enqueue(dispatch_event, event_id, queue=DISPATCH_QUEUE, project_id=project_id)
+        except Exception:  # the queue is down: keep the event for ``sweep_dispatches``
+            log.exception("dispatch of event %s not queued; recorded for the sweeper",
+                          event_id)
+            _record_pending(project_id, event_id)
+    return wanted
+
+
 def _record_pending(project_id: int, event_id: int) -> None:
     insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
     with db.engine.begin() as conn:

@@ -12,7 +12,7 @@ from crowdpower.automations import (
     models,  # noqa: F401  (tables exist for create_all/Alembic)
     views,
 )
-from crowdpower.automations.engine import on_event
+from crowdpower.automations.engine import on_event, on_events
 from crowdpower.automations.views import customer_panel
 from crowdpower.extensions import csrf
 from crowdpower.plugins import hookimpl
@@ -53,6 +53,21 @@ def crowdpower_event_recorded(project_id, event_id):
     except Exception:
         log.exception("automations: could not attribute event %s of project %s",
                       event_id, project_id)
+
+
+@hookimpl
+def crowdpower_events_recorded(project_id, event_ids):
+    """A batch (``record_events``): the same as above, one query per concern."""
+    try:
+        on_events(project_id, event_ids)
+    except Exception:
+        log.exception("automations: could not handle %d events of project %s",
+                      len(event_ids), project_id)
+    try:
+        attribution.on_events(project_id, event_ids)
+    except Exception:
+        log.exception("automations: could not attribute %d events of project %s",
+                      len(event_ids), project_id)
 
 
 @hookimpl
