@@ -79,12 +79,14 @@ class _Batch:
         default_factory=lambda: defaultdict(dict))  # by Stripe customer: (kind, id) → data
     staged: dict[tuple[str, str], tuple[dict, datetime]] = field(default_factory=dict)
     products: set[str] = field(default_factory=set)
+    versions: list[tuple[dict, datetime]] = field(default_factory=list)
     names: dict[str, str] = field(default_factory=dict)
     prices: dict[str, dict] = field(default_factory=dict)
     rows: dict[int, _Row] = field(default_factory=dict)
     twins: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
     records: list[NewEvent] = field(default_factory=list)
     touched: set[int] = field(default_factory=set)
+    culprit: int | None = None  # the row being applied (a failure is its)
 
 
 def apply_batch(project_id: int, conn: Connection, items: list[tuple[StripeWebhookEvent, dict]]
@@ -98,31 +100,50 @@ def apply_batch(project_id: int, conn: Connection, items: list[tuple[StripeWebho
         b.rows[row.id] = _Row(row.id, row.object_key, row.created)
         verdicts[row.id] = plan(conn, event)
         assert verdicts[row.id] != SLOW, "the drain applies slow events alone"
-    work = [event for row, event in items if verdicts[row.id] is None]
-    if work:
-        _load(b, work)
+    work = [(row, event) for row, event in items if verdicts[row.id] is None]
     outcomes: dict[int, tuple[str, str | None]] = {}
-    for row, event in items:  # in order: each event sees what the ones before it did
-        verdict = verdicts[row.id]
-        outcome = _apply(b, row, event) if verdict is None else verdict
-        outcomes[row.id] = outcome  # type: ignore[assignment]
-        b.rows[row.id].status = outcome[0]  # type: ignore[index]
-    if work:
-        _write(b)
+    try:
+        if work:
+            _load(b, work)
+        for row, event in items:  # in order: each event sees what the ones before it did
+            verdict = verdicts[row.id]
+            b.culprit = row.id
+            outcome = _apply(b, row, event) if verdict is None else verdict
+            outcomes[row.id] = outcome  # type: ignore[assignment]
+            b.rows[row.id].status = outcome[0]  # type: ignore[index]
+        b.culprit = None
+        if work:
+            _write(b)
+    except Exception as exc:
+        raise BatchFailed(b.culprit) from exc
     return outcomes
 
 
-def _load(b: _Batch, events: list[dict]) -> None:
+class BatchFailed(Exception):
+    """Applying a batch raised (``__cause__``); ``row_id`` is the event it was applying,
+    None if the failure was the batch's (a shared read or write)."""
+
+    def __init__(self, row_id: int | None) -> None:
+        super().__init__(row_id)
+        self.row_id = row_id
+
+
+def _load(b: _Batch, work: list[tuple[StripeWebhookEvent, dict]]) -> None:
     """Links, stored copies, mirrored objects, product names, tiered prices, twins."""
     p = b.project_id
-    wanted = sorted({c for e in events if (c := mapping.event_customer_id(e))})
+    events = [e for _r, e in work]
+    first: dict[str, int] = {}
+    for row, event in work:
+        first.setdefault(mapping.event_customer_id(event) or "", row.id)
+    wanted = sorted(first)
     b.customers.update(dict(db.session.execute(select(
         StripeCustomerLink.stripe_customer_id, StripeCustomerLink.customer_id).where(
         StripeCustomerLink.project_id == p,
         among(StripeCustomerLink.stripe_customer_id, wanted))).all()))
-    for stripe_customer in wanted:
-        if stripe_customer not in b.customers:
-            b.customers[stripe_customer] = _resolve(b, stripe_customer)
+    for stripe_customer in sorted(set(wanted) - set(b.customers), key=first.__getitem__):
+        b.culprit = first[stripe_customer]  # a failing look-up is its first event's
+        b.customers[stripe_customer] = _resolve(b, stripe_customer)
+    b.culprit = None
     customer_ids = sorted({c for c in b.customers.values() if isinstance(c, int)})
     if customer_ids:
         for cus, customer_id in db.session.execute(select(
@@ -248,6 +269,12 @@ def _mirror(b: _Batch, obj: dict, occurred: datetime) -> dict | None:
         _ensure_products(b, obj)
         _ensure_tiers(b, obj)
     key = (kind, obj["id"])
+    for product in store.expanded_products([obj]) if kind == "subscription" else []:
+        b.products.add(product["id"])  # mirrored with the subscription (``upsert_pages``)
+        if product.get("name"):
+            b.names[product["id"]] = product["name"]
+    if kind == "subscription":
+        b.versions.append((obj, occurred))  # its expanded products are mirrored, whatever
     if stored is None or stored <= occurred:  # the upsert's guard: not older wins
         b.synced[key] = occurred
         b.staged[key] = (obj, occurred)
@@ -345,5 +372,7 @@ def _write(b: _Batch) -> None:
         pages = [([obj], at) for (k, _i), (obj, at) in b.staged.items() if k == kind]
         if pages:
             store.upsert_pages(b.project_id, kind, pages)
+    for sub, at in b.versions:  # as ``store.upsert_objects`` does, even if older
+        store.upsert_objects(b.project_id, "product", store.expanded_products([sub]), at)
     record_events(b.project_id, b.records)
     store.recompute_traits(b.project_id, b.touched)

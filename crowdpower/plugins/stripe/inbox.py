@@ -20,6 +20,7 @@ from flask import current_app
 from sqlalchemy import bindparam, or_, select
 
 from crowdpower.plugins.stripe import batch
+from crowdpower.plugins.stripe.client import MissingPermission
 from crowdpower.plugins.stripe.connection import snapshot
 from crowdpower.plugins.stripe.events import apply_event, client_for
 from crowdpower.plugins.stripe.metrics import EVENTS_APPLIED
@@ -145,29 +146,70 @@ def _apply_claimed(project_id: int, rows: list[StripeWebhookEvent]) -> int:
             _schedule_retry(row.id, project_id, retry.attempts)
         return 1
     assert conn is not None
-    facts = [(row.id, row.event_id, row.type, (row.attempts or 0) + 1) for row, _e in items]
-    try:
-        with project_scope(project_id):
-            outcomes = batch.apply_batch(project_id, conn, items)
-        now = utcnow()
-        db.session.connection().execute(MARK_APPLIED, [
-            {"row_id": row_id, "new_status": outcomes[row_id][0],
-             "note": outcomes[row_id][1], "done_at": now, "tries": tries}
-            for row_id, _event_id, _type, tries in facts])
+    return _apply_batch(project_id, conn, items)
+
+
+def _apply_batch(project_id: int, conn, items: list[tuple[StripeWebhookEvent, dict]]) -> int:
+    """Apply ``items`` together and commit. If one event fails, it alone is marked
+    ``retry`` (an attempt, as if applied alone) and the batch is applied again without
+    it; a failure no event is to blame for (or one that applying alone treats as an
+    outcome: access refused, a permission missing) applies the events one by one."""
+    handled = 0
+    while items:
+        facts = [(row.id, row.event_id, row.type, (row.attempts or 0) + 1)
+                 for row, _e in items]
+        try:
+            with project_scope(project_id):
+                outcomes = batch.apply_batch(project_id, conn, items)
+            now = utcnow()
+            db.session.connection().execute(MARK_APPLIED, [
+                {"row_id": row_id, "new_status": outcomes[row_id][0],
+                 "note": outcomes[row_id][1], "done_at": now, "tries": tries}
+                for row_id, _event_id, _type, tries in facts])
+            db.session.commit()
+        except Exception as exc:
+            db.session.rollback()
+            culprit = exc.row_id if isinstance(exc, batch.BatchFailed) else None
+            cause = exc.__cause__ if isinstance(exc, batch.BatchFailed) else exc
+            if culprit is None or isinstance(cause, ReconnectNeeded | MissingPermission):
+                log.warning("a batch of %d webhook events failed (%s: %s): applying them "
+                            "one by one", len(facts), type(cause).__name__, cause)
+                for row_id, *_rest in facts:
+                    _apply_alone(project_id, row_id)
+                return handled + len(facts)
+            handled += 1
+            _fail_alone(project_id, culprit, cause)
+            ids = [row.id for row, _e in items if row.id != culprit]
+            claimed = {row.id: row for row in db.session.scalars(select(StripeWebhookEvent)
+                       .where(StripeWebhookEvent.project_id == project_id,
+                              StripeWebhookEvent.id.in_(ids),
+                              StripeWebhookEvent.status == "pending")
+                       .with_for_update(skip_locked=True))}
+            items = [(claimed[row.id], event) for row, event in items if row.id in claimed]
+            continue
+        for row_id, event_id, event_type, _tries in facts:
+            status = outcomes[row_id][0]
+            EVENTS_APPLIED.labels(type=event_type, status=status).inc()
+            with log_context(stripe_event_id=event_id):
+                log.debug("webhook row %s (%s) %s", row_id, event_type, status)
+        return handled + len(facts)
+    db.session.commit()
+    return handled
+
+
+def _fail_alone(project_id: int, row_id: int, exc: BaseException) -> None:
+    """The event a batch failed on: an attempt that failed, as if it had been applied
+    alone (unless another drain took it meanwhile)."""
+    row = db.session.scalar(select(StripeWebhookEvent).where(
+        StripeWebhookEvent.id == row_id, StripeWebhookEvent.project_id == project_id,
+        StripeWebhookEvent.status == "pending").with_for_update(skip_locked=True))
+    if row is None:
         db.session.commit()
-    except Exception as exc:
-        db.session.rollback()
-        log.warning("a batch of %d webhook events failed (%s: %s): applying them one by one",
-                    len(facts), type(exc).__name__, exc)
-        for row_id, *_rest in facts:
-            _apply_alone(project_id, row_id)
-        return len(facts)
-    for row_id, event_id, event_type, _tries in facts:
-        status = outcomes[row_id][0]
-        EVENTS_APPLIED.labels(type=event_type, status=status).inc()
-        with log_context(stripe_event_id=event_id):
-            log.debug("webhook row %s (%s) %s", row_id, event_type, status)
-    return len(facts)
+        return
+    with log_context(stripe_event_id=row.event_id):
+        attempts = _record_failure(row.id, row.type, (row.attempts or 0) + 1, exc)
+    if attempts is not None:
+        _schedule_retry(row_id, project_id, attempts)
 
 
 MARK_APPLIED = (StripeWebhookEvent.__table__.update()
@@ -244,26 +286,37 @@ def _process_row(project_id: int, row: StripeWebhookEvent) -> str:
             status, note = apply_event(project_id, row, json.loads(row.payload))
     except Exception as exc:
         db.session.rollback()
-        if getattr(exc, "http_status", None) == 429:  # "slow down" is not a failure
-            attempts -= 1
-        final = retry_policy().gives_up(attempts)
-        db.session.execute(StripeWebhookEvent.__table__.update().where(
-            StripeWebhookEvent.id == inbox_id).values(
-            attempts=attempts, error=f"{type(exc).__name__}: {exc}"[:2000],
-            status="failed" if final else "retry", enqueued_at=utcnow()))
-        db.session.commit()
-        EVENTS_APPLIED.labels(type=event_type, status="failed" if final else "retry").inc()
-        if final:
-            log.exception("webhook row %s failed for good", inbox_id)
+        retry_after = _record_failure(inbox_id, event_type, attempts, exc)
+        if retry_after is None:
             return "failed"
-        log.warning("webhook row %s failed (attempt %d), retrying later: %s", inbox_id,
-                    attempts, exc)
-        raise _Retry(max(attempts, 1)) from exc
+        raise _Retry(retry_after) from exc
     row.status, row.error, row.processed_at = status, note, utcnow()
     db.session.commit()
     EVENTS_APPLIED.labels(type=event_type, status=status).inc()
     log.debug("webhook row %s (%s) %s", inbox_id, event_type, status)
     return status
+
+
+def _record_failure(inbox_id: int, event_type: str, attempts: int,
+                    exc: BaseException) -> int | None:
+    """Record a failed attempt (its transaction rolled back) and commit: ``retry``, or
+    ``failed`` after ``MAX_ATTEMPTS``; a 429 ("slow down") is not counted. Returns the
+    attempts to schedule the retry after, or None when it gave up."""
+    if getattr(exc, "http_status", None) == 429:  # "slow down" is not a failure
+        attempts -= 1
+    final = retry_policy().gives_up(attempts)
+    db.session.execute(StripeWebhookEvent.__table__.update().where(
+        StripeWebhookEvent.id == inbox_id).values(
+        attempts=attempts, error=f"{type(exc).__name__}: {exc}"[:2000],
+        status="failed" if final else "retry", enqueued_at=utcnow()))
+    db.session.commit()
+    EVENTS_APPLIED.labels(type=event_type, status="failed" if final else "retry").inc()
+    if final:
+        log.error("webhook row %s failed for good", inbox_id, exc_info=exc)
+        return None
+    log.warning("webhook row %s failed (attempt %d), retrying later: %s", inbox_id,
+                attempts, exc)
+    return max(attempts, 1)
 
 
 def _prepare_client(project_id: int) -> None:
