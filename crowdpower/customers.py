@@ -211,8 +211,8 @@ def record_events(project_id: int, events: Sequence[NewEvent]) -> list[int | Non
     ``external_id`` was already recorded (before, concurrently, or earlier in ``events``).
 
     The same rules as ``record_event``, for a batch (a webhook inbox drain): one read of
-    the external ids already taken, one ``INSERT … ON CONFLICT DO NOTHING``, and after
-    commit one ``announce_events`` for the batch.
+    the external ids already taken, one ``INSERT … ON CONFLICT DO NOTHING``, and one
+    ``announce_events`` for the batch.
     """
     if not events:
         return []
@@ -253,22 +253,24 @@ def record_events(project_id: int, events: Sequence[NewEvent]) -> list[int | Non
             out[index] = event_id
     recorded = sorted(i for i in out if i is not None)
     if recorded:
-        after_commit(lambda: announce_events(project_id, recorded))
+        announce_events(project_id, recorded)
     return out
 
 
 def announce_events(project_id: int, event_ids: list[int]) -> None:
-    """Tell plugins about committed events: ``crowdpower_events_recorded`` once to the
-    plugins implementing it, ``crowdpower_event_recorded`` per event to the others."""
+    """Tell plugins about a batch of events being recorded: ``crowdpower_events_recording``
+    now, in the recording transaction, to the plugins implementing it (their writes commit
+    with the events; what must see them committed goes through ``after_commit``), and
+    ``crowdpower_event_recorded`` per event after commit to the others."""
     pm = get_pm()
-    batched = {impl.plugin for impl in pm.hook.crowdpower_events_recorded.get_hookimpls()}
+    batched = {impl.plugin for impl in pm.hook.crowdpower_events_recording.get_hookimpls()}
     if batched:
-        pm.hook.crowdpower_events_recorded(project_id=project_id, event_ids=list(event_ids))
+        pm.hook.crowdpower_events_recording(project_id=project_id, event_ids=list(event_ids))
     single = pm.subset_hook_caller("crowdpower_event_recorded", remove_plugins=batched) \
         if batched else pm.hook.crowdpower_event_recorded
     if single.get_hookimpls():
-        for event_id in event_ids:
-            single(project_id=project_id, event_id=event_id)
+        after_commit(lambda: [single(project_id=project_id, event_id=event_id)
+                              for event_id in event_ids])
 
 
 def customer_json(customer: Customer, traits: dict[str, Any]) -> dict:

@@ -94,9 +94,16 @@ def on_events(project_id: int, event_ids: list[int]) -> list[int]:
                    Automation.project_id == project_id, named))
     with db.engine.connect() as conn:
         wanted = sorted(conn.scalars(stmt))
-    for event_id in wanted:
-        jobs.enqueue(attribute_job, event_id, queue=QUEUE, project_id=project_id)
+    if wanted:
+        jobs.enqueue(attribute_events_job, wanted, queue=QUEUE, project_id=project_id)
     return wanted
+
+
+def attribute_events_job(event_ids: list[int]) -> list[int]:
+    """Job: ``attribute`` for each of a batch's events; the conversions' ids."""
+    project_id = current_project_id()
+    assert project_id is not None, "attribute_events_job runs in a project's scope"
+    return [c for event_id in event_ids if (c := attribute(project_id, event_id)) is not None]
 
 
 def attribute_job(event_id: int) -> int | None:

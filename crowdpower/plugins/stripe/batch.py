@@ -83,6 +83,8 @@ class _Batch:
     names: dict[str, str] = field(default_factory=dict)
     prices: dict[str, dict] = field(default_factory=dict)
     rows: dict[int, _Row] = field(default_factory=dict)
+    by_key: dict[str, list[_Row]] = field(default_factory=lambda: defaultdict(list))
+    by_prefix: dict[str, list[_Row]] = field(default_factory=lambda: defaultdict(list))
     twins: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
     records: list[NewEvent] = field(default_factory=list)
     touched: set[int] = field(default_factory=set)
@@ -97,7 +99,9 @@ def apply_batch(project_id: int, conn: Connection, items: list[tuple[StripeWebho
     b = _Batch(project_id, conn)
     verdicts = {}
     for row, event in items:
-        b.rows[row.id] = _Row(row.id, row.object_key, row.created)
+        b.rows[row.id] = mine = _Row(row.id, row.object_key, row.created)
+        b.by_key[mine.object_key or ""].append(mine)
+        b.by_prefix[_prefix(mine.object_key or "")].append(mine)
         verdicts[row.id] = plan(conn, event)
         assert verdicts[row.id] != SLOW, "the drain applies slow events alone"
     work = [(row, event) for row, event in items if verdicts[row.id] is None]
@@ -323,29 +327,34 @@ def _prices(b: _Batch, subs: list[dict]) -> dict[str, dict]:
 def _is_twin(b: _Batch, row: StripeWebhookEvent) -> bool:
     """``events._is_twin``, with the batch's rows at the status they have reached."""
     window = int(current_app.config["STRIPE_DEDUPE_WINDOW_SECONDS"])
-    low, high = row.created - window, row.created + window
-    found = [(i, c) for i, c in b.twins.get(row.object_key or "", []) if low <= c <= high]
-    found += [(r.id, r.created) for r in b.rows.values()
-              if r.id != row.id and r.object_key == row.object_key and r.status == "processed"
-              and low <= r.created <= high]
+    me = b.rows[row.id]
+    key = me.object_key or ""
+    low, high = me.created - window, me.created + window
+    found = [(i, c) for i, c in b.twins.get(key, []) if low <= c <= high]
+    found += [(r.id, r.created) for r in b.by_key.get(key, [])
+              if r.id != me.id and r.status == "processed" and low <= r.created <= high]
     if not found:
         return False
     _twin_id, twin_created = max(found)
-    prefix = ":".join((row.object_key or "").split(":")[:2]) + ":"
-    low, high = sorted((twin_created, row.created))
-    for r in b.rows.values():
-        if r.id != row.id and r.object_key != row.object_key \
-                and (r.object_key or "").startswith(prefix) \
+    prefix = _prefix(key)
+    low, high = sorted((twin_created, me.created))
+    for r in b.by_prefix.get(prefix, []):
+        if r.id != me.id and r.object_key != key and (r.object_key or "").startswith(prefix) \
                 and r.status in ("processed", "pending", "retry") and low <= r.created <= high:
             return False
     events = StripeWebhookEvent
     between = db.session.scalar(select(events.id).where(
         events.project_id == b.project_id,
         events.object_key.startswith(prefix, autoescape=True),
-        events.object_key != row.object_key, events.id.not_in(list(b.rows)),
+        events.object_key != key, events.id.not_in(list(b.rows)),
         events.status.in_(("processed", "pending", "retry")),
         events.created.between(low, high)).limit(1))
     return between is None
+
+
+def _prefix(object_key: str) -> str:
+    """The object part of an object key (``type:id:``), as ``events._is_twin`` cuts it."""
+    return ":".join(object_key.split(":")[:2]) + ":"
 
 
 def _derive(b: _Batch, customer_id: int, event: dict, occurred_at: datetime) -> None:
