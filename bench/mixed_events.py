@@ -7,7 +7,8 @@ would send. The mix (by default): 45% ``charge.succeeded``, 10% ``charge.failed`
 20% ``invoice.paid``/``invoice.payment_succeeded`` (not recorded: the plugin does not use
 them, but it must route and mark them), 5% ``invoice.upcoming``, 20%
 ``customer.subscription.updated`` (a quantity change, or a cancellation at period end
-set or undone: upgrades, downgrades and reactivations are derived).
+set or undone: upgrades, downgrades and reactivations are derived). Each subscription is
+updated (and invoiced) once before any is twice, as in a renewal run.
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ def make_mixed_events(double, account: str, customers: list[str], n: int,
     subs = [s for s in acct.subscriptions.items
             if s.get("customer") in wanted and s.get("status") in ("active", "past_due")]
     kinds = [k for k, w in MIX for _ in range(w)]
+    order: dict[str, list[dict]] = {}
+
+    def next_sub(purpose: str) -> dict:
+        """Each subscription once (a renewal), in random order, before any twice."""
+        if not order.get(purpose):
+            order[purpose] = rng.sample(subs, len(subs))
+        return order[purpose].pop()
+
     out: list[tuple[str, bytes]] = []
     now = int(time.time())
     for _ in range(n):
@@ -59,7 +68,7 @@ def make_mixed_events(double, account: str, customers: list[str], n: int,
             event = O.event(O.new_id("evt"), "charge.failed" if failed else "charge.succeeded",
                             charge, now, acct.livemode, account)
         elif kind == "customer.subscription.updated":
-            core = rng.choice(subs)
+            core = next_sub("update")
             if rng.random() < 0.7:
                 quantity = core["items"][0].get("quantity") or 1
                 step = rng.choice([-1, 1, 2]) if quantity > 1 else rng.choice([1, 2])
@@ -69,9 +78,9 @@ def make_mixed_events(double, account: str, customers: list[str], n: int,
             state.update_subscription(account, core["id"], **changes)
             event = acct.events.items[-1]["body"]
         elif kind == "invoice.upcoming":
-            event = state.invoice_upcoming(account, rng.choice(subs)["id"])
+            event = state.invoice_upcoming(account, next_sub("upcoming")["id"])
         else:
-            sub = acct.render("subscription", rng.choice(subs))
+            sub = acct.render("subscription", next_sub("invoice"))
             event = O.event(O.new_id("evt"), kind, _invoice(O, acct, sub), now,
                             acct.livemode, account)
         out.append((event["id"], json.dumps(event).encode()))
