@@ -15,6 +15,8 @@ import pytest
 from crowdpower import jobs
 from crowdpower.customers import get_traits
 from crowdpower.extensions import db
+from crowdpower.plugins.stripe import store
+from crowdpower.tenancy import project_scope
 from tests.conftest import BACKEND
 from tests.stripe_plugin.test_webhooks import (  # noqa: F401 - fixtures
     charge_event,
@@ -175,5 +177,16 @@ def test_two_drains_side_by_side_apply_every_event_once(wired, shop, app, held, 
     assert {(r.status, r.attempts) for r in rows} == {("processed", 1)}
     amounts = [e.properties["amount"] for e in events(project_id, "Stripe Charge Succeeded")]
     assert sorted(amounts) == [(1000 + i) / 100 for i in range(60)]
+    # Every customer's traits are those of the whole mirror (no drain computed them from
+    # a copy without the other drain's events): recomputing now changes nothing.
+    ids = [customer_by_email(project_id, e).id
+           for e in ("ann@example.com", "c0@example.com", "c1@example.com", "c2@example.com")]
+    stored = get_traits(project_id, ids)
+    spent = sorted(stored[i]["stripe_total_spent"] for i in ids)
+    assert sum(spent) == pytest.approx(sum(amounts))
+    with project_scope(project_id):
+        store.recompute_traits(project_id, ids)
+    assert get_traits(project_id, ids) == stored
+    db.session.rollback()
     held()
     drain()

@@ -150,10 +150,14 @@ def _load(b: _Batch, work: list[tuple[StripeWebhookEvent, dict]]) -> None:
     b.culprit = None
     customer_ids = sorted({c for c in b.customers.values() if isinstance(c, int)})
     if customer_ids:
+        # Locked (in one order, so two batches cannot deadlock): a drain beside this one
+        # applying events of the same customers waits for this commit, then reads the
+        # mirror with these events in it; traits are never computed from a stale copy.
         for cus, customer_id in db.session.execute(select(
                 StripeCustomerLink.stripe_customer_id, StripeCustomerLink.customer_id).where(
                 StripeCustomerLink.project_id == p,
-                among(StripeCustomerLink.customer_id, customer_ids))):
+                among(StripeCustomerLink.customer_id, customer_ids))
+                .order_by(StripeCustomerLink.id).with_for_update()):
             b.stripe_ids[customer_id].add(cus)
     owners = sorted({s for ids in b.stripe_ids.values() for s in ids})
     for kind, sid, cus, data in db.session.execute(select(
