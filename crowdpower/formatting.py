@@ -3,7 +3,8 @@ and event sentences. Pure functions; the web layer wraps them in HTML.
 
 Plugins declare how their values read through their trait and event definitions (hooks
 ``crowdpower_trait_definitions`` / ``crowdpower_event_definitions``): a trait's ``format``
-(``money``, ``datetime``, ``boolean``, ``list``, ``number``, ``code``, ``text``; by default
+(``money``, ``datetime``, ``boolean``, ``list``, ``number``, ``code``, ``currency``,
+``text``; by default
 from its ``type``) and ``currency_trait`` (the trait naming a money trait's currency;
 ``currency_fallback_trait`` is read when that one is not set, e.g. on older data); an
 event's ``formats`` (property → format; money properties take their currency from the
@@ -115,6 +116,8 @@ def format_value(value: Any, fmt: str | None = None, currency: str | None = None
         return Shown(f"{value:,}")
     if fmt == "code":
         return Shown(str(value), kind="code")
+    if fmt == "currency":  # an ISO 4217 code, as people write it
+        return Shown(str(value).upper())
     return Shown(str(value))
 
 

@@ -53,6 +53,7 @@ def test_a_money_trait_reads_its_fallback_currency_trait_when_its_own_is_unset()
                         specs).text == "$476.00"
     assert format_trait("spent", {"spent": 476, "cur": "gbp"}, specs).text == "£476.00"
     assert format_trait("spent", {"spent": 476}, specs).text == "476.00"
+    assert format_value("usd", "currency").text == "USD"
 
 
 def test_event_properties_and_sentences():

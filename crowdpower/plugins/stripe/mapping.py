@@ -101,6 +101,8 @@ for _d in TRAIT_DEFINITIONS:
         _d["currency_trait"], _fallback = MONEY_CURRENCY[_d["key"]]
         if _fallback:
             _d["currency_fallback_trait"] = _fallback
+    elif _d["key"] in {c for pair in MONEY_CURRENCY.values() for c in pair if c}:
+        _d["format"] = "currency"
     elif _d["key"] in ("stripe_customer_id", "stripe_customer_ids"):
         _d["format"] = "code" if _d["type"] == "string" else "list"
 TRAIT_KEYS = [d["key"] for d in TRAIT_DEFINITIONS]
