@@ -14,6 +14,7 @@ from crowdpower.services import db, project_scope, unscoped, utcnow
 from crowdpower.services import ops_audit as audit
 from crowdpower.services import ops_echo as echo
 from crowdpower.services import ops_project_option as project_option
+from crowdpower.services import ops_require_found as require_found
 from crowdpower.services import ops_require_project as _project_exists
 
 ACTIVE = ("pending", "running")
@@ -90,6 +91,7 @@ def events_retry(project_id: int, ids: tuple[int, ...]) -> None:
         if ids:
             query = query.where(StripeWebhookEvent.id.in_(ids))
         rows = db.session.scalars(query.order_by(StripeWebhookEvent.id)).all()
+        require_found("failed event", project_id, ids, [r.id for r in rows])
         for row in rows:
             row.status, row.attempts, row.enqueued_at = "pending", 0, utcnow()
             row.error = f"retried by operator after: {row.error or ''}"[:2000]
