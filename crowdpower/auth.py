@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from flask import Flask, abort, g, jsonify, redirect, request, session, url_for
+from flask import Flask, abort, current_app, g, jsonify, redirect, request, session, url_for
 from sqlalchemy import select
 
 from crowdpower.extensions import db
@@ -18,9 +18,19 @@ def init_app(app: Flask) -> None:
     app.teardown_request(_reset_scope)
 
 
+def sessionless(view: Callable) -> Callable:
+    """Mark a view that never looks at the login (probes, scrapes): no user is loaded for
+    it, so a cookie a browser happens to send cannot make it touch the database."""
+    view.crowdpower_sessionless = True  # type: ignore[attr-defined]
+    return view
+
+
 def _load_user() -> None:
     g.user = None
     g.project_scope_token = None
+    view = current_app.view_functions.get(request.endpoint or "")
+    if getattr(view, "crowdpower_sessionless", False):
+        return
     user_id = session.get("user_id")
     if user_id is not None:
         user = db.session.get(User, user_id) if isinstance(user_id, int) else None

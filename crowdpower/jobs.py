@@ -26,7 +26,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 from werkzeug.utils import import_string
 
-from crowdpower import logs, metrics
+from crowdpower import errors, logs, metrics
 from crowdpower.extensions import db
 from crowdpower.plugins import get_pm
 from crowdpower.retry import RetryPolicy
@@ -100,6 +100,7 @@ def execute(dotted: str, project_id: int | None, args: list, kwargs: dict,
             backend().release_once(once)
         token = set_project(project_id)
         job_token = logs.set_job_id(job_id)
+        errors.tag_job(project_id, job_id)
         try:
             result = import_string(dotted)(*args, **kwargs)
             db.session.commit()

@@ -137,8 +137,9 @@ class RedactionFilter(logging.Filter):
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
+            # formatters print the cached, redacted text; exc_info stays for whoever
+            # inspects the exception itself (Sentry's logging integration, after us)
             record.exc_text = self.redact(record.exc_text)
-            record.exc_info = None  # formatted (and redacted) already
         if record.stack_info:
             record.stack_info = self.redact(record.stack_info)
         return True
@@ -157,10 +158,10 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD and value is not None and not key.startswith("_"):
                 out[key] = value if isinstance(value, (str, int, float, bool)) else str(value)
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        elif record.exc_text:
+        if record.exc_text:  # redacted by the filter
             out["exc"] = record.exc_text
+        elif record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
 
 

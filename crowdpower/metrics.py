@@ -24,6 +24,8 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
 
+from crowdpower.auth import sessionless
+
 log = logging.getLogger(__name__)
 
 ENABLED = os.environ.get("CROWDPOWER_METRICS", "on").strip().lower() not in (
@@ -253,6 +255,7 @@ def _allowed() -> bool:
 
 
 @bp.get("/metrics")
+@sessionless
 def metrics_view():
     if not _allowed():
         return Response("metrics need METRICS_TOKEN (Authorization: Bearer) or a loopback "

@@ -52,6 +52,18 @@ def require_project(project_id: int) -> None:
         raise click.BadParameter(f"no project {project_id}", param_hint="--project")
 
 
+def require_found(what: str, project_id: int, asked: tuple[int, ...],
+                  found: list[int]) -> None:
+    """Ids an operator named that are not this project's (or not in a state the command
+    acts on) are an error before anything changes: a typo or another tenant's id must
+    not pass silently as "nothing to do"."""
+    missing = sorted(set(asked) - set(found))
+    if missing:
+        raise click.BadParameter(
+            f"no {what} {', '.join(map(str, missing))} in project {project_id} "
+            "(nothing was changed)", param_hint="--id")
+
+
 # -- status -----------------------------------------------------------------------------
 
 def queue_status() -> dict[str, Any]:
@@ -122,7 +134,9 @@ def _failed_messages(project_id: int, ids: tuple[int, ...]):
                                   Message.state == "failed").order_by(Message.id)
     if ids:
         query = query.where(Message.id.in_(ids))
-    return list(db.session.scalars(query))
+    rows = list(db.session.scalars(query))
+    require_found("failed message", project_id, ids, [m.id for m in rows])
+    return rows
 
 
 @messages.command("list")

@@ -21,7 +21,8 @@ columns (``tests/host/test_seams.py`` enforces both). What is here:
   ``among``, ``copies``/``copy_or`` (COPY a large batch, with a fallback on conflict);
 - operating: ``metric_counter``/``metric_histogram`` (declare metrics, listed by the
   ``crowdpower_metrics`` hook), ``log_context`` (fields on every log record inside a
-  ``with``), ``ops_audit``/``ops_echo``/``ops_project_option``/``ops_require_project``
+  ``with``), ``ops_audit``/``ops_echo``/``ops_project_option``/``ops_require_project``/
+  ``ops_require_found``
   (for ``crowdpower ops`` commands from ``crowdpower_ops_commands``);
 - web: ``login_required``, ``project_required``, ``api_key_required``, ``api_error``,
   ``csrf_exempt``.
@@ -53,6 +54,7 @@ from crowdpower.models import JSONType, UTCDateTime, utcnow
 from crowdpower.ops import audit as ops_audit
 from crowdpower.ops import echo as ops_echo
 from crowdpower.ops import project_option as ops_project_option
+from crowdpower.ops import require_found as ops_require_found
 from crowdpower.ops import require_project as ops_require_project
 from crowdpower.retry import RetryPolicy
 from crowdpower.services.customers import ExternalCustomer, match_or_create, normalise_email
@@ -80,5 +82,5 @@ __all__ = [
     "record_event", "record_events",
     "set_traits", "setting", "unscoped", "upsert_customer", "utcnow",
     "log_context", "metric_counter", "metric_histogram", "ops_audit", "ops_echo",
-    "ops_project_option", "ops_require_project",
+    "ops_project_option", "ops_require_found", "ops_require_project",
 ]

@@ -149,3 +149,75 @@ def test_text_format_and_request_id_echo(client):
     assert response.headers["X-Request-ID"] == "abc-123"
     made_up = client.get("/healthz", headers={"X-Request-ID": "bad id; drop"})
     assert re.fullmatch(r"[0-9a-f]{32}", made_up.headers["X-Request-ID"])
+
+
+LOGGING_APP = '''
+import logging
+import sys
+from crowdpower import create_app, jobs
+from crowdpower.auth import enter_project
+from crowdpower.cli import make_project
+from crowdpower.extensions import db
+
+app = create_app()  # configured from the environment, as in production
+log = logging.getLogger("crowdpower.example")
+
+
+@app.get("/example/<int:project_id>")
+def example(project_id):
+    enter_project(project_id)
+    log.info("looked at project %s", project_id)
+    return "ok"
+
+
+def job_example():
+    log.info("a job ran")
+
+
+with app.app_context():
+    db.create_all()
+    project_id, _key = make_project("Acme")
+    app.test_client().get(f"/example/{project_id}", headers={"X-Request-ID": "req-text-1"})
+    jobs.enqueue("__main__.job_example", project_id=project_id)
+    jobs.drain(app, 20)
+print(project_id)
+'''
+
+
+def _run_logging_app(tmp_path, **env: str) -> tuple[int, list[str]]:
+    """A process configured from its environment (not TESTING: logging is installed as
+    in production); returns its project id and the lines it logged to stderr."""
+    import os
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("LOG_FORMAT", "REDIS_URL", "DATABASE_URL", "SENTRY_DSN")}
+    base.update({"DATABASE_URL": f"sqlite:///{tmp_path / 'logs.sqlite3'}",
+                 "SECRET_KEY": "a-secret-key-for-this-process", "LOG_LEVEL": "INFO", **env})
+    done = subprocess.run([sys.executable, "-c", LOGGING_APP], env=base, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.split()[-1]), done.stderr.splitlines()
+
+
+def test_log_format_unset_gives_readable_text_lines_with_their_context(tmp_path):
+    project_id, lines = _run_logging_app(tmp_path)
+    ours = [line for line in lines if " crowdpower.example: " in line]
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+    assert re.fullmatch(rf"{stamp} INFO crowdpower\.example: looked at project {project_id} "
+                        rf"\[request_id=req-text-1 project_id={project_id}\]", ours[0]), ours
+    assert re.fullmatch(rf"{stamp} INFO crowdpower\.example: a job ran "
+                        rf"\[project_id={project_id} job_id=inproc-\d+\]", ours[1]), ours
+    assert not any(line.startswith("{") for line in lines)
+
+
+def test_log_format_json_gives_the_same_context_as_fields(tmp_path):
+    project_id, lines = _run_logging_app(tmp_path, LOG_FORMAT="json")
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    ours = [r for r in records if r["logger"] == "crowdpower.example"]
+    assert ours[0]["message"] == f"looked at project {project_id}"
+    assert (ours[0]["request_id"], ours[0]["project_id"], ours[0]["level"]) == (
+        "req-text-1", project_id, "info")
+    assert ours[1]["message"] == "a job ran" and ours[1]["project_id"] == project_id
+    assert ours[1]["job_id"].startswith("inproc-") and "request_id" not in ours[1]

@@ -69,6 +69,9 @@ def test_a_failed_event_is_listed_and_retried_end_to_end(wired, shop, other_tena
     assert json.loads(run("ops", "events", "list", "--project", str(other_id)).output) == []
     assert json.loads(run("ops", "events", "retry", "--project", str(other_id)).output) \
         == {"retried": []}
+    refused = run("ops", "events", "retry", "--project", str(other_id), "--id", str(row.id))
+    assert refused.exit_code == 2
+    assert f"no failed event {row.id} in project {other_id}" in refused.output
     assert inbox_rows(project_id)[-1].status == "failed"
 
     with caplog.at_level(logging.INFO, logger="crowdpower.ops"):

@@ -14,6 +14,7 @@ from crowdpower.services import db, project_scope, unscoped, utcnow
 from crowdpower.services import ops_audit as audit
 from crowdpower.services import ops_echo as echo
 from crowdpower.services import ops_project_option as project_option
+from crowdpower.services import ops_require_found as require_found
 from crowdpower.services import ops_require_project as _project_exists
 
 ACTIVE = ("pending", "running")
@@ -84,6 +85,13 @@ def events_retry(project_id: int, ids: tuple[int, ...]) -> None:
     from crowdpower.plugins.stripe.inbox import retry_events
 
     _project_exists(project_id)
+    if ids:  # every named row must be a failed one of this project, or nothing changes
+        with project_scope(project_id):
+            found = db.session.scalars(select(StripeWebhookEvent.id).where(
+                StripeWebhookEvent.project_id == project_id,
+                StripeWebhookEvent.status == "failed",
+                StripeWebhookEvent.id.in_(ids))).all()
+        require_found("failed event", project_id, ids, list(found))
     done = retry_events(project_id, ids=ids or None, states=("failed",), by="operator")
     audit("stripe.events.retry", project_id, rows=[i for i, _e in done],
           events=[e for _i, e in done])
