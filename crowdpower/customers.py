@@ -7,11 +7,13 @@ Writes here are the only way traits and events enter the database, so encoding
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from crowdpower import bulk
@@ -190,6 +192,85 @@ def record_event(
     after_commit(lambda: get_pm().hook.crowdpower_event_recorded(
         project_id=project_id, event_id=event_id))
     return event
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """One event for ``record_events`` (the arguments of ``record_event``)."""
+
+    customer_id: int
+    name: str
+    properties: dict | None = None
+    occurred_at: datetime | None = None
+    source: str = "api"
+    external_id: str | None = None
+
+
+def record_events(project_id: int, events: Sequence[NewEvent]) -> list[int | None]:
+    """Record many events in a few statements; per event its id, or None where its
+    ``external_id`` was already recorded (before, concurrently, or earlier in ``events``).
+
+    The same rules as ``record_event``, for a batch (a webhook inbox drain): one read of
+    the external ids already taken, one ``INSERT … ON CONFLICT DO NOTHING``, and one
+    ``announce_events`` for the batch.
+    """
+    if not events:
+        return []
+    now = utcnow()
+    table = Event.__table__
+    wanted = sorted({e.external_id for e in events if e.external_id is not None})
+    taken: set[str] = set()
+    for start in range(0, len(wanted), 1000):
+        taken.update(db.session.connection().execute(select(table.c.external_id).where(
+            table.c.project_id == project_id,
+            bulk.among(table.c.external_id, wanted[start:start + 1000]))).scalars())
+    keyed: list[tuple[int, dict]] = []
+    anonymous: list[tuple[int, dict]] = []
+    for index, e in enumerate(events):
+        if e.external_id is not None:
+            if e.external_id in taken:
+                continue
+            taken.add(e.external_id)
+        row = {"project_id": project_id, "customer_id": e.customer_id, "name": e.name,
+               "properties": json.loads(json.dumps(e.properties or {}, default=str)),
+               "occurred_at": e.occurred_at or now, "recorded_at": now, "source": e.source,
+               "external_id": e.external_id}
+        (keyed if e.external_id is not None else anonymous).append((index, row))
+    out: list[int | None] = [None] * len(events)
+    insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
+    connection = db.session.connection()
+    if keyed:  # a concurrent delivery may have won an external id since the read
+        made = dict((ext, event_id) for event_id, ext in connection.execute(
+            insert(table).on_conflict_do_nothing(index_elements=["project_id", "external_id"])
+            .returning(table.c.id, table.c.external_id), [row for _i, row in keyed]))
+        for index, row in keyed:
+            out[index] = made.get(row["external_id"])
+    if anonymous:
+        ids = connection.execute(insert(table).returning(table.c.id,
+                                                         sort_by_parameter_order=True),
+                                 [row for _i, row in anonymous]).scalars().all()
+        for (index, _row), event_id in zip(anonymous, ids, strict=True):
+            out[index] = event_id
+    recorded = sorted(i for i in out if i is not None)
+    if recorded:
+        announce_events(project_id, recorded)
+    return out
+
+
+def announce_events(project_id: int, event_ids: list[int]) -> None:
+    """Tell plugins about a batch of events being recorded: ``crowdpower_events_recording``
+    now, in the recording transaction, to the plugins implementing it (their writes commit
+    with the events; what must see them committed goes through ``after_commit``), and
+    ``crowdpower_event_recorded`` per event after commit to the others."""
+    pm = get_pm()
+    batched = {impl.plugin for impl in pm.hook.crowdpower_events_recording.get_hookimpls()}
+    if batched:
+        pm.hook.crowdpower_events_recording(project_id=project_id, event_ids=list(event_ids))
+    single = pm.subset_hook_caller("crowdpower_event_recorded", remove_plugins=batched) \
+        if batched else pm.hook.crowdpower_event_recorded
+    if single.get_hookimpls():
+        after_commit(lambda: [single(project_id=project_id, event_id=event_id)
+                              for event_id in event_ids])
 
 
 def customer_json(customer: Customer, traits: dict[str, Any]) -> dict:

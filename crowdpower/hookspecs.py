@@ -83,6 +83,16 @@ def crowdpower_event_recorded(project_id, event_id):
 
 
 @hookspec
+def crowdpower_events_recording(project_id, event_ids):
+    """Called with a batch of events (``record_events``, e.g. a webhook inbox drain) in the
+    transaction recording them, before it commits: writes made here commit or roll back
+    with the events (so a crash cannot lose what they promise); work that must see the
+    events committed goes through ``after_commit``. A plugin implementing it gets batches
+    here instead of one ``crowdpower_event_recorded`` call per event of the batch; it
+    should implement both (``record_event`` announces single events after commit)."""
+
+
+@hookspec
 def crowdpower_cli_commands():
     """Return click commands to add to the ``crowdpower`` CLI."""
 

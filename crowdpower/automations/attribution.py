@@ -79,6 +79,33 @@ def on_event(project_id: int, event_id: int) -> bool:
     return True
 
 
+def on_events(project_id: int, event_ids: list[int]) -> list[int]:
+    """``on_event`` for a batch (one query); returns the ids ``attribute`` was queued for."""
+    if not event_ids:
+        return []
+    defaults = sorted(default_conversions(project_id))
+    named = Automation.conversion_event == Event.name
+    if defaults:
+        named = or_(named, and_(Automation.conversion_event.is_(None),
+                                Event.name.in_(defaults)))
+    stmt = (select(Event.id).distinct()
+            .join(Automation, Event.project_id == Automation.project_id)
+            .where(Event.project_id == project_id, Event.id.in_(event_ids),
+                   Automation.project_id == project_id, named))
+    with db.engine.connect() as conn:
+        wanted = sorted(conn.scalars(stmt))
+    if wanted:
+        jobs.enqueue(attribute_events_job, wanted, queue=QUEUE, project_id=project_id)
+    return wanted
+
+
+def attribute_events_job(event_ids: list[int]) -> list[int]:
+    """Job: ``attribute`` for each of a batch's events; the conversions' ids."""
+    project_id = current_project_id()
+    assert project_id is not None, "attribute_events_job runs in a project's scope"
+    return [c for event_id in event_ids if (c := attribute(project_id, event_id)) is not None]
+
+
 def attribute_job(event_id: int) -> int | None:
     """Job: ``attribute`` in the job's project."""
     project_id = current_project_id()

@@ -58,6 +58,53 @@ def on_event(project_id: int, event_id: int) -> bool:
     return True
 
 
+def hold_dispatches(project_id: int, event_ids: list[int]) -> list[int]:
+    """For a batch of events, in the transaction recording them: note the events some
+    enabled automation listens for (``PendingDispatch`` rows, one statement, committed
+    with the events), and once committed queue one ``dispatch_events`` job for them and
+    clear the notes. A crash between the commit and the queueing leaves the notes for
+    ``sweep_dispatches``, so no dispatch is lost; a repeat is harmless (one message per
+    automation and event). Returns the events noted."""
+    if not event_ids:
+        return []
+    stmt = (select(Event.id).distinct()
+            .join(Automation, and_(Automation.project_id == Event.project_id,
+                                   Automation.trigger == Event.name))
+            .where(Event.project_id == project_id, Event.id.in_(event_ids),
+                   Automation.project_id == project_id, Automation.enabled.is_(True)))
+    wanted = sorted(db.session.scalars(stmt))
+    if not wanted:
+        return []
+    insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
+    now = utcnow()
+    db.session.execute(insert(PendingDispatch).on_conflict_do_nothing(
+        index_elements=["event_id"]), [{"project_id": project_id, "event_id": event_id,
+                                        "created_at": now} for event_id in wanted])
+    jobs.after_commit(lambda: _queue_held(project_id, wanted))
+    return wanted
+
+
+def _queue_held(project_id: int, event_ids: list[int]) -> None:
+    try:  # one job for the batch: a month-end burst is not thousands of queued jobs
+        jobs.enqueue(dispatch_events, event_ids, queue=DISPATCH_QUEUE, project_id=project_id)
+    except Exception:  # the queue is down: the notes stay for ``sweep_dispatches``
+        log.exception("dispatch of %d events not queued; left for the sweeper",
+                      len(event_ids))
+        return
+    try:
+        with db.engine.begin() as conn:
+            conn.execute(delete(PendingDispatch).where(
+                PendingDispatch.project_id == project_id,
+                PendingDispatch.event_id.in_(event_ids)))
+    except Exception:  # the sweeper queues them again: harmless
+        log.exception("dispatch notes of %d events not cleared", len(event_ids))
+
+
+def dispatch_events(event_ids: list[int]) -> list[int]:
+    """Job: ``dispatch_event`` for each of a batch's events (idempotent, as it is)."""
+    return [m for event_id in event_ids for m in dispatch_event(event_id)]
+
+
 def _record_pending(project_id: int, event_id: int) -> None:
     insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
     with db.engine.begin() as conn:

@@ -12,9 +12,10 @@ from crowdpower.automations import (
     models,  # noqa: F401  (tables exist for create_all/Alembic)
     views,
 )
-from crowdpower.automations.engine import on_event
+from crowdpower.automations.engine import hold_dispatches, on_event
 from crowdpower.automations.views import customer_panel
 from crowdpower.extensions import csrf
+from crowdpower.jobs import after_commit
 from crowdpower.plugins import hookimpl
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,22 @@ def crowdpower_event_recorded(project_id, event_id):
     except Exception:
         log.exception("automations: could not attribute event %s of project %s",
                       event_id, project_id)
+
+
+@hookimpl
+def crowdpower_events_recording(project_id, event_ids):
+    """A batch (``record_events``), in its transaction: the dispatches it owes are noted
+    with the events and queued after commit (one job); attribution after commit."""
+    hold_dispatches(project_id, event_ids)
+    after_commit(lambda: _attribute_batch(project_id, event_ids))
+
+
+def _attribute_batch(project_id: int, event_ids: list[int]) -> None:
+    try:
+        attribution.on_events(project_id, event_ids)
+    except Exception:
+        log.exception("automations: could not attribute %d events of project %s",
+                      len(event_ids), project_id)
 
 
 @hookimpl

@@ -8,7 +8,7 @@ columns (``tests/host/test_seams.py`` enforces both). What is here:
   fast COPY path), ``ExternalCustomer``, ``upsert_customer``, ``normalise_email``;
 - traits: ``set_traits``, ``bulk_set_traits`` (``None`` deletes), ``get_traits``;
 - events: ``record_event`` (idempotent on ``external_id``; automations see it after
-  commit);
+  commit), ``record_events`` (the same for a batch of ``NewEvent``, a few statements);
 - jobs: ``enqueue``, ``enqueue_once``, ``after_commit`` (queues are declared by the plugin,
   namespaced ``<plugin>.<purpose>``), ``RetryPolicy`` (one retry helper: attempts,
   schedule or backoff with jitter, what is retryable);
@@ -35,9 +35,11 @@ from crowdpower.bulk import among, copies, copy_or
 from crowdpower.bulk import upsert as bulk_upsert
 from crowdpower.crypto import EncryptedText
 from crowdpower.customers import (
+    NewEvent,
     bulk_set_traits,
     get_traits,
     record_event,
+    record_events,
     set_traits,
     upsert_customer,
 )
@@ -76,7 +78,8 @@ __all__ = [
     "after_commit", "among", "copies", "copy_or", "api_error", "api_key_required", "bulk_set_traits",
     "bulk_upsert", "csrf_exempt", "current_project_id", "db", "disable", "enable", "enqueue",
     "enqueue_once", "get_by_id_and_project", "get_traits", "is_enabled", "iso", "login_required",
-    "match_or_create", "normalise_email", "project_required", "project_scope", "record_event",
+    "match_or_create", "NewEvent", "normalise_email", "project_required", "project_scope",
+    "record_event", "record_events",
     "set_traits", "setting", "unscoped", "upsert_customer", "utcnow",
     "log_context", "metric_counter", "metric_histogram", "ops_audit", "ops_echo",
     "ops_project_option", "ops_require_found", "ops_require_project",

@@ -111,7 +111,9 @@ def _drain_process(app, project_id: int) -> subprocess.Popen:
             "STRIPE_SECRET_KEY", "STRIPE_CLIENT_ID", "STRIPE_API_BASE", "STRIPE_CONNECT_BASE",
             "STRIPE_WEBHOOK_SECRET", "STRIPE_TEST_REQUESTS_PER_SECOND")
     config = {k: app.config.get(k) for k in keys}
-    config.update({"STRIPE_WEBHOOK_DRAIN_SECONDS": 120, "TESTING": True})
+    # Small batches: each is its own transaction, so the kill lands between or inside one.
+    config.update({"STRIPE_WEBHOOK_DRAIN_SECONDS": 120, "STRIPE_WEBHOOK_BATCH": 5,
+                   "TESTING": True})
     code = ("import json, os, sys\n"
             "from crowdpower import create_app, jobs\n"
             "app = create_app(json.loads(os.environ['DRAIN_CONFIG']))\n"

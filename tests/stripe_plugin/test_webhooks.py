@@ -429,6 +429,7 @@ def test_a_drain_yields_after_its_time_slice_and_asks_for_more(wired, shop, app,
                                                               held):
     project_id, _key, account, cus, _sub = shop
     app.config["STRIPE_WEBHOOK_DRAIN_SECONDS"] = 0
+    app.config["STRIPE_WEBHOOK_BATCH"] = 1  # the slice ends after a batch: here, one event
     client = app.test_client()
     for i in range(3):
         assert post(client, charge_event(wired.double, account, cus["id"], 100 + i)

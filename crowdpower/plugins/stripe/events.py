@@ -66,17 +66,26 @@ def apply_event(project_id: int, row: StripeWebhookEvent,
         return "ignored", str(exc)
 
 
-def _apply_event(project_id: int, row: StripeWebhookEvent,
-                 event: dict) -> tuple[str, str | None]:
-    conn = snapshot(project_id)
-    account = event.get("account")
+def refusal(conn: Connection | None, event: dict) -> tuple[str, str | None] | None:
+    """``("ignored", why)`` when the connection does not take this event, else None."""
     if conn is None or conn.status not in ("connected", "reconnect_needed") \
-            or conn.stripe_user_id != account:
+            or conn.stripe_user_id != event.get("account"):
         return "ignored", "the account is not connected to this project"
     livemode = bool(event.get("livemode"))
     if not accepts(conn, livemode):
         return "ignored", ("test-mode event on a live connection" if not livemode
                            else "live event on a test-mode connection")
+    return None
+
+
+def _apply_event(project_id: int, row: StripeWebhookEvent,
+                 event: dict) -> tuple[str, str | None]:
+    conn = snapshot(project_id)
+    refused = refusal(conn, event)
+    if refused is not None:
+        return refused
+    assert conn is not None
+    livemode = bool(event.get("livemode"))
     type_ = event["type"]
     if type_ == "account.application.deauthorized":
         mark_disconnected(project_id, "Access to the Stripe account was revoked in Stripe.")

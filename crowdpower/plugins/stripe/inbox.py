@@ -3,8 +3,10 @@
 The endpoint asks for a drain with ``enqueue_once``: a burst of a thousand events costs
 a thousand Redis ``SET NX`` and one queued ``drain_inbox`` job, not a thousand jobs, and
 a tenant never has more than one drain waiting, so its burst cannot queue ahead of other
-tenants. A failing event is retried by its own delayed job (``process_event``) with the
-inbox's retry policy, while the events behind it go on.
+tenants. The drain applies pending rows a batch at a time (``batch``: one transaction
+and a few statements for hundreds of events). A failing event is retried by its own
+delayed job (``process_event``) with the inbox's retry policy, while the events behind
+it go on.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import time
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 
+from crowdpower.plugins.stripe import batch
+from crowdpower.plugins.stripe.client import MissingPermission
 from crowdpower.plugins.stripe.connection import snapshot
 from crowdpower.plugins.stripe.events import apply_event, client_for
 from crowdpower.plugins.stripe.metrics import EVENTS_APPLIED
@@ -115,41 +119,151 @@ def sweep_inbox() -> int:
 def drain_inbox() -> int:
     """Job: apply this project's pending events, oldest first, for one time slice.
 
-    Rows are claimed ``FOR UPDATE SKIP LOCKED`` one at a time, each applied and committed
-    in its own transaction, so several workers can drain one busy project side by side
-    (a drain that starts on a backlog asks for a helper) and a crash loses nothing (the
-    row stays pending). After
-    ``STRIPE_WEBHOOK_DRAIN_SECONDS`` the job asks for another drain and returns: it joins
-    the back of the queue, behind other tenants' work. A failing event is marked
-    ``retry`` and re-tried by its own delayed ``process_event`` job, with backoff,
-    without holding up the events behind it. Returns the number of rows handled.
+    Rows are claimed ``FOR UPDATE SKIP LOCKED`` a batch at a time
+    (``STRIPE_WEBHOOK_BATCH``) and applied together in one transaction (``batch``), so
+    several workers can drain one busy project side by side (a drain that starts on a
+    backlog asks for a helper) and a crash loses nothing (the rows stay pending). An
+    event the batch does not handle (a customer or dispute event, a deauthorisation…) is
+    applied alone, as before, in order. If a batch fails, it is rolled back and its
+    events are applied one by one, so only a failing event is marked ``retry`` (and
+    re-tried by its own delayed ``process_event`` job, with backoff) while the others are
+    applied exactly once. After ``STRIPE_WEBHOOK_DRAIN_SECONDS`` the job asks for another
+    drain and returns: it joins the back of the queue, behind other tenants' work.
+    Returns the number of rows handled.
     """
     project_id = current_project_id()
     assert project_id is not None
     deadline = time.monotonic() + float(current_app.config["STRIPE_WEBHOOK_DRAIN_SECONDS"])
+    size = max(1, int(current_app.config.get("STRIPE_WEBHOOK_BATCH") or 1))
     handled = 0
     while True:
-        row = db.session.scalar(select(StripeWebhookEvent).where(
+        rows = list(db.session.scalars(select(StripeWebhookEvent).where(
             StripeWebhookEvent.project_id == project_id,
             StripeWebhookEvent.status == "pending").order_by(StripeWebhookEvent.id)
-            .limit(1).with_for_update(skip_locked=True))
-        if row is None:
+            .limit(size).with_for_update(skip_locked=True)))
+        if not rows:
             db.session.commit()
             return handled
-        row_id = row.id
-        if handled == 0 and _more_pending(project_id, row_id):
+        if handled == 0 and len(rows) == size and _more_pending(project_id, rows[-1].id):
             # A backlog: ask for a helper. It will do the same as it starts, so every
             # free worker joins in, one queued job at a time (others' jobs interleave).
             request_drain(project_id)
-        handled += 1
+        handled += _apply_claimed(project_id, rows)
+        if time.monotonic() >= deadline:
+            request_drain(project_id)
+            return handled
+
+
+def _apply_claimed(project_id: int, rows: list[StripeWebhookEvent]) -> int:
+    """Apply the leading run of claimed rows a batch handles, or the first row alone if
+    it is not one; commits (which releases the rows left over: still pending). Returns
+    the number of rows applied."""
+    _prepare_client(project_id)  # a token refresh commits: do it before the batch writes
+    conn = snapshot(project_id)
+    items: list[tuple[StripeWebhookEvent, dict]] = []
+    for row in rows:
+        try:
+            event = json.loads(row.payload)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict) or batch.plan(conn, event) == batch.SLOW:
+            break
+        items.append((row, event))
+    if not items:
+        row = rows[0]
         try:
             with log_context(stripe_event_id=row.event_id):
                 _process_row(project_id, row)
         except _Retry as retry:
-            _schedule_retry(row_id, project_id, retry.attempts)
-        if time.monotonic() >= deadline:
-            request_drain(project_id)
-            return handled
+            _schedule_retry(row.id, project_id, retry.attempts)
+        return 1
+    assert conn is not None
+    return _apply_batch(project_id, conn, items)
+
+
+def _apply_batch(project_id: int, conn, items: list[tuple[StripeWebhookEvent, dict]]) -> int:
+    """Apply ``items`` together and commit. If one event fails, it alone is marked
+    ``retry`` (an attempt, as if applied alone) and the batch is applied again without
+    it; a failure no event is to blame for (or one that applying alone treats as an
+    outcome: access refused, a permission missing) applies the events one by one."""
+    handled = 0
+    while items:
+        facts = [(row.id, row.event_id, row.type, (row.attempts or 0) + 1)
+                 for row, _e in items]
+        try:
+            with project_scope(project_id):
+                outcomes = batch.apply_batch(project_id, conn, items)
+            now = utcnow()
+            db.session.connection().execute(MARK_APPLIED, [
+                {"row_id": row_id, "new_status": outcomes[row_id][0],
+                 "note": outcomes[row_id][1], "done_at": now, "tries": tries}
+                for row_id, _event_id, _type, tries in facts])
+            db.session.commit()
+        except Exception as exc:
+            db.session.rollback()
+            culprit = exc.row_id if isinstance(exc, batch.BatchFailed) else None
+            cause = exc.__cause__ if isinstance(exc, batch.BatchFailed) else exc
+            if culprit is None or isinstance(cause, ReconnectNeeded | MissingPermission):
+                log.warning("a batch of %d webhook events failed (%s: %s): applying them "
+                            "one by one", len(facts), type(cause).__name__, cause)
+                for row_id, *_rest in facts:
+                    _apply_alone(project_id, row_id)
+                return handled + len(facts)
+            handled += 1
+            _fail_alone(project_id, culprit, cause)
+            ids = [row.id for row, _e in items if row.id != culprit]
+            claimed = {row.id: row for row in db.session.scalars(select(StripeWebhookEvent)
+                       .where(StripeWebhookEvent.project_id == project_id,
+                              StripeWebhookEvent.id.in_(ids),
+                              StripeWebhookEvent.status == "pending")
+                       .with_for_update(skip_locked=True))}
+            items = [(claimed[row.id], event) for row, event in items if row.id in claimed]
+            continue
+        for row_id, event_id, event_type, _tries in facts:
+            status = outcomes[row_id][0]
+            EVENTS_APPLIED.labels(type=event_type, status=status).inc()
+            with log_context(stripe_event_id=event_id):
+                log.debug("webhook row %s (%s) %s", row_id, event_type, status)
+        return handled + len(facts)
+    db.session.commit()
+    return handled
+
+
+def _fail_alone(project_id: int, row_id: int, exc: BaseException) -> None:
+    """The event a batch failed on: an attempt that failed, as if it had been applied
+    alone (unless another drain took it meanwhile)."""
+    row = db.session.scalar(select(StripeWebhookEvent).where(
+        StripeWebhookEvent.id == row_id, StripeWebhookEvent.project_id == project_id,
+        StripeWebhookEvent.status == "pending").with_for_update(skip_locked=True))
+    if row is None:
+        db.session.commit()
+        return
+    with log_context(stripe_event_id=row.event_id):
+        attempts = _record_failure(row.id, row.type, (row.attempts or 0) + 1, exc)
+    if attempts is not None:
+        _schedule_retry(row_id, project_id, attempts)
+
+
+MARK_APPLIED = (StripeWebhookEvent.__table__.update()
+                .where(StripeWebhookEvent.__table__.c.id == bindparam("row_id"))
+                .values(status=bindparam("new_status"), error=bindparam("note"),
+                        processed_at=bindparam("done_at"), attempts=bindparam("tries")))
+
+
+def _apply_alone(project_id: int, row_id: int) -> None:
+    """One event of a failed batch, in its own transaction (unless another drain has
+    taken or finished it meanwhile)."""
+    row = db.session.scalar(select(StripeWebhookEvent).where(
+        StripeWebhookEvent.id == row_id, StripeWebhookEvent.project_id == project_id,
+        StripeWebhookEvent.status == "pending").with_for_update(skip_locked=True))
+    if row is None:
+        db.session.commit()
+        return
+    try:
+        with log_context(stripe_event_id=row.event_id):
+            _process_row(project_id, row)
+    except _Retry as retry:
+        _schedule_retry(row_id, project_id, retry.attempts)
 
 
 def _more_pending(project_id: int, claimed: int) -> bool:
@@ -204,26 +318,37 @@ def _process_row(project_id: int, row: StripeWebhookEvent) -> str:
             status, note = apply_event(project_id, row, json.loads(row.payload))
     except Exception as exc:
         db.session.rollback()
-        if getattr(exc, "http_status", None) == 429:  # "slow down" is not a failure
-            attempts -= 1
-        final = retry_policy().gives_up(attempts)
-        db.session.execute(StripeWebhookEvent.__table__.update().where(
-            StripeWebhookEvent.id == inbox_id).values(
-            attempts=attempts, error=f"{type(exc).__name__}: {exc}"[:2000],
-            status="failed" if final else "retry", enqueued_at=utcnow()))
-        db.session.commit()
-        EVENTS_APPLIED.labels(type=event_type, status="failed" if final else "retry").inc()
-        if final:
-            log.exception("webhook row %s failed for good", inbox_id)
+        retry_after = _record_failure(inbox_id, event_type, attempts, exc)
+        if retry_after is None:
             return "failed"
-        log.warning("webhook row %s failed (attempt %d), retrying later: %s", inbox_id,
-                    attempts, exc)
-        raise _Retry(max(attempts, 1)) from exc
+        raise _Retry(retry_after) from exc
     row.status, row.error, row.processed_at = status, note, utcnow()
     db.session.commit()
     EVENTS_APPLIED.labels(type=event_type, status=status).inc()
     log.debug("webhook row %s (%s) %s", inbox_id, event_type, status)
     return status
+
+
+def _record_failure(inbox_id: int, event_type: str, attempts: int,
+                    exc: BaseException) -> int | None:
+    """Record a failed attempt (its transaction rolled back) and commit: ``retry``, or
+    ``failed`` after ``MAX_ATTEMPTS``; a 429 ("slow down") is not counted. Returns the
+    attempts to schedule the retry after, or None when it gave up."""
+    if getattr(exc, "http_status", None) == 429:  # "slow down" is not a failure
+        attempts -= 1
+    final = retry_policy().gives_up(attempts)
+    db.session.execute(StripeWebhookEvent.__table__.update().where(
+        StripeWebhookEvent.id == inbox_id).values(
+        attempts=attempts, error=f"{type(exc).__name__}: {exc}"[:2000],
+        status="failed" if final else "retry", enqueued_at=utcnow()))
+    db.session.commit()
+    EVENTS_APPLIED.labels(type=event_type, status="failed" if final else "retry").inc()
+    if final:
+        log.error("webhook row %s failed for good", inbox_id, exc_info=exc)
+        return None
+    log.warning("webhook row %s failed (attempt %d), retrying later: %s", inbox_id,
+                attempts, exc)
+    return max(attempts, 1)
 
 
 def _prepare_client(project_id: int) -> None:

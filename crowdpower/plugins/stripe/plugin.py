@@ -69,6 +69,8 @@ CONFIG_DEFAULTS = {
     "STRIPE_SWEEP_AFTER_SECONDS": 60,
     # A drain job works this long, then queues behind other tenants for more.
     "STRIPE_WEBHOOK_DRAIN_SECONDS": 2.0,
+    # Inbox rows a drain claims and applies together (one transaction, set-based writes).
+    "STRIPE_WEBHOOK_BATCH": 250,
     # The platform's test-mode key: reads test-mode objects of live accounts (opt-in test
     # data); unset, such look-ups are skipped and the event's note says so. It also
     # exchanges and refreshes the Stripe App's test-mode tokens.

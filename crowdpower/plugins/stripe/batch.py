@@ -1,0 +1,391 @@
+"""Applying a batch of inbox events at once, with the same outcome as one by one.
+
+A month-end burst is thousands of charges, invoices and subscription updates of
+customers we already know. Applied one at a time, each costs a transaction and ~18
+statements (link, stored copy, twin check, event, derived events, traits, after-commit
+queries). Here a batch of such events costs a handful of statements: the customers'
+links in one query, their mirrored objects in one, one upsert per object kind (newest
+data wins, as ``events._mirror``), the events in one ``record_events`` (idempotent on
+Stripe's event id; twins decided as ``events._is_twin`` does, in batch order), traits
+recomputed once per touched customer, automations told once (after commit).
+
+Only what ``events._apply_event`` does for these events is done, in the same order:
+each event sees the mirror as the events before it in the batch left it (an in-memory
+overlay of the customers' subscriptions and charges), so derived lifecycle events and
+the twin rule come out as they would one by one. Events this module does not handle
+(customer and dispute events, deauthorisations, test data of a live account) are
+``SLOW``: the drain applies them alone, with ``events.apply_event``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import stripe
+from flask import current_app
+from sqlalchemy import select
+
+from crowdpower.plugins.stripe import events as single
+from crowdpower.plugins.stripe import lifecycle, mapping, store
+from crowdpower.plugins.stripe.connection import Connection
+from crowdpower.plugins.stripe.models import StripeCustomerLink, StripeObject, StripeWebhookEvent
+from crowdpower.services import NewEvent, among, db, record_events, utcnow
+
+SLOW = "slow"
+MIRRORED = ("subscription", "charge")
+
+
+def plan(conn: Connection | None, event: dict) -> tuple[str, str | None] | str | None:
+    """How a batch treats ``event``: an outcome without any work (``(status, note)``),
+    ``SLOW`` (applied alone), or None (applied in the batch)."""
+    refused = single.refusal(conn, event)
+    if refused is not None:
+        return refused
+    assert conn is not None
+    type_ = event.get("type")
+    obj = mapping.event_object(event)
+    if type_ == "account.application.deauthorized" or obj.get("object") in (
+            "customer", "dispute") or (conn.livemode and not event.get("livemode")):
+        return SLOW
+    if conn.status == "reconnect_needed":
+        return "ignored", "reconnect needed: Stripe access was refused"
+    if mapping.event_name(event) is None and obj.get("object") not in MIRRORED:
+        return "ignored", f"{type_} is not used"
+    if not mapping.event_customer_id(event):
+        return "ignored", "the event names no customer"
+    return None
+
+
+@dataclass
+class _Row:
+    id: int
+    object_key: str | None
+    created: int
+    status: str = "pending"
+
+
+@dataclass
+class _Batch:
+    """What the batch knows of the database, kept current as its events are applied."""
+
+    project_id: int
+    conn: Connection
+    customers: dict[str, int | None | str] = field(default_factory=dict)
+    stripe_ids: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
+    synced: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    objects: dict[str, dict[tuple[str, str], dict]] = field(
+        default_factory=lambda: defaultdict(dict))  # by Stripe customer: (kind, id) → data
+    staged: dict[tuple[str, str], tuple[dict, datetime]] = field(default_factory=dict)
+    products: set[str] = field(default_factory=set)
+    versions: list[tuple[dict, datetime]] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)
+    prices: dict[str, dict] = field(default_factory=dict)
+    rows: dict[int, _Row] = field(default_factory=dict)
+    by_key: dict[str, list[_Row]] = field(default_factory=lambda: defaultdict(list))
+    by_prefix: dict[str, list[_Row]] = field(default_factory=lambda: defaultdict(list))
+    twins: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
+    records: list[NewEvent] = field(default_factory=list)
+    touched: set[int] = field(default_factory=set)
+    culprit: int | None = None  # the row being applied (a failure is its)
+
+
+def apply_batch(project_id: int, conn: Connection, items: list[tuple[StripeWebhookEvent, dict]]
+                ) -> dict[int, tuple[str, str | None]]:
+    """Apply events (rows locked by the caller, in order) in the current transaction;
+    ``{row id: (status, note)}``. Raises whatever a look-up or write raises: the caller
+    rolls back and applies the batch's events one by one."""
+    b = _Batch(project_id, conn)
+    verdicts = {}
+    for row, event in items:
+        b.rows[row.id] = mine = _Row(row.id, row.object_key, row.created)
+        b.by_key[mine.object_key or ""].append(mine)
+        b.by_prefix[_prefix(mine.object_key or "")].append(mine)
+        verdicts[row.id] = plan(conn, event)
+        assert verdicts[row.id] != SLOW, "the drain applies slow events alone"
+    work = [(row, event) for row, event in items if verdicts[row.id] is None]
+    outcomes: dict[int, tuple[str, str | None]] = {}
+    try:
+        if work:
+            _load(b, work)
+        for row, event in items:  # in order: each event sees what the ones before it did
+            verdict = verdicts[row.id]
+            b.culprit = row.id
+            outcome = _apply(b, row, event) if verdict is None else verdict
+            outcomes[row.id] = outcome  # type: ignore[assignment]
+            b.rows[row.id].status = outcome[0]  # type: ignore[index]
+        b.culprit = None
+        if work:
+            _write(b)
+    except Exception as exc:
+        raise BatchFailed(b.culprit) from exc
+    return outcomes
+
+
+class BatchFailed(Exception):
+    """Applying a batch raised (``__cause__``); ``row_id`` is the event it was applying,
+    None if the failure was the batch's (a shared read or write)."""
+
+    def __init__(self, row_id: int | None) -> None:
+        super().__init__(row_id)
+        self.row_id = row_id
+
+
+def _load(b: _Batch, work: list[tuple[StripeWebhookEvent, dict]]) -> None:
+    """Links, stored copies, mirrored objects, product names, tiered prices, twins."""
+    p = b.project_id
+    events = [e for _r, e in work]
+    first: dict[str, int] = {}
+    for row, event in work:
+        first.setdefault(mapping.event_customer_id(event) or "", row.id)
+    wanted = sorted(first)
+    b.customers.update(dict(db.session.execute(select(
+        StripeCustomerLink.stripe_customer_id, StripeCustomerLink.customer_id).where(
+        StripeCustomerLink.project_id == p,
+        among(StripeCustomerLink.stripe_customer_id, wanted))).all()))
+    for stripe_customer in sorted(set(wanted) - set(b.customers), key=first.__getitem__):
+        b.culprit = first[stripe_customer]  # a failing look-up is its first event's
+        b.customers[stripe_customer] = _resolve(b, stripe_customer)
+    b.culprit = None
+    customer_ids = sorted({c for c in b.customers.values() if isinstance(c, int)})
+    if customer_ids:
+        # Locked (in one order, so two batches cannot deadlock): a drain beside this one
+        # applying events of the same customers waits for this commit, then reads the
+        # mirror with these events in it; traits are never computed from a stale copy.
+        for cus, customer_id in db.session.execute(select(
+                StripeCustomerLink.stripe_customer_id, StripeCustomerLink.customer_id).where(
+                StripeCustomerLink.project_id == p,
+                among(StripeCustomerLink.customer_id, customer_ids))
+                .order_by(StripeCustomerLink.id).with_for_update()):
+            b.stripe_ids[customer_id].add(cus)
+    owners = sorted({s for ids in b.stripe_ids.values() for s in ids})
+    for kind, sid, cus, data in db.session.execute(select(
+            StripeObject.kind, StripeObject.stripe_id, StripeObject.customer_stripe_id,
+            StripeObject.data).where(StripeObject.project_id == p,
+                                     among(StripeObject.customer_stripe_id, owners),
+                                     StripeObject.kind.in_(MIRRORED))) if owners else []:
+        b.objects[cus][(kind, sid)] = data
+    keys = {(o["object"], o["id"]) for e in events
+            if (o := mapping.event_object(e)).get("object") in MIRRORED and o.get("id")}
+    for kind in MIRRORED:
+        ids = sorted(i for k, i in keys if k == kind)
+        if ids:
+            b.synced.update({(kind, sid): at for sid, at in db.session.execute(select(
+                StripeObject.stripe_id, StripeObject.synced_at).where(
+                StripeObject.project_id == p, StripeObject.kind == kind,
+                among(StripeObject.stripe_id, ids)))})
+    subs = [d for objs in b.objects.values() for (k, _i), d in objs.items()
+            if k == "subscription"]
+    subs += [o for e in events for o in (mapping.event_object(e), lifecycle.previous_state(e))
+             if o.get("object") == "subscription"]
+    product_ids = {p_ for sub in subs for item in mapping.items_of(sub)
+                   if isinstance(p_ := mapping.price_of(item).get("product"), str)}
+    if product_ids:
+        for sid, data in db.session.execute(select(StripeObject.stripe_id, StripeObject.data)
+                                            .where(StripeObject.project_id == p,
+                                                   StripeObject.kind == "product",
+                                                   among(StripeObject.stripe_id,
+                                                         sorted(product_ids)))):
+            b.products.add(sid)
+            if data and data.get("name"):
+                b.names[sid] = data["name"]
+    b.prices.update(store.tiered_prices(p, subs))
+    _load_twins(b, events)
+
+
+def _resolve(b: _Batch, stripe_customer: str) -> int | None | str:
+    """A customer without a link: fetched and linked (``events.resolve_customer``); the
+    reason as a string when it cannot be read."""
+    try:
+        return single.resolve_customer(b.project_id, b.conn, stripe_customer)
+    except single.CannotRead as exc:
+        return str(exc)
+
+
+def _load_twins(b: _Batch, events: list[dict]) -> None:
+    """Processed rows outside the batch with the object key of a batch event that is
+    recorded (the twin rule's first question; ``_is_twin`` asks the second when needed)."""
+    keys = sorted({row.object_key for row in b.rows.values() if row.object_key})
+    if not keys:
+        return
+    t = StripeWebhookEvent
+    for start in range(0, len(keys), 1000):
+        for row_id, key, created in db.session.execute(select(t.id, t.object_key, t.created)
+                                                       .where(
+                t.project_id == b.project_id, among(t.object_key, keys[start:start + 1000]),
+                t.status == "processed", t.id.not_in(list(b.rows)))):
+            b.twins[key].append((row_id, created))
+
+
+def _apply(b: _Batch, row: StripeWebhookEvent, event: dict) -> tuple[str, str | None]:
+    """``events._apply_event`` from the customer on, against the batch's state."""
+    occurred = datetime.fromtimestamp(int(event.get("created") or 0), UTC)
+    obj = mapping.event_object(event)
+    name = mapping.event_name(event)
+    stripe_customer = mapping.event_customer_id(event)
+    assert stripe_customer
+    customer_id = b.customers.get(stripe_customer)
+    if isinstance(customer_id, str):
+        return "ignored", customer_id
+    if customer_id is None:
+        return "ignored", f"customer {stripe_customer} not found in Stripe"
+    if obj.get("object") in MIRRORED:
+        completed = _mirror(b, obj, occurred)
+        if completed is not None:
+            event = {**event, "data": {**(event.get("data") or {}), "object": completed}}
+            obj = completed
+    status: tuple[str, str | None] = ("processed", None)
+    if name is not None:
+        if _is_twin(b, row):
+            status = ("duplicate", "same change as an event processed moments ago")
+        else:
+            if obj.get("object") == "subscription":
+                event = {**event, "data": {**(event.get("data") or {}), "object":
+                                           mapping.with_prices(obj, _prices(b, [obj]))}}
+            names = b.names if obj.get("object") == "subscription" else {}
+            b.records.append(NewEvent(customer_id, name,
+                                      mapping.event_properties(event, names),
+                                      occurred_at=occurred, source="stripe",
+                                      external_id=event["id"]))
+            _derive(b, customer_id, event, occurred)
+    b.touched.add(customer_id)
+    return status
+
+
+def _mirror(b: _Batch, obj: dict, occurred: datetime) -> dict | None:
+    """``events._mirror``: the stored copy is the batch's, the write is staged."""
+    kind = obj["object"]
+    stored = b.synced.get((kind, obj["id"]))
+    ids_only = kind == "subscription" and any(isinstance(d, str)
+                                              for d in obj.get("discounts") or [])
+    if ids_only or (stored is not None and stored >= occurred):
+        params = {"expand": single.FETCH_EXPAND[kind]} if single.FETCH_EXPAND[kind] else {}
+        try:
+            fresh = single.read(b.conn, f"/v1/{kind}s/{obj['id']}", **params)
+        except single.CannotRead:
+            fresh = None
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+        if fresh is not None:
+            obj, occurred = fresh, utcnow()
+        else:
+            ids_only = False
+    if kind == "subscription":
+        _ensure_products(b, obj)
+        _ensure_tiers(b, obj)
+    key = (kind, obj["id"])
+    for product in store.expanded_products([obj]) if kind == "subscription" else []:
+        b.products.add(product["id"])  # mirrored with the subscription (``upsert_pages``)
+        if product.get("name"):
+            b.names[product["id"]] = product["name"]
+    if kind == "subscription":
+        b.versions.append((obj, occurred))  # its expanded products are mirrored, whatever
+    if stored is None or stored <= occurred:  # the upsert's guard: not older wins
+        b.synced[key] = occurred
+        b.staged[key] = (obj, occurred)
+        cus = store.customer_id_of(obj)
+        for objs in b.objects.values():
+            objs.pop(key, None)
+        if cus:
+            b.objects[cus][key] = store.compact(kind, obj)
+    return obj if ids_only else None
+
+
+def _ensure_products(b: _Batch, sub: dict) -> None:
+    wanted = {p for p in (mapping.price_of(i).get("product") for i in mapping.items_of(sub))
+              if isinstance(p, str)}
+    for product_id in sorted(wanted - b.products):
+        try:
+            product = single.read(b.conn, f"/v1/products/{product_id}")
+        except (stripe.InvalidRequestError, single.CannotRead):
+            continue
+        store.upsert_objects(b.project_id, "product", [product], utcnow())
+        b.products.add(product_id)
+        if product.get("name"):
+            b.names[product_id] = product["name"]
+
+
+def _ensure_tiers(b: _Batch, sub: dict) -> None:
+    wanted = {p["id"] for p in map(mapping.price_of, mapping.items_of(sub))
+              if p.get("billing_scheme") == "tiered" and not p.get("tiers") and p.get("id")}
+    for price_id in sorted(wanted - set(b.prices)):
+        try:
+            price = single.read(b.conn, f"/v1/prices/{price_id}", expand=["tiers"])
+        except (stripe.InvalidRequestError, single.CannotRead):
+            continue
+        store.upsert_objects(b.project_id, "price", [price], utcnow())
+        b.prices[price_id] = store.compact("price", price)
+
+
+def _prices(b: _Batch, subs: list[dict]) -> dict[str, dict]:
+    """``store.tiered_prices`` of these subscriptions, from the batch's copy."""
+    ids = {p["id"] for sub in subs for item in mapping.items_of(sub)
+           if (p := mapping.price_of(item)).get("billing_scheme") == "tiered"
+           and not p.get("tiers") and p.get("id")}
+    return {i: b.prices[i] for i in ids if i in b.prices}
+
+
+def _is_twin(b: _Batch, row: StripeWebhookEvent) -> bool:
+    """``events._is_twin``, with the batch's rows at the status they have reached."""
+    window = int(current_app.config["STRIPE_DEDUPE_WINDOW_SECONDS"])
+    me = b.rows[row.id]
+    key = me.object_key or ""
+    low, high = me.created - window, me.created + window
+    found = [(i, c) for i, c in b.twins.get(key, []) if low <= c <= high]
+    found += [(r.id, r.created) for r in b.by_key.get(key, [])
+              if r.id != me.id and r.status == "processed" and low <= r.created <= high]
+    if not found:
+        return False
+    _twin_id, twin_created = max(found)
+    prefix = _prefix(key)
+    low, high = sorted((twin_created, me.created))
+    for r in b.by_prefix.get(prefix, []):
+        if r.id != me.id and r.object_key != key and (r.object_key or "").startswith(prefix) \
+                and r.status in ("processed", "pending", "retry") and low <= r.created <= high:
+            return False
+    events = StripeWebhookEvent
+    between = db.session.scalar(select(events.id).where(
+        events.project_id == b.project_id,
+        events.object_key.startswith(prefix, autoescape=True),
+        events.object_key != key, events.id.not_in(list(b.rows)),
+        events.status.in_(("processed", "pending", "retry")),
+        events.created.between(low, high)).limit(1))
+    return between is None
+
+
+def _prefix(object_key: str) -> str:
+    """The object part of an object key (``type:id:``), as ``events._is_twin`` cuts it."""
+    return ":".join(object_key.split(":")[:2]) + ":"
+
+
+def _derive(b: _Batch, customer_id: int, event: dict, occurred_at: datetime) -> None:
+    """``derived.record_derived`` against the batch's overlay of the mirror."""
+    subs: list[dict] = []
+    charges: list[dict] = []
+    for cus in b.stripe_ids.get(customer_id, ()):
+        for (kind, _sid), data in b.objects.get(cus, {}).items():
+            (subs if kind == "subscription" else charges).append(data)
+    touched = subs + [mapping.event_object(event), lifecycle.previous_state(event)]
+    prices = _prices(b, touched)
+    if prices:
+        subs = [mapping.with_prices(s, prices) for s in subs]
+        event = lifecycle.with_prices(event, prices)
+    for derived in lifecycle.derive(event, subs, charges, b.names):
+        b.records.append(NewEvent(customer_id, derived.name, derived.properties,
+                                  occurred_at=occurred_at, source="stripe",
+                                  external_id=lifecycle.external_id(event, derived)))
+
+
+def _write(b: _Batch) -> None:
+    """The staged mirror writes, the events, the traits: a few statements in all."""
+    for kind in MIRRORED:
+        pages = [([obj], at) for (k, _i), (obj, at) in b.staged.items() if k == kind]
+        if pages:
+            store.upsert_pages(b.project_id, kind, pages)
+    for sub, at in b.versions:  # as ``store.upsert_objects`` does, even if older
+        store.upsert_objects(b.project_id, "product", store.expanded_products([sub]), at)
+    record_events(b.project_id, b.records)
+    store.recompute_traits(b.project_id, b.touched)

@@ -1,0 +1,192 @@
+"""The inbox drained in batches: same outcome as one by one, failures isolated, no doubles.
+
+Events are stored through the real endpoint while the job runner is held, so they are
+all pending when one drain (run here, synchronously) claims them as one batch.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+
+import pytest
+
+from crowdpower import jobs
+from crowdpower.customers import get_traits
+from crowdpower.extensions import db
+from crowdpower.plugins.stripe import store
+from crowdpower.tenancy import project_scope
+from tests.conftest import BACKEND
+from tests.stripe_plugin.test_webhooks import (  # noqa: F401 - fixtures
+    charge_event,
+    customer_by_email,
+    events,
+    held,
+    inbox,
+    post,
+    shop,
+)
+
+DRAIN = "crowdpower.plugins.stripe.inbox.drain_inbox"
+
+
+def drain_once(project_id: int) -> int:
+    db.session.commit()
+    handled = jobs.execute(DRAIN, project_id, [], {})
+    db.session.expire_all()
+    return handled
+
+
+def amount_of(row) -> int:
+    return json.loads(row.payload)["data"]["object"]["amount"]
+
+
+def test_a_failing_event_in_a_batch_goes_to_retry_alone(wired, shop, app, held, drain):  # noqa: F811
+    project_id, _key, account, cus, _sub = shop
+    app.config["STRIPE_MAX_NETWORK_RETRIES"] = 0
+    double = wired.double
+    # A customer we have not seen: its event needs a look-up in Stripe, which fails.
+    new = double.create_customer(account, email="poison@example.com", emit=False)
+    client = app.test_client()
+    bodies = [charge_event(double, account, cus["id"], 100 + i) for i in range(3)]
+    bodies.append(charge_event(double, account, new["id"], 700))
+    bodies += [charge_event(double, account, cus["id"], 200 + i) for i in range(3)]
+    assert all(post(client, body).status_code == 200 for body in bodies)
+    double.faults.fail_next(account, n=50, status=500)
+    assert drain_once(project_id) == 7
+    rows = {amount_of(r): r for r in inbox() if r.type == "charge.failed"}
+    assert rows[700].status == "retry" and rows[700].attempts == 1
+    assert "500" in rows[700].error or "Error" in rows[700].error
+    good = [100, 101, 102, 200, 201, 202]
+    assert [(rows[a].status, rows[a].attempts) for a in good] == [("processed", 1)] * 6
+    recorded = events(project_id, "Stripe Charge Failed")
+    assert [e.properties["amount"] for e in recorded] == [a / 100 for a in good]
+    assert customer_by_email(project_id, "poison@example.com") is None
+    # Once Stripe answers, the retry applies it; nothing else is applied again.
+    double.faults.clear()
+    held()
+    drain()
+    rows = {amount_of(r): r for r in inbox() if r.type == "charge.failed"}
+    assert (rows[700].status, rows[700].attempts) == ("processed", 2)
+    recorded = events(project_id, "Stripe Charge Failed")
+    assert sorted(e.properties["amount"] for e in recorded) == sorted(
+        [a / 100 for a in good] + [7.0])
+    assert customer_by_email(project_id, "poison@example.com") is not None
+
+
+def test_a_batch_applies_one_customers_events_in_order(wired, shop, held, drain):  # noqa: F811
+    project_id, _key, account, _cus, sub = shop
+    double = wired.double
+    double.update_subscription(account, sub["id"], quantity=2)
+    double.update_subscription(account, sub["id"], quantity=3)
+    double.update_subscription(account, sub["id"], quantity=2)
+    double.webhooks.flush(10)
+    assert len(inbox("pending")) == 3
+    assert drain_once(project_id) == 3
+    updates = events(project_id, "Stripe Subscription Updated")
+    assert [e.properties["quantity"] for e in updates] == [2, 3, 2]
+    # Each derived event compares with the state the events before it left.
+    ups = events(project_id, "Stripe Subscription Upgraded")
+    assert [(e.properties["mrr_before"], e.properties["mrr_after"]) for e in ups] \
+        == [(29.0, 58.0), (58.0, 87.0)]
+    [down] = events(project_id, "Stripe Subscription Downgraded")
+    assert (down.properties["mrr_before"], down.properties["mrr_after"]) == (87.0, 58.0)
+    ann = customer_by_email(project_id, "ann@example.com")
+    traits = get_traits(project_id, [ann.id])[ann.id]
+    assert traits["stripe_mrr"] == 58.0  # the newest state, not the last one applied
+    held()
+    drain()
+
+
+def test_twins_and_redeliveries_in_one_batch_are_recorded_once(wired, shop, held, drain):  # noqa: F811
+    project_id, _key, account, cus, _sub = shop
+    double = wired.double
+    charge = double.create_charge(account, cus["id"], 900, "usd", status="failed")
+    twin = double.emit(account, "charge.failed", charge)  # another event id, same change
+    double.webhooks.duplicate_next(1)  # the same event delivered twice
+    double.create_charge(account, cus["id"], 1500, "usd")
+    double.webhooks.flush(10)
+    assert len(double.webhooks.delivered(type_="charge.succeeded")) == 2
+    assert len(inbox("pending")) == 3
+    assert drain_once(project_id) == 3
+    assert [e.properties["amount"] for e in events(project_id, "Stripe Charge Failed")] \
+        == [9.0]
+    assert [e.properties["amount"] for e in events(project_id, "Stripe Charge Succeeded")] \
+        == [15.0]
+    assert [r.status for r in inbox() if r.event_id == twin["id"]] == ["duplicate"]
+    assert Counter(r.status for r in inbox() if r.type.startswith("charge.")) \
+        == {"processed": 2, "duplicate": 1}
+    held()
+    drain()
+
+
+def test_events_the_batch_does_not_handle_are_applied_alone_in_their_place(
+        wired, shop, held, drain):  # noqa: F811
+    project_id, _key, account, cus, _sub = shop
+    double = wired.double
+    double.create_charge(account, cus["id"], 1100, "usd")
+    double.update_customer(account, cus["id"], email="ann.new@example.com")
+    double.create_charge(account, cus["id"], 1200, "usd")
+    double.webhooks.flush(10)
+    pending = [r.id for r in inbox("pending")]
+    assert len(pending) == 3
+    assert drain_once(project_id) == 3
+    assert [(r.type, r.status, r.attempts) for r in inbox() if r.id in pending] == [
+        ("charge.succeeded", "processed", 1), ("customer.updated", "processed", 1),
+        ("charge.succeeded", "processed", 1)]
+    assert [e.properties["amount"] for e in events(project_id, "Stripe Charge Succeeded")] \
+        == [11.0, 12.0]
+    held()
+    drain()
+
+
+@pytest.mark.skipif(BACKEND != "postgres", reason="two writers at once need PostgreSQL")
+def test_two_drains_side_by_side_apply_every_event_once(wired, shop, app, held, drain):  # noqa: F811
+    project_id, _key, account, cus, _sub = shop
+    double = wired.double
+    app.config["STRIPE_WEBHOOK_BATCH"] = 7
+    others = [double.create_customer(account, email=f"c{i}@example.com")["id"]
+              for i in range(3)]
+    double.webhooks.flush(10)
+    client = app.test_client()
+    people = [cus["id"], *others]
+    bodies = [charge_event(double, account, people[i % 4], 1000 + i, status="succeeded")
+              for i in range(60)]
+    assert all(post(client, body).status_code == 200 for body in bodies)
+    db.session.commit()
+    handled: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with app.app_context():
+                while n := jobs.execute(DRAIN, project_id, [], {}):
+                    handled.append(n)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    rows = [r for r in inbox() if r.type == "charge.succeeded"]
+    assert len(rows) >= 60
+    assert {(r.status, r.attempts) for r in rows} == {("processed", 1)}
+    amounts = [e.properties["amount"] for e in events(project_id, "Stripe Charge Succeeded")]
+    assert sorted(amounts) == [(1000 + i) / 100 for i in range(60)]
+    # Every customer's traits are those of the whole mirror (no drain computed them from
+    # a copy without the other drain's events): recomputing now changes nothing.
+    ids = [customer_by_email(project_id, e).id
+           for e in ("ann@example.com", "c0@example.com", "c1@example.com", "c2@example.com")]
+    stored = get_traits(project_id, ids)
+    spent = sorted(stored[i]["stripe_total_spent"] for i in ids)
+    assert sum(spent) == pytest.approx(sum(amounts))
+    with project_scope(project_id):
+        store.recompute_traits(project_id, ids)
+    assert get_traits(project_id, ids) == stored
+    db.session.rollback()
+    held()
+    drain()
