@@ -79,7 +79,6 @@ LISTS = {
     # Lost disputes reduce lifetime spend; the charge (expanded) names the customer.
     "disputes": ("dispute", "/v1/disputes", {"expand": ["data.charge"]}),
 }
-TRAITS_BATCH = 1000
 RATE_LIMIT_BUDGET = 20  # consecutive 429s worth one ordinary failure
 
 
@@ -257,6 +256,7 @@ class Syncer:
         self.project_id = run.project_id
         self.page_size = int(setting("STRIPE_SYNC_PAGE_SIZE"))
         self.flush_objects = int(setting("STRIPE_SYNC_FLUSH_OBJECTS"))
+        self.traits_batch = max(1, int(setting("STRIPE_SYNC_TRAITS_BATCH")))
         self.stripe_seconds = 0.0  # waiting on Stripe (reported in counts["stripe_ms"])
         self.next_analyze = 1000  # statistics are refreshed as bulk-loaded tables double
         self.backoff_base = float(setting("STRIPE_SYNC_BACKOFF_BASE"))
@@ -345,6 +345,7 @@ class Syncer:
         pages: list[tuple[list[dict], datetime]] = []
         buffered = 0
         cursor = (self.run.cursors or {}).get(kind)
+        self.fresh = not cursor and not store.has_objects(self.project_id, kind)
 
         def params(after: str | None) -> dict:
             return {"limit": self.page_size, **extra, **({"starting_after": after}
@@ -377,7 +378,7 @@ class Syncer:
         run = self.run
         started = time.monotonic()
         objects = [o for page, _at in pages for o in page]
-        store.upsert_pages(self.project_id, kind, pages)
+        store.upsert_pages(self.project_id, kind, pages, fresh=self.fresh)
         if kind == "customer":
             store.link_customers(self.project_id, objects)
             written = (run.counts or {}).get(phase, 0) + len(objects)
@@ -401,36 +402,71 @@ class Syncer:
         self._checkpoint(phase, started)
 
     def _traits(self) -> bool:
-        """Recompute traits of every linked customer in id-ordered, checkpointed batches."""
+        """Recompute traits of every linked customer in id-ordered, checkpointed batches.
+
+        On PostgreSQL a batch is written (its own transaction, on a helper thread) while
+        the next one is read and computed: the write is the database's work, the mapping
+        ours, so they overlap. The cursor moves past a batch only once it is committed,
+        so a killed worker recomputes at most two batches (traits are idempotent).
+        """
         run = self.run
         links = StripeCustomerLink
         self._analyze("stripe_objects", "stripe_customer_links", "customers", "trait_values")
-        next_analyze = max(1000, 2 * (run.customers_processed or 0))
+        self.next_analyze = max(1000, 2 * (run.customers_processed or 0))
         if not (run.cursors or {}).get("traits"):
             run.customers_total = db.session.scalar(select(
                 func.count(func.distinct(links.customer_id))).where(
                 links.project_id == self.project_id)) or 0
             run.customers_processed = 0
-        while True:
-            if time.monotonic() > self.deadline:
-                self._checkpoint()
-                return False
-            after = (run.cursors or {}).get("traits") or 0
-            ids = list(db.session.scalars(select(links.customer_id).where(
-                links.project_id == self.project_id, links.customer_id > after)
-                .group_by(links.customer_id).order_by(links.customer_id).limit(TRAITS_BATCH)))
-            if not ids:
-                run.customers_total = max(run.customers_total or 0, run.customers_processed)
-                self._checkpoint()
-                return True
-            started = time.monotonic()
-            store.recompute_traits(self.project_id, ids)
-            run.customers_processed = (run.customers_processed or 0) + len(ids)
-            if run.customers_processed >= next_analyze:
-                self._analyze("trait_values")
-                next_analyze = 2 * run.customers_processed
-            run.cursors = {**(run.cursors or {}), "traits": ids[-1]}
-            self._checkpoint("traits", started)
+        overlap = db.engine.dialect.name == "postgresql"
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        after = (run.cursors or {}).get("traits") or 0
+        pending: tuple[Future | None, list[int]] | None = None
+        self.traits_mark = time.monotonic()  # the phase's time is counted between checkpoints
+        with ThreadPoolExecutor(1, thread_name_prefix="stripe-sync-traits") as pool:
+            while True:
+                if time.monotonic() > self.deadline:
+                    self._traits_written(pending)
+                    self._checkpoint()
+                    return False
+                ids = list(db.session.scalars(select(links.customer_id).where(
+                    links.project_id == self.project_id, links.customer_id > after)
+                    .group_by(links.customer_id).order_by(links.customer_id)
+                    .limit(self.traits_batch)))
+                if not ids:
+                    self._traits_written(pending)
+                    run.customers_total = max(run.customers_total or 0,
+                                              run.customers_processed)
+                    self._checkpoint()
+                    return True
+                rows = store.compute_traits(self.project_id, ids)
+                after = ids[-1]
+                if not overlap:
+                    store.write_traits(self.project_id, rows)
+                    self._traits_written((None, ids))
+                    continue
+                self._traits_written(pending)
+                pending = (pool.submit(_write_traits, app, self.project_id, rows), ids)
+
+    def _traits_written(self, batch: tuple[Future | None, list[int]] | None) -> None:
+        """Wait for a batch's write, then move the cursor past it (one checkpoint)."""
+        if batch is None:
+            return
+        future, ids = batch
+        while future is not None:
+            try:
+                future.result(timeout=self.lease.ttl / 3)
+                break
+            except FutureTimeout:
+                self._checkpoint()  # keeps the lease while the database works
+        run = self.run
+        run.customers_processed = (run.customers_processed or 0) + len(ids)
+        if run.customers_processed >= self.next_analyze:
+            self._analyze("trait_values")
+            self.next_analyze = 2 * run.customers_processed
+        run.cursors = {**(run.cursors or {}), "traits": ids[-1]}
+        self._checkpoint("traits", self.traits_mark)
+        self.traits_mark = time.monotonic()
 
     def _analyze(self, *tables: str) -> None:
         """Refresh PostgreSQL's statistics of tables this run is bulk-loading.
@@ -547,6 +583,13 @@ class Syncer:
 
     def _backoff(self, failures: int) -> float:
         return self.retry.delay(failures)
+
+
+def _write_traits(app, project_id: int, rows: list) -> None:
+    """On the sync's helper thread: write one batch of traits in its own transaction."""
+    with app.app_context(), project_scope(project_id):
+        store.write_traits(project_id, rows)
+        db.session.commit()
 
 
 def _describe(path: str, exc: stripe.StripeError) -> str:
