@@ -106,7 +106,8 @@ def git_state() -> tuple[str, bool]:
     rev = git("rev-parse", "--short", "HEAD") or "?"
     # The scripts' own outputs do not make the measured code dirty.
     dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ":/",
-                     f":!{RESULTS.relative_to(ROOT)}", f":!{FIGURES.relative_to(ROOT)}"))
+                     f":(top,exclude){RESULTS.relative_to(ROOT)}",
+                     f":(top,exclude){FIGURES.relative_to(ROOT)}"))
     return rev, dirty
 
 
