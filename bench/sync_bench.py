@@ -319,7 +319,7 @@ def main() -> None:
     else:
         floor = pages / args.rate
         ratio = median([r["seconds"] for r in results]) / floor
-        lines += ["", f"Page floor at {args.rate} req/s: {pages:,} pages / {args.rate} = "
+        lines += ["", f"Page floor at {args.rate:g} req/s: {pages:,} pages / {args.rate:g} = "
                   f"{floor:.1f} s; the median sync took {ratio:.2f}× that."]
         key = f"sync_vs_page_floor_{args.rate:g}rps"
         figures[key if args.rate == 100 else f"{key}_{size}"] = (

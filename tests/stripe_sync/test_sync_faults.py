@@ -315,19 +315,29 @@ def test_rate_limiter_spaces_requests(app):
 
 @pytest.fixture
 def short_slices(app_config):
-    """Traits batches of 20 customers and 0.2 s slices: the traits phase spans several
-    jobs, each ending with a batch written on the helper thread and then checkpointed."""
-    app_config.update({"STRIPE_SYNC_TRAITS_BATCH": 20, "STRIPE_SYNC_SLICE_SECONDS": 0.2})
+    """Traits batches of 20 customers and 0.2 s slices: the lists and the traits phase
+    span several jobs; a list slice ends with pages fetched ahead and never written, a
+    traits slice with a batch written on the helper thread, then checkpointed."""
+    app_config.update({"STRIPE_SYNC_TRAITS_BATCH": 20, "STRIPE_SYNC_SLICE_SECONDS": 0.2,
+                       "STRIPE_TEST_REQUESTS_PER_SECOND": 40})
 
 
-def test_traits_phase_over_many_slices_counts_each_customer_once(
+def test_sync_over_many_slices_counts_each_call_and_customer_once(
         short_slices, stripe_double, tenant, connect_account, start_sync, wait_sync):
     project_id, _key, _c = tenant
     account = seeded(stripe_double, connect_account, project_id, 300, 44)
+    stripe_double.reset_request_log()
     start_sync(project_id)
     run = wait_sync(project_id, timeout=120)
     assert run.state == "succeeded", run.error
     assert run.attempts > 2  # the run went through several slices
+    # Pages fetched ahead when a slice ended are written by it, not fetched again; every
+    # call is counted, as Stripe counts them.
+    calls = list_calls(stripe_double, account)
+    assert run.api_calls == sum(calls.values())
+    objects = account_objects(account)
+    assert calls["/v1/customers"] == pages(len(objects["customer"]))
+    assert calls["/v1/charges"] == pages(len(objects["charge"]))
     with project_scope(project_id):
         linked = db.session.scalar(select(func.count(func.distinct(
             StripeCustomerLink.customer_id))).where(

@@ -26,8 +26,11 @@ a Resync then starts a new run from the failed run's checkpoint (``resumed_from_
 from __future__ import annotations
 
 import logging
+import queue
 import secrets
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -93,6 +96,79 @@ class Fetched:
     seconds: float = 0.0
     error: str | None = None
     missing_permission: str | None = None
+    fetched_at: datetime | None = None  # the write's ordering stamp: when Stripe answered
+
+
+class Prefetcher:
+    """Fetches the pages of one list in order on a helper thread, up to ``depth`` ahead of
+    the consumer (the next cursor is the last id of the page before, so one thread)."""
+
+    def __init__(self, fetch: Callable[[str, dict], Fetched], path: str,
+                 params: Callable[[str | None], dict], cursor: str | None,
+                 depth: int) -> None:
+        self.pages: queue.Queue[Fetched] = queue.Queue(maxsize=depth)
+        self.fetched_at = utcnow()
+        self._fetch, self._path, self._params = fetch, path, params
+        self._stopping = threading.Event()
+        self._unsent: list[Fetched] = []
+        self._thread = threading.Thread(target=self._run, args=(cursor,), daemon=True,
+                                         name="stripe-sync-fetch")
+        self._thread.start()
+
+    def _run(self, after: str | None) -> None:
+        try:
+            self._produce(after)
+        except Exception as exc:  # a bug, not a Stripe error: the consumer raises it
+            self._hand_over(exc)
+
+    def _hand_over(self, item: Fetched | Exception) -> bool:
+        """Queue an item once there is room; False (kept aside) if stopped meanwhile."""
+        while not self._stopping.is_set():
+            try:
+                self.pages.put(item, timeout=0.05)  # type: ignore[arg-type]
+                return True
+            except queue.Full:
+                continue
+        if isinstance(item, Fetched):
+            self._unsent.append(item)
+        return False
+
+    def _produce(self, after: str | None) -> None:
+        while not self._stopping.is_set():
+            got = self._fetch(self._path, self._params(after))
+            got.fetched_at = utcnow()
+            if not self._hand_over(got):
+                return
+            objects = (got.data or {}).get("data") or []
+            if got.error or not (got.data or {}).get("has_more") or not objects:
+                return
+            after = objects[-1]["id"]
+
+    def get(self, timeout: float) -> Fetched:
+        """The next page (``TimeoutError`` if none came within ``timeout`` seconds)."""
+        try:
+            got = self.pages.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError from None
+        if isinstance(got, Exception):
+            raise got
+        self.fetched_at = got.fetched_at or utcnow()
+        return got
+
+    def stop(self) -> list[Fetched]:
+        """Stop fetching; the pages fetched but not yet taken, in order."""
+        self._stopping.set()
+        self._thread.join()
+        left: list[Fetched] = []
+        while True:  # in order: the queued pages, then the one fetched after them
+            try:
+                got = self.pages.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(got, Fetched):
+                left.append(got)
+        left, self._unsent = left + self._unsent, []
+        return left
 
 
 class SyncFailed(Exception):
@@ -336,10 +412,11 @@ class Syncer:
     def _list(self, phase: str) -> bool:
         """Page through one account-wide list; False if the slice ran out first.
 
-        The next page is fetched (on one helper thread) while this one is written, so a
-        rate-capped sync is as fast as Stripe's limit allows. Pages are written, and the
-        cursor checkpointed, every ``STRIPE_SYNC_FLUSH_OBJECTS`` objects: memory stays
-        bounded, and a killed worker re-fetches at most that many.
+        A helper thread fetches pages ahead (up to ``STRIPE_SYNC_FLUSH_OBJECTS`` worth)
+        while this one writes, so the sync goes at Stripe's pace, not ours: writing never
+        stops the fetching. Pages are written, and the cursor checkpointed, every
+        ``STRIPE_SYNC_FLUSH_OBJECTS`` objects: memory stays bounded, and a killed worker
+        re-fetches at most twice that many.
         """
         kind, path, extra = LISTS[phase]
         pages: list[tuple[list[dict], datetime]] = []
@@ -351,19 +428,25 @@ class Syncer:
             return {"limit": self.page_size, **extra, **({"starting_after": after}
                                                          if after else {})}
 
-        with ThreadPoolExecutor(1, thread_name_prefix="stripe-sync-fetch") as pool:
-            future = pool.submit(self._fetch, path, params(cursor))
+        ahead = Prefetcher(self._fetch, path, params, cursor,
+                           max(1, self.flush_objects // max(1, self.page_size)))
+        try:
             while True:
-                page = self._await(future)
+                page = self._await(ahead.get)
                 objects = page.get("data") or []
-                pages.append((objects, utcnow()))
+                pages.append((objects, ahead.fetched_at))
                 buffered += len(objects)
-                if objects:
-                    cursor = objects[-1]["id"]
                 more = bool(page.get("has_more")) and bool(objects)
                 out_of_time = time.monotonic() > self.deadline
-                if more and not out_of_time:
-                    future = pool.submit(self._fetch, path, params(cursor))
+                if out_of_time and more:
+                    # Pages already fetched ahead are written now, not fetched again.
+                    for got in ahead.stop():
+                        if got.error or not more:
+                            self._count(got)
+                            continue
+                        objects = self._take(got).get("data") or []
+                        pages.append((objects, got.fetched_at or utcnow()))
+                        more = bool(got.data.get("has_more")) and bool(objects)
                 if buffered >= self.flush_objects or not more or out_of_time:
                     self._flush(phase, kind, pages, more)
                     pages, buffered = [], 0
@@ -371,6 +454,9 @@ class Syncer:
                     return True
                 if out_of_time:
                     return False
+        finally:
+            for got in ahead.stop():  # fetched, never written: their calls still count
+                self._count(got)
 
     def _flush(self, phase: str, kind: str, pages: list[tuple[list[dict], datetime]],
                more: bool) -> None:
@@ -532,17 +618,25 @@ class Syncer:
                     return got
                 time.sleep(wait if wait is not None else self._backoff(max(1, round(failures))))
 
-    def _await(self, future: Future) -> dict:
-        """The fetched page, keeping the lease alive meanwhile; counts every call."""
+    def _await(self, get: Callable[[float], Fetched]) -> dict:
+        """The next fetched page, keeping the lease alive meanwhile; counts every call."""
         while True:
             try:
-                got: Fetched = future.result(timeout=self.lease.ttl / 3)
+                got = get(self.lease.ttl / 3)
                 break
-            except FutureTimeout:
+            except TimeoutError:
                 self._checkpoint()
-        run = self.run
-        run.api_calls = (run.api_calls or 0) + got.calls
+        return self._take(got)
+
+    def _count(self, got: Fetched) -> None:
+        """Account a fetch's calls and time (every call counts, used or not)."""
+        self.run.api_calls = (self.run.api_calls or 0) + got.calls
         self.stripe_seconds += got.seconds
+
+    def _take(self, got: Fetched) -> dict:
+        """A fetched page's data, its calls and retries counted; its error raised."""
+        run = self.run
+        self._count(got)
         if got.retries:
             API_RETRIES.labels(reason="rate_limited").inc(got.rate_limited)
             API_RETRIES.labels(reason="error").inc(got.retries - got.rate_limited)
