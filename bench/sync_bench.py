@@ -321,10 +321,19 @@ def main() -> None:
         ratio = median([r["seconds"] for r in results]) / floor
         lines += ["", f"Page floor at {args.rate:g} req/s: {pages:,} pages / {args.rate:g} = "
                   f"{floor:.1f} s; the median sync took {ratio:.2f}× that."]
+        # The double shares the box's two cores: when it answers slower than the cap,
+        # its own time is the floor we can reach here.
+        served = median([r["stripe_s"] for r in results])
+        reachable = max(floor, served)
+        lines += [f"The Stripe double spent {served:.1f} s answering ({pages / served:.0f} "
+                  f"pages/s on this box); against max(page floor, that) the sync took "
+                  f"{median([r['seconds'] for r in results]) / reachable:.2f}×."]
         key = f"sync_vs_page_floor_{args.rate:g}rps"
-        figures[key if args.rate == 100 else f"{key}_{size}"] = (
+        size_key = "" if args.rate == 100 and args.customers == 100_000 else f"_{size}"
+        figures[key + size_key] = (
             ratio, f"{size} customers, median {median([r['seconds'] for r in results]):.1f} s "
-            f"vs floor {floor:.1f} s")
+            f"vs floor {floor:.1f} s; {median([r['seconds'] for r in results]) / reachable:.2f}"
+            f"× the double's own time ({served:.1f} s)")
     append_results(f"Stripe initial sync, {args.customers:,} customers", lines, figures)
 
 
