@@ -200,6 +200,8 @@ def append_results(title: str, lines: list[str],
     ``figures`` entry (``key: (value, detail)``) becomes the latest of its target."""
     block = [f"\n## {title} — {_stamp()}", "", f"Machine: {machine_facts()}", "", *lines, ""]
     print("\n".join(block))
+    if os.environ.get("BENCH_NO_RECORD"):  # a comparison run, summarised by hand
+        return
     _write_summary()
     with RESULTS.open("a") as f:
         f.write("\n".join(block) + "\n")
