@@ -151,7 +151,7 @@ def _number(value: float, unit: str) -> str:
         return f"{value:.2f}×"
     if unit == "%":
         return f"{value:.1f}%"
-    return f"{value:,.0f} {unit}" if abs(value) >= 100 else f"{value:,.1f} {unit}"
+    return (f"{value:,.0f} {unit}" if abs(value) >= 100 else f"{value:,.1f} {unit}").strip()
 
 
 def summary_lines() -> list[str]:
