@@ -63,6 +63,19 @@ class CrowdPowerGroup(FlaskGroup):
         for batch in pm.hook.crowdpower_cli_commands():
             for command in batch or []:
                 self.add_command(command)
+        if "demo" not in self.commands:
+            self.add_command(demo_not_installed)
+
+
+@click.command("demo", context_settings={"ignore_unknown_options": True,
+                                         "allow_extra_args": True})
+def demo_not_installed() -> None:
+    """The demo (not installed: it comes with a development distribution)."""
+    raise click.ClickException(
+        "`crowdpower demo` is added by the development distribution that carries the demo "
+        "and its fake payment provider; it is kept out of the product's wheel, and it is not "
+        "installed here. From a source checkout run ./scripts/demo: it installs that "
+        "distribution and starts the demo (README, 'The demo').")
 
 
 cli = CrowdPowerGroup(create_app=_create_app, help="CrowdPower management commands.")

@@ -1,6 +1,7 @@
 """Trait and event definitions as the screens read them: the project's stored rows
 (name, type) merged with what plugins declare through their hooks (``format``,
-``currency_trait``, ``group``; events' ``formats`` and ``sentence``)."""
+``currency_trait``, ``currency_fallback_trait``, ``group``; events' ``formats`` and
+``sentence``)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def trait_specs(project_id: int) -> dict[str, dict]:
     for batch in get_pm().hook.crowdpower_trait_definitions(project_id=project_id):
         for spec in batch or []:
             specs[spec["key"]] = {**spec, **specs.get(spec["key"], {}),
-                                  **{k: spec[k] for k in ("format", "currency_trait", "group")
+                                  **{k: spec[k] for k in ("format", "currency_trait",
+                                                          "currency_fallback_trait", "group")
                                      if k in spec}}
     return specs
 

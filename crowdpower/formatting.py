@@ -3,8 +3,10 @@ and event sentences. Pure functions; the web layer wraps them in HTML.
 
 Plugins declare how their values read through their trait and event definitions (hooks
 ``crowdpower_trait_definitions`` / ``crowdpower_event_definitions``): a trait's ``format``
-(``money``, ``datetime``, ``boolean``, ``list``, ``number``, ``code``, ``text``; by default
-from its ``type``) and ``currency_trait`` (the trait naming a money trait's currency); an
+(``money``, ``datetime``, ``boolean``, ``list``, ``number``, ``code``, ``currency``,
+``text``; by default
+from its ``type``) and ``currency_trait`` (the trait naming a money trait's currency;
+``currency_fallback_trait`` is read when that one is not set, e.g. on older data); an
 event's ``formats`` (property → format; money properties take their currency from the
 ``currency`` property) and ``sentence`` (see :func:`render_sentence`).
 """
@@ -114,6 +116,8 @@ def format_value(value: Any, fmt: str | None = None, currency: str | None = None
         return Shown(f"{value:,}")
     if fmt == "code":
         return Shown(str(value), kind="code")
+    if fmt == "currency":  # an ISO 4217 code, as people write it
+        return Shown(str(value).upper())
     return Shown(str(value))
 
 
@@ -127,7 +131,9 @@ def format_trait(key: str, traits: dict, specs: dict[str, dict],
                  now: datetime | None = None) -> Shown:
     """A customer's trait, formatted by its definition (money reads its currency trait)."""
     spec = specs.get(key) or {}
-    currency = traits.get(spec["currency_trait"]) if spec.get("currency_trait") else None
+    currency = None
+    for name in (spec.get("currency_trait"), spec.get("currency_fallback_trait")):
+        currency = currency or (traits.get(name) if name else None)
     return format_value(traits.get(key), trait_format(spec), currency, now)
 
 

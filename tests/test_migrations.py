@@ -50,7 +50,7 @@ def test_db_upgrade_builds_the_models_schema(empty_database, monkeypatch):
     assert diff == [], f"models and migrations differ: {diff}"
     with engine.connect() as conn:
         heads = {row[0] for row in conn.exec_driver_sql("SELECT version_num FROM alembic_version")}
-    assert "0005_stripe_i15" in heads  # the Stripe branch (at its latest revision; it depends on the host's) applied
+    assert "0006_stripe_i16" in heads  # the Stripe branch (at its latest revision; it depends on the host's) applied
     engine.dispose()
 
 
@@ -80,4 +80,38 @@ def test_projects_connected_before_the_lifecycle_events_get_their_definitions(
             "SELECT name, description FROM event_definitions WHERE project_id = 1").all())
     assert len(rows) == 7 and rows["Stripe Trial Started"] == "kept"
     assert "Stripe Payment Recovered" in rows
+    engine.dispose()
+
+
+def test_projects_with_stripe_before_the_spend_currencies_get_their_definitions(
+        empty_database, monkeypatch):
+    from crowdpower.cli import cli
+
+    monkeypatch.setenv("DATABASE_URL", empty_database)
+    monkeypatch.setenv("SECRET_KEY", "migration-test")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["db", "upgrade", "0005_stripe_i15"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    engine = create_engine(empty_database)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO projects (id, name, settings, created_at) VALUES "
+                             "(1, 'Old', '{}', '2026-01-01 00:00:00'), "
+                             "(2, 'Off', '{}', '2026-01-01 00:00:00')")
+        conn.exec_driver_sql("INSERT INTO project_plugins (project_id, plugin, enabled, "
+                             "settings, updated_at) VALUES (1, 'stripe', true, '{}', "
+                             "'2026-01-01 00:00:00'), (2, 'stripe', false, '{}', "
+                             "'2026-01-01 00:00:00')")
+        conn.exec_driver_sql("INSERT INTO trait_definitions (project_id, key, name, type, "
+                             "description, source) VALUES (1, 'stripe_spend_currency', "
+                             "'Mine', 'string', 'kept', 'stripe')")
+    result = runner.invoke(cli, ["db", "upgrade"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT project_id, key, name FROM trait_definitions ORDER BY key").all()
+        columns = {c["name"] for c in inspect(conn).get_columns("stripe_connections")}
+    assert [tuple(r) for r in rows] == [(1, "stripe_last_charge_currency",
+                                         "Last charge currency"),
+                                        (1, "stripe_spend_currency", "Mine")]
+    assert "label" in columns
     engine.dispose()

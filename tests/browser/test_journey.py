@@ -31,15 +31,18 @@ class Widths:
         self.phone = self.context.new_page()
         self.seen: list[str] = []
 
-    def check(self, page) -> None:
+    def check(self, page, name: str | None = None) -> None:
+        """``name``: check the URL again even if seen (the page changed), and keep the
+        phone screenshot as ``phone-<name>.png``."""
         overflow = page_width_overflow(page)
         assert overflow <= 0, f"{page.url} is {overflow}px wider than the viewport"
-        if page.url in self.seen:
+        if page.url in self.seen and name is None:
             return
-        self.seen.append(page.url)
+        if page.url not in self.seen:
+            self.seen.append(page.url)
         self.phone.goto(page.url)
-        save_readme_screenshot(self.phone, f"phone-{len(self.seen):02d}.png", full_page=True,
-                               readme=False)
+        save_readme_screenshot(self.phone, f"phone-{name or f'{len(self.seen):02d}'}.png",
+                               full_page=True, readme=False)
         overflow = page_width_overflow(self.phone)
         assert overflow <= 0, f"{page.url} is {overflow}px wider than a phone"
 
@@ -88,7 +91,18 @@ def test_demo_journey(served, page, browser):
     assert card.locator("li.step.done").count() == 7
     assert re.search(r"ago|just now", card.locator('[data-field="last-success"]').inner_text())
     assert "no failures" in card.locator(".webhook-health").inner_text()
-    widths.check(page)
+    # The account: its id, mode and Dashboard link; the tenant names it (Stripe App tokens
+    # cannot read the account's name).
+    account = card.locator('[data-field="account"]')
+    assert served.account in account.inner_text() and "test mode" in account.inner_text()
+    assert account.locator('[data-field="dashboard"]').get_attribute("href") \
+        == "https://dashboard.stripe.com/test/dashboard"
+    card.locator("text=Name this account").click()
+    page.fill("#stripe-label", "Demo Shop (test)")
+    page.click("button:has-text('Save name')")
+    page.wait_for_selector(".flash:has-text('Demo Shop (test)')")
+    assert card.locator(".account-name").inner_text() == "Demo Shop (test)"
+    widths.check(page, "card")
     save_readme_screenshot(card, "integration-card.png")
 
     # Segments with counts, drill down into one.
@@ -167,8 +181,53 @@ def test_demo_journey(served, page, browser):
     page.locator(".event details summary").first.click()
     details = page.locator(".event details table").first.inner_text()
     assert "None" not in details and re.search(rf"amount\s+{MONEY}", details), details
-    widths.check(page)
+    widths.check(page, "profile")
     save_readme_screenshot(page, "profile.png", full_page=True)
+
+    # A webhook event Stripe will not let us apply (its API answers 500) shows on the card
+    # as being retried; its link opens the failed-events page, and once Stripe answers
+    # again, Retry applies it (attempts start over: 1, not the scheduled retry's 2).
+    double = served.double
+    double.create_customer(served.account, email="late@demo.test", name="Late Payer",
+                           emit=False)
+    double.faults.fail_next(served.account, n=500, status=500)
+    try:  # Stripe keeps failing (the scheduled retries too) until just before Retry
+        fired = served.double_simulate("charge_succeeded", "late@demo.test")
+        assert fired.status_code == 200, fired.text
+        page.goto(served.project_url("/integrations"))
+        health = page.locator(".webhook-health")
+        deadline = time.monotonic() + 30
+        while "being retried" not in health.inner_text() and time.monotonic() < deadline:
+            time.sleep(0.3)
+            page.reload()
+        assert "being retried" in health.inner_text(), health.inner_text()
+        health.locator("a.failed-events-link").first.click()
+        page.wait_for_selector("h1:has-text('Failed Stripe events')")
+        row = page.locator("tr.failed-event").first
+        event_id = row.get_attribute("data-event-id")
+        assert row.get_attribute("data-status") == "retry"
+        assert "Stripe answered with a server error." in row.inner_text()
+        assert re.search(r"ago|just now", row.locator("time").inner_text())
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC",
+                            row.locator("time").get_attribute("title"))
+        widths.check(page, "failed-events")
+        save_readme_screenshot(page, "failed-events.png", full_page=True)
+    finally:
+        double.faults.clear()
+    row.locator("button:has-text('Retry')").click()
+    page.wait_for_selector(f".flash:has-text('Retrying Stripe event {event_id}')")
+    deadline = time.monotonic() + 30
+    while not served.api("/customers?email=late@demo.test").json()["data"]:
+        assert time.monotonic() < deadline, "the retried event was not applied"
+        time.sleep(0.3)
+    page.goto(served.project_url(f"/integrations/stripe/webhooks/events/{event_id}"))
+    facts = page.locator("table.facts").inner_text()
+    assert "applied" in facts and re.search(r"Attempts\s+1\b", facts), facts
+    widths.check(page)
+    page.goto(served.project_url("/integrations/stripe/webhooks/failed"))
+    assert page.locator("tr.failed-event").count() == 0
+    page.goto(served.project_url("/integrations"))
+    assert "no failures" in page.locator(".webhook-health").inner_text()
 
     # An automation from a suggestion, with a condition from the builder; preview, test
     # send to the member's own address, delete.
@@ -206,6 +265,11 @@ def test_demo_journey(served, page, browser):
     page.wait_for_selector(f".flash:has-text('Test email sent to {served.email}')")
     tests_sent = [m for m in served.mail.accepted if m["Subject"].startswith("[Test]")]
     assert len(tests_sent) == 1 and tests_sent[0]["To"] == served.email
+    page.goto(served.project_url("/automations/messages"))  # a wide table: scrolls in its box
+    assert page.locator("tr.message").count() >= 1
+    widths.check(page)
+    page.goto(served.project_url("/revenue"))
+    widths.check(page)
     page.goto(served.project_url(f"/automations/{saved['id']}"))
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("button:has-text('Delete this automation')")

@@ -81,3 +81,23 @@ def test_routes_and_help_list_crowdpower_commands(run):
         assert command in help_text
     routes = run("routes").output
     assert "/api/v1/customers" in routes and "/projects/<int:project_id>/segments" in routes
+
+
+def test_demo_without_its_distribution_says_how_to_get_it(app):
+    """The demo ships apart from the product: without it ``crowdpower demo`` still exists
+    (CONTRACT) and fails with directions, not with click's "No such command"."""
+    from crowdpower.app import create_app
+    from crowdpower.cli import CrowdPowerGroup
+
+    bare = create_app({**app.config, "LOAD_ENTRY_POINT_PLUGINS": False})
+    group = CrowdPowerGroup(create_app=lambda: bare)
+    result = CliRunner().invoke(group, ["demo", "--port", "5001"],
+                                obj=ScriptInfo(create_app=lambda: bare))
+    assert result.exit_code == 1
+    assert "./scripts/demo" in result.output and "not installed" in result.output
+
+
+def test_demo_of_the_installed_distribution_wins(run):
+    result = run("demo", "--help")
+    assert result.exit_code == 0
+    assert "not installed" not in result.output

@@ -46,6 +46,16 @@ def test_a_money_trait_takes_the_currency_from_its_currency_trait():
     assert format_trait("since", traits, specs, now=NOW).text == "1 day ago"
 
 
+def test_a_money_trait_reads_its_fallback_currency_trait_when_its_own_is_unset():
+    specs = {"spent": {"type": "number", "format": "money", "currency_trait": "spent_cur",
+                       "currency_fallback_trait": "cur"}}
+    assert format_trait("spent", {"spent": 476, "spent_cur": "usd", "cur": "gbp"},
+                        specs).text == "$476.00"
+    assert format_trait("spent", {"spent": 476, "cur": "gbp"}, specs).text == "£476.00"
+    assert format_trait("spent", {"spent": 476}, specs).text == "476.00"
+    assert format_value("usd", "currency").text == "USD"
+
+
 def test_event_properties_and_sentences():
     props = {"amount": 29.0, "currency": "usd", "failure_message": "Card declined.",
              "description": None, "created_at": "2026-11-29T12:00:00Z"}

@@ -198,10 +198,12 @@ def test_traits_of_a_typical_subscriber() -> None:
         "stripe_delinquent": True,
         "stripe_total_spent": 108.0,
         "stripe_total_refunded": 8.0,
+        "stripe_spend_currency": "usd",
         "stripe_charge_count": 2,
         "stripe_failed_charge_count": 0,
         "stripe_last_charge_at": mapping.iso(T0 + 20),
         "stripe_last_charge_amount": 58.0,
+        "stripe_last_charge_currency": "usd",
         "stripe_last_payment_failed_at": None,
     }
 
@@ -273,6 +275,60 @@ def test_mixed_currencies_only_the_primary_currency_is_summed() -> None:
     # Without a subscription the latest charge decides the currency.
     no_sub = mapping.customer_traits([customer()], [], charges)
     assert (no_sub["stripe_currency"], no_sub["stripe_total_spent"]) == ("jpy", 100000.0)
+
+
+def test_spend_is_in_the_currency_paid_when_the_plan_is_in_another() -> None:
+    """The demo's "£0.00 lifetime spend": a GBP subscription while every payment was in
+    USD. Spend is counted in the currency the customer paid in, and says so."""
+    gbp = sub("active", items=[item(price(12900, currency="gbp"))])
+    charges = [charge(2900, "usd", created=T0), charge(4900, "usd", created=T0 + 5,
+                                                        refunded=900)]
+    traits = mapping.customer_traits([customer()], [gbp], charges)
+    assert traits["stripe_currency"] == "gbp"            # MRR and plan: the subscription's
+    assert (traits["stripe_mrr"], traits["stripe_plan_amount"]) == (129.0, 129.0)
+    assert traits["stripe_spend_currency"] == "usd"
+    assert (traits["stripe_total_spent"], traits["stripe_total_refunded"]) == (69.0, 9.0)
+    assert (traits["stripe_last_charge_amount"], traits["stripe_last_charge_currency"]) \
+        == (49.0, "usd")
+    # Paid in both: the subscription's currency wins, the other is never added to it.
+    both = charges + [charge(12900, "gbp", created=T0 + 9)]
+    traits = mapping.customer_traits([customer()], [gbp], both)
+    assert (traits["stripe_spend_currency"], traits["stripe_total_spent"]) == ("gbp", 129.0)
+    assert traits["stripe_last_charge_currency"] == "gbp"
+    # Nothing paid: spend is 0 in the subscription's currency; no last-charge currency.
+    unpaid = mapping.customer_traits([customer()], [gbp], [charge(900, "usd", "failed")])
+    assert (unpaid["stripe_spend_currency"], unpaid["stripe_total_spent"]) == ("gbp", 0.0)
+    assert unpaid["stripe_last_charge_currency"] is None
+
+
+def test_spend_currency_rule() -> None:
+    usd, gbp = {"currency": "usd"}, {"currency": "GBP"}
+    assert mapping.spend_currency_of("gbp", [usd, gbp]) == "gbp"
+    assert mapping.spend_currency_of("eur", [gbp, usd]) == "usd"   # the latest payment's
+    assert mapping.spend_currency_of("eur", []) == "eur"
+    assert mapping.spend_currency_of(None, [usd]) == "usd"
+
+
+def test_every_money_trait_names_its_currency_trait() -> None:
+    """Each money trait is shown in its own currency: the screens read its
+    ``currency_trait`` (and the fallback for customers synced before it existed)."""
+    specs = {d["key"]: d for d in mapping.TRAIT_DEFINITIONS}
+    money = {k for k, d in specs.items() if d.get("format") == "money"}
+    assert money == {"stripe_plan_amount", "stripe_mrr", "stripe_total_spent",
+                     "stripe_total_refunded", "stripe_last_charge_amount"}
+    for key in money:
+        assert specs[key]["currency_trait"] in specs, key
+    assert specs["stripe_total_spent"]["currency_trait"] == "stripe_spend_currency"
+    assert specs["stripe_last_charge_amount"]["currency_trait"] == "stripe_last_charge_currency"
+    assert specs["stripe_total_spent"]["currency_fallback_trait"] == "stripe_currency"
+    from crowdpower.formatting import format_trait
+
+    traits = mapping.customer_traits(
+        [customer()], [sub("active", items=[item(price(12900, currency="gbp"))])],
+        [charge(47600, "usd", created=T0)])
+    assert format_trait("stripe_total_spent", traits, specs).text == "$476.00"
+    assert format_trait("stripe_mrr", traits, specs).text == "£129.00"
+    assert format_trait("stripe_last_charge_amount", traits, specs).text == "$476.00"
 
 
 def test_failed_charges_set_last_payment_failed_at() -> None:

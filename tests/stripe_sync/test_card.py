@@ -71,3 +71,61 @@ def test_failed_webhooks_show_on_the_card_and_retry_puts_them_back(app, tenant, 
     assert db.session.get(StripeWebhookEvent, mine).attempts <= 1
     assert db.session.get(StripeWebhookEvent, theirs).status == "failed"
     assert db.session.get(StripeWebhookEvent, theirs).attempts == 5
+
+
+def _label_token(c, project_id: int) -> str:
+    return csrf_from(c.get(f"/projects/{project_id}/integrations").get_data(as_text=True))
+
+
+def test_the_card_shows_the_account_mode_and_dashboard_and_takes_a_name(
+        app, tenant, other_tenant, stripe_double, connect_account):
+    project_id, key, c = tenant
+    other_id, _okey, oc = other_tenant
+    account = stripe_double.create_account()
+    connect_account(project_id, account)
+    url = f"/projects/{project_id}/integrations/stripe/label"
+    card = c.get(f"/projects/{project_id}/integrations").get_data(as_text=True)
+    assert f"<code>{account}</code>" in card and ">test mode<" in card
+    assert 'href="https://dashboard.stripe.com/test/dashboard"' in card
+    assert "Name this account" in card and "account-name" not in card
+
+    response = c.post(url, data={"csrf_token": _label_token(c, project_id),
+                                 "label": "  Demo   Shop (EU) "})
+    assert response.status_code == 302
+    card = c.get(f"/projects/{project_id}/integrations").get_data(as_text=True)
+    assert '<strong class="account-name">Demo Shop (EU)</strong>' in card
+    status = c.get("/api/v1/integrations/stripe",
+                   headers={"Authorization": f"Bearer {key}"}).get_json()
+    assert status["label"] == "Demo Shop (EU)" and status["account_id"] == account
+
+    # Bad input: 400 with the reason on the card, the old name kept.
+    too_long = c.post(url, data={"csrf_token": _label_token(c, project_id), "label": "x" * 61})
+    assert too_long.status_code == 400
+    page = too_long.get_data(as_text=True)
+    assert "at most 60 characters (it has 61)" in page and 'aria-invalid="true"' in page
+    control = c.post(url, data={"csrf_token": _label_token(c, project_id),
+                                "label": "Shop\x1bOne"})
+    assert control.status_code == 400 and "control characters" in control.get_data(
+        as_text=True)
+    assert c.post(url, data={"label": "No token"}).status_code == 400
+    # Twin: another project's member cannot name ours (404), nor does naming theirs
+    # (not connected) touch ours.
+    assert oc.post(url, data={"csrf_token": _label_token(oc, other_id),
+                              "label": "Hijacked"}).status_code == 404
+    oc.post(f"/projects/{other_id}/integrations/stripe/label",
+            data={"csrf_token": _label_token(oc, other_id), "label": "Theirs"})
+    card = c.get(f"/projects/{project_id}/integrations").get_data(as_text=True)
+    assert "Demo Shop (EU)" in card and "Hijacked" not in card and "Theirs" not in card
+
+    # Empty removes the name.
+    c.post(url, data={"csrf_token": _label_token(c, project_id), "label": "   "})
+    card = c.get(f"/projects/{project_id}/integrations").get_data(as_text=True)
+    assert "account-name" not in card and "Name this account" in card
+
+
+def test_a_live_connection_links_the_live_dashboard(app, tenant, stripe_double,
+                                                    connect_account):
+    project_id, _key, c = tenant
+    connect_account(project_id, stripe_double.create_account(livemode=True), livemode=True)
+    card = c.get(f"/projects/{project_id}/integrations").get_data(as_text=True)
+    assert 'href="https://dashboard.stripe.com/dashboard"' in card and ">live mode<" in card

@@ -7,4 +7,11 @@ bp = Blueprint("stripe", __name__, template_folder="templates")
 
 def load_routes() -> None:
     # Route modules import ``bp`` (a cycle); importing them attaches their routes.
-    from crowdpower.plugins.stripe import api, card, connect, progress, webhooks  # noqa: F401
+    from crowdpower.plugins.stripe import (  # noqa: F401
+        api,
+        card,
+        connect,
+        failed_events,
+        progress,
+        webhooks,
+    )

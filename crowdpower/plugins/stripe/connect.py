@@ -216,6 +216,8 @@ def store_connection(project_id: int, token: dict, kind: str = "connect") -> str
     with project_scope(project_id):
         conn = connection(project_id) or StripeConnection(project_id=project_id)
         db.session.add(conn)
+        if conn.stripe_user_id != account:  # the tenant's name was for the other account
+            conn.label = None
         conn.status, conn.stripe_user_id, conn.active_account_id = "connected", account, account
         conn.livemode = bool(token.get("livemode"))
         conn.scope, conn.kind = token.get("scope"), kind

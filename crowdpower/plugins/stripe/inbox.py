@@ -46,6 +46,38 @@ def request_drain(project_id: int) -> str | None:
                              project_id=project_id, retries=2)
 
 
+RETRYABLE = ("failed", "retry")
+
+
+def retry_events(project_id: int, *, ids: tuple[int, ...] | list[int] | None = None,
+                 event_ids: tuple[str, ...] | list[str] | None = None,
+                 states: tuple[str, ...] = RETRYABLE, by: str = "the tenant"
+                 ) -> list[tuple[int, str]]:
+    """Apply a project's failed (or still retrying) events again, now: back to
+    ``pending``, attempts start over, the last error kept in the note, and one drain of
+    the project's inbox queued (the normal path, oldest first). The card's Retry, the
+    failed-events page and ``crowdpower ops events retry`` all come here. ``ids`` (inbox
+    rows) or ``event_ids`` (Stripe's ``evt_…``) narrow it down; rows of other projects
+    are never touched. Returns ``(row id, event id)`` of the rows put back."""
+    with project_scope(project_id):
+        query = select(StripeWebhookEvent).where(
+            StripeWebhookEvent.project_id == project_id,
+            StripeWebhookEvent.status.in_(states))
+        if ids is not None:
+            query = query.where(StripeWebhookEvent.id.in_(list(ids)))
+        if event_ids is not None:
+            query = query.where(StripeWebhookEvent.event_id.in_(list(event_ids)))
+        rows = db.session.scalars(query.order_by(StripeWebhookEvent.id)
+                                  .with_for_update()).all()
+        now = utcnow()
+        for row in rows:
+            row.status, row.attempts, row.enqueued_at = "pending", 0, now
+            row.error = f"retried by {by} after: {row.error or ''}"[:2000]
+        done = [(r.id, r.event_id) for r in rows]
+        db.session.commit()
+    if done:
+        request_drain(project_id)
+    return done
 
 
 def sweep_inbox() -> int:

@@ -63,10 +63,13 @@ TRAIT_DEFINITIONS: list[dict[str, str]] = [
     {"key": "stripe_delinquent", "name": "Delinquent", "type": "boolean",
      "description": "Stripe marks the customer delinquent (an unpaid invoice)."},
     {"key": "stripe_total_spent", "name": "Lifetime spend", "type": "number",
-     "description": "Captured amounts minus refunds and lost disputes, in the currency "
-                    "trait."},
+     "description": "Captured amounts minus refunds and lost disputes, in "
+                    "stripe_spend_currency."},
     {"key": "stripe_total_refunded", "name": "Refunded", "type": "number",
-     "description": "Refunds, in the currency trait."},
+     "description": "Refunds, in stripe_spend_currency."},
+    {"key": "stripe_spend_currency", "name": "Spend currency", "type": "string",
+     "description": "Currency of lifetime spend and refunds: stripe_currency if the "
+                    "customer paid in it, else the currency of the latest payment."},
     {"key": "stripe_charge_count", "name": "Successful charges", "type": "number",
      "description": "Succeeded charges (any currency)."},
     {"key": "stripe_failed_charge_count", "name": "Failed charges", "type": "number",
@@ -74,19 +77,32 @@ TRAIT_DEFINITIONS: list[dict[str, str]] = [
     {"key": "stripe_last_charge_at", "name": "Last charge", "type": "date",
      "description": "The latest succeeded charge."},
     {"key": "stripe_last_charge_amount", "name": "Last charge amount", "type": "number",
-     "description": "Amount of the latest succeeded charge, in its currency."},
+     "description": "Amount of the latest succeeded charge, in "
+                    "stripe_last_charge_currency."},
+    {"key": "stripe_last_charge_currency", "name": "Last charge currency", "type": "string",
+     "description": "Currency of the latest succeeded charge."},
     {"key": "stripe_last_payment_failed_at", "name": "Last failed payment", "type": "date",
      "description": "The latest failed charge."},
 ]
-# How the screens show them (crowdpower.formatting): money in ``stripe_currency``.
-_MONEY_TRAITS = ("stripe_plan_amount", "stripe_mrr", "stripe_total_spent",
-                 "stripe_total_refunded", "stripe_last_charge_amount")
+# How the screens show them (crowdpower.formatting): each money trait in the currency
+# trait beside it (customers synced before the spend and last-charge currencies existed
+# have only ``stripe_currency``, read second).
+MONEY_CURRENCY: dict[str, tuple[str, str | None]] = {  # trait → (currency, fallback)
+    "stripe_plan_amount": ("stripe_currency", None),
+    "stripe_mrr": ("stripe_currency", None),
+    "stripe_total_spent": ("stripe_spend_currency", "stripe_currency"),
+    "stripe_total_refunded": ("stripe_spend_currency", "stripe_currency"),
+    "stripe_last_charge_amount": ("stripe_last_charge_currency", "stripe_currency"),
+}
 for _d in TRAIT_DEFINITIONS:
     _d["group"] = "Stripe"
-    if _d["key"] == "stripe_last_charge_amount":
-        _d["format"] = "money"  # in the charge's own currency, which no trait names
-    elif _d["key"] in _MONEY_TRAITS:
-        _d["format"], _d["currency_trait"] = "money", "stripe_currency"
+    if _d["key"] in MONEY_CURRENCY:
+        _d["format"] = "money"
+        _d["currency_trait"], _fallback = MONEY_CURRENCY[_d["key"]]
+        if _fallback:
+            _d["currency_fallback_trait"] = _fallback
+    elif _d["key"] in {c for pair in MONEY_CURRENCY.values() for c in pair if c}:
+        _d["format"] = "currency"
     elif _d["key"] in ("stripe_customer_id", "stripe_customer_ids"):
         _d["format"] = "code" if _d["type"] == "string" else "list"
 TRAIT_KEYS = [d["key"] for d in TRAIT_DEFINITIONS]
@@ -371,6 +387,17 @@ def captured_net(charge: dict) -> tuple[int, int]:
     return captured - refunded, refunded
 
 
+def spend_currency_of(currency: str | None, succeeded: list[dict]) -> str | None:
+    """The currency lifetime spend is counted in: ``stripe_currency`` when the customer
+    paid in it, else the currency of their latest payment (a GBP subscription paid in
+    USD charges is USD spend, not £0.00). Amounts in other currencies are not added:
+    money in different currencies is never summed."""
+    paid = [(c.get("currency") or "").lower() for c in succeeded if c.get("currency")]
+    if currency in paid or not paid:
+        return currency
+    return paid[-1]
+
+
 def customer_traits(customers: list[dict], subscriptions: list[dict], charges: list[dict],
                     product_names: dict[str, str] | None = None,
                     disputes: list[dict] | None = None) -> dict[str, Any]:
@@ -393,12 +420,15 @@ def customer_traits(customers: list[dict], subscriptions: list[dict], charges: l
                                                    else None) or live[-1].get("currency")
     currency = (currency or "").lower() or None
 
-    in_currency = [c for c in succeeded if (c.get("currency") or "").lower() == currency]
+    spend_currency = spend_currency_of(currency, succeeded)
+    in_currency = [c for c in succeeded
+                   if (c.get("currency") or "").lower() == spend_currency]
     spent = sum(captured_net(c)[0] for c in in_currency)
     refunded = sum(captured_net(c)[1] for c in in_currency)
     # A lost dispute takes the disputed amount back (won or open ones do not).
     spent -= sum(int(d.get("amount") or 0) for d in disputes or []
-                 if d.get("status") == "lost" and (d.get("currency") or "").lower() == currency)
+                 if d.get("status") == "lost"
+                 and (d.get("currency") or "").lower() == spend_currency)
     mrr = sum(subscription_mrr(s) for s in subscriptions
               if (s.get("currency") or "").lower() == currency)
     traits: dict[str, Any] = dict.fromkeys(TRAIT_KEYS)
@@ -412,8 +442,10 @@ def customer_traits(customers: list[dict], subscriptions: list[dict], charges: l
         "stripe_active_subscriptions": sum(1 for s in subscriptions
                                            if s.get("status") in BILLING),
         "stripe_delinquent": any(bool(c.get("delinquent")) for c in live),
-        "stripe_total_spent": to_major(spent, currency) if currency else 0.0,
-        "stripe_total_refunded": to_major(refunded, currency) if currency else 0.0,
+        "stripe_spend_currency": spend_currency,
+        "stripe_total_spent": to_major(spent, spend_currency) if spend_currency else 0.0,
+        "stripe_total_refunded": (to_major(refunded, spend_currency) if spend_currency
+                                  else 0.0),
         "stripe_charge_count": len(succeeded),
         "stripe_failed_charge_count": len(failed),
         "stripe_mrr": to_major(round(mrr), currency) if currency else 0.0,
@@ -437,6 +469,7 @@ def customer_traits(customers: list[dict], subscriptions: list[dict], charges: l
         traits["stripe_last_charge_amount"] = to_major(
             last.get("amount_captured") if last.get("amount_captured") is not None
             else last.get("amount"), last.get("currency"))
+        traits["stripe_last_charge_currency"] = (last.get("currency") or "").lower() or None
     if failed:
         traits["stripe_last_payment_failed_at"] = iso(max(c.get("created") or 0 for c in failed))
     return traits

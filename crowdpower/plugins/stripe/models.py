@@ -36,6 +36,8 @@ class StripeConnection(TenantMixin, db.Model):
     # tokens are not kept (App installs' tokens are in ``stripe_app_tokens``).
     publishable_key: Mapped[str | None] = mapped_column(String(200))
     accept_test_data: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The tenant's name for the account (Stripe App tokens cannot read /v1/accounts).
+    label: Mapped[str | None] = mapped_column(String(60))
     connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     disconnected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -81,22 +81,10 @@ def events_list(project_id: int, state: str, limit: int) -> None:
 def events_retry(project_id: int, ids: tuple[int, ...]) -> None:
     """Apply a project's failed events again: back to pending, attempts start over, and a
     drain of the project's inbox is queued (the normal path, oldest first)."""
-    from crowdpower.plugins.stripe.webhooks import request_drain
+    from crowdpower.plugins.stripe.inbox import retry_events
 
     _project_exists(project_id)
-    with project_scope(project_id):
-        query = select(StripeWebhookEvent).where(
-            StripeWebhookEvent.project_id == project_id, StripeWebhookEvent.status == "failed")
-        if ids:
-            query = query.where(StripeWebhookEvent.id.in_(ids))
-        rows = db.session.scalars(query.order_by(StripeWebhookEvent.id)).all()
-        for row in rows:
-            row.status, row.attempts, row.enqueued_at = "pending", 0, utcnow()
-            row.error = f"retried by operator after: {row.error or ''}"[:2000]
-        done = [(r.id, r.event_id) for r in rows]
-        db.session.commit()
-        if done:
-            request_drain(project_id)
+    done = retry_events(project_id, ids=ids or None, states=("failed",), by="operator")
     audit("stripe.events.retry", project_id, rows=[i for i, _e in done],
           events=[e for _i, e in done])
     echo({"retried": [{"id": i, "event_id": e} for i, e in done]})

@@ -44,6 +44,7 @@ def integration_status(project_id: int) -> dict:
         "account_id": conn.stripe_user_id if conn and status != "disconnected" else None,
         "livemode": bool(conn.livemode) if conn else None,
         "accept_test_data": bool(conn.accept_test_data) if conn else False,
+        "label": conn.label if conn and status != "disconnected" else None,
         "connected_at": iso(conn.connected_at) if conn else None,
         "last_error": conn.last_error if conn else None,
         "sync": sync_json(latest_sync(project_id)),
