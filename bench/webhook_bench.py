@@ -358,6 +358,7 @@ def main() -> None:
                  f"{len(customers)} customers, a dunning automation on Stripe Charge Failed. "
                  "Senders: `bench/loadgen.py` in its own process (pre-signed requests over "
                  "keep-alive connections).", ""]
+        figures: dict[str, tuple[float, str]] = {}  # named figures for the summary table
         if not args.skip_ingest:
             lines += ["### 1. Ingest (acknowledged; workers stopped)", "",
                       "| senders | events/s (median) | p50 ms | p99 ms | runs |",
@@ -393,6 +394,11 @@ def main() -> None:
                     f"{r['stored'] - sum(st.get(k, 0) for k in ('processed', 'ignored', 'duplicate'))})"
                     f" | {r['recorded']:,} / {r['expected']:,} | {r['duplicates']} | "
                     f"{r['derived']:,} |")
+            figures["webhook_backlog_drain"] = (
+                median([r["rate"] for r in runs]),
+                f"{args.backlog:,}-event mixed backlog, median of {len(runs)} runs; lost "
+                f"{sum(r['sent'] - r['stored'] for r in runs)}, duplicated "
+                f"{sum(r['duplicates'] for r in runs)}")
             lines += ["", f"Median applied: {median([r['rate'] for r in runs]):,.0f} events/s "
                       f"(wall {median([r['wall_rate'] for r in runs]):,.0f}/s); load average "
                       f"at the end {loads[0]:.2f}, {loads[1]:.2f}, {loads[2]:.2f}.", ""]
@@ -452,6 +458,10 @@ def main() -> None:
         if args.e2e_events:
             lines.append(row("idle", *idle))
             print(lines[-1], flush=True)
+            p95 = lambda xs: median([percentile(x, 95) * 1000 for x in xs if x])  # noqa: E731
+            detail = f"idle, {args.e2e_events} events at {args.rate:.0f}/s, median of {args.runs}"
+            figures["webhook_e2e_event_p95"] = (p95(idle[0]), detail)
+            figures["webhook_e2e_message_p95"] = (p95(idle[1]), detail)
 
         if args.big and args.e2e_events:
             from crowdpower import create_app
@@ -488,7 +498,9 @@ def main() -> None:
                       f"the window, {state[1] or 0:,} Stripe customers fetched; it made "
                       f"{a_rate:.1f} Stripe requests/s during the window, cap 20)."]
             print(lines[-1], flush=True)
-        append_results("Webhook ingest, end to end, backlog, fairness", lines)
+            figures["webhook_fairness"] = (ratio, f"tenant B's event p95 while A syncs "
+                                                  f"{args.big:,} customers / idle")
+        append_results("Webhook ingest, end to end, backlog, fairness", lines, figures)
     finally:
         if stack is not None:
             stack.stop()

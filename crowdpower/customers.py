@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -47,6 +47,8 @@ def bulk_set_traits(
     """
     now = utcnow()
     rows = list(rows)
+    if db.engine.dialect.name == "postgresql":
+        return _set_traits_in_sql(project_id, rows, source, now)
     current = _current_values(project_id, [c for c, _t in rows])
     changed, new, deletes = [], [], []
     for customer_id, traits in rows:
@@ -85,6 +87,57 @@ def bulk_set_traits(
                 )
             )
     return len(changed) + len(new)
+
+
+# The traits of many customers go to PostgreSQL as one JSON document ({customer: {key:
+# value}}) and are spread into rows there: one parameter instead of ~20 rows per customer
+# formatted in Python. The typed copies are derived as ``encode_trait`` derives them,
+# unchanged values are not rewritten, and nulls delete.
+_INCOMING = """
+    SELECT c.key::integer AS customer_id, e.key AS key, e.value AS value
+    FROM jsonb_each(CAST(:doc AS jsonb)) AS c, jsonb_each(c.value) AS e"""
+_DELETE_NULLS = text(f"""
+    DELETE FROM trait_values t USING ({_INCOMING}) AS i
+    WHERE t.project_id = :project_id AND t.customer_id = i.customer_id AND t.key = i.key
+      AND jsonb_typeof(i.value) = 'null'""")
+_UPSERT = text(f"""
+    INSERT INTO trait_values (project_id, customer_id, key, value, value_text, value_num,
+                              source, updated_at)
+    SELECT :project_id, i.customer_id, i.key, i.value,
+           CASE jsonb_typeof(i.value) WHEN 'string' THEN left(i.value #>> '{{}}', 500)
+                                      WHEN 'boolean' THEN i.value::text END,
+           CASE jsonb_typeof(i.value) WHEN 'number' THEN i.value::float8 END,
+           :source, :now
+    FROM ({_INCOMING}) AS i
+    WHERE jsonb_typeof(i.value) <> 'null'
+    ON CONFLICT (customer_id, key) DO UPDATE SET
+        value = EXCLUDED.value, value_text = EXCLUDED.value_text,
+        value_num = EXCLUDED.value_num, source = EXCLUDED.source,
+        updated_at = EXCLUDED.updated_at
+    WHERE trait_values.value IS DISTINCT FROM EXCLUDED.value
+       OR trait_values.source IS DISTINCT FROM EXCLUDED.source""")
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value, seconds=True)
+    raise TypeError(f"a trait value must be JSON, not {type(value).__name__}")
+
+
+def _set_traits_in_sql(project_id: int, rows: list[tuple[int, dict[str, Any]]],
+                       source: str, now: datetime) -> int:
+    """``bulk_set_traits`` on PostgreSQL: two statements per batch, whatever its size."""
+    doc: dict[str, dict[str, Any]] = {}
+    for customer_id, traits in rows:
+        doc.setdefault(str(customer_id), {}).update(traits)
+    if not any(doc.values()):
+        return 0
+    encoded = json.dumps(doc, default=_json_value)
+    connection = db.session.connection()
+    if any(v is None for traits in doc.values() for v in traits.values()):
+        connection.execute(_DELETE_NULLS, {"doc": encoded, "project_id": project_id})
+    return connection.execute(_UPSERT, {"doc": encoded, "project_id": project_id,
+                                        "source": source, "now": now}).rowcount
 
 
 def _current_values(project_id: int, customer_ids: list[int]) -> dict[int, dict[str, tuple]]:

@@ -208,3 +208,47 @@ def test_times_in_another_timezone_are_stored_as_the_same_instant(project, add_c
         stored = db.session.get(Event, event_id).occurred_at
     assert stored == local and stored.utcoffset() == timedelta(0)
     assert stored.hour == 8
+
+
+def test_bulk_traits_typed_copies_unchanged_skipped_and_nulls_deleted(project, add_customer):
+    """Enough customers for a large batch: every value type gets the typed copies a rule
+    reads, an unchanged value is not rewritten (its ``updated_at`` stays), a new source
+    is, ``None`` deletes (or does nothing for a key never set), and a customer listed
+    twice keeps the later values."""
+    ids = [add_customer(project, f"t{i}@example.com") for i in range(60)]
+    long = "x" * 600
+    seen = datetime(2024, 3, 5, 18, 30, tzinfo=UTC)
+    first = {"s": "pro", "b": True, "f": False, "i": 3, "x": 2.5, "l": ["a", 1],
+             "d": {"k": "v"}, "long": long, "at": seen, "gone": "soon"}
+    with project_scope(project):
+        assert bulk_set_traits(project, [(cid, first) for cid in ids], source="import") \
+            == 10 * 60
+        db.session.commit()
+        stored = {(r.key): (r.value, r.value_text, r.value_num) for r in db.session.scalars(
+            select(TraitValue).where(TraitValue.customer_id == ids[0]))}
+        assert stored == {
+            "s": ("pro", "pro", None), "b": (True, "true", None), "f": (False, "false", None),
+            "i": (3, None, 3.0), "x": (2.5, None, 2.5), "l": (["a", 1], None, None),
+            "d": ({"k": "v"}, None, None), "long": (long, long[:500], None),
+            "at": ("2024-03-05T18:30:00Z", "2024-03-05T18:30:00Z", None),
+            "gone": ("soon", "soon", None)}
+        before = dict(db.session.execute(select(TraitValue.key, TraitValue.updated_at).where(
+            TraitValue.customer_id == ids[1])).all())
+
+        rows = [(cid, {"s": "pro", "i": 4, "gone": None, "never": None}) for cid in ids]
+        rows.append((ids[1], {"s": "team"}))  # the same customer again: the later value wins
+        assert bulk_set_traits(project, rows, source="import") == 60 + 1
+        db.session.commit()
+        assert bulk_set_traits(project, [(ids[2], {"s": "pro"})], source="api") == 1
+        db.session.commit()
+        db.session.expire_all()
+        after = {r.key: r for r in db.session.scalars(
+            select(TraitValue).where(TraitValue.customer_id == ids[1]))}
+        assert after["b"].updated_at == before["b"] and after["s"].value == "team"
+        assert (after["i"].value, after["i"].value_num) == (4, 4.0)
+        assert "gone" not in after and "never" not in after
+        assert db.session.scalar(select(TraitValue.source).where(
+            TraitValue.customer_id == ids[2], TraitValue.key == "s")) == "api"
+        assert db.session.scalar(select(func.count()).select_from(TraitValue).where(
+            TraitValue.key == "gone")) == 0
+    assert get_traits(project, [ids[3]])[ids[3]]["s"] == "pro"

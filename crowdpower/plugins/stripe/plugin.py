@@ -47,11 +47,13 @@ CONFIG_DEFAULTS = {
     "STRIPE_MAX_NETWORK_RETRIES": 2,
     "STRIPE_WEBHOOK_TOLERANCE": 300,
     "STRIPE_OAUTH_STATE_TTL": 600,
-    # The initial sync: page size, objects per write, runs per tenant at once, retries
-    # of a failing page (backoff base/max seconds), lease and time slice of a job, delay of
-    # a run over the tenant's limit, and when a silent run counts as dead.
+    # The initial sync: page size, objects per write, customers per traits batch, runs per
+    # tenant at once, retries of a failing page (backoff base/max seconds), lease and time
+    # slice of a job, delay of a run over the tenant's limit, and when a silent run counts
+    # as dead.
     "STRIPE_SYNC_PAGE_SIZE": 100,
     "STRIPE_SYNC_FLUSH_OBJECTS": 1000,
+    "STRIPE_SYNC_TRAITS_BATCH": 1000,
     "STRIPE_SYNC_MAX_ATTEMPTS": 8,
     "STRIPE_SYNC_BACKOFF_BASE": 0.5,
     "STRIPE_SYNC_BACKOFF_MAX": 30.0,

@@ -110,21 +110,41 @@ def upsert_objects(project_id: int, kind: str, objects: Iterable[dict],
     return upsert_pages(project_id, kind, [(list(objects), synced_at)])
 
 
-def upsert_pages(project_id: int, kind: str,
-                 pages: list[tuple[list[dict], datetime]]) -> int:
-    """Several fetched pages in one write, each object stamped with its page's fetch time."""
-    rows = []
+def upsert_pages(project_id: int, kind: str, pages: list[tuple[list[dict], datetime]],
+                 fresh: bool = False) -> int:
+    """Several fetched pages in one write, each object stamped with its page's fetch time.
+
+    ``fresh``: the project had no objects of this kind when the phase began (an initial
+    sync), so a large batch is COPYed straight into the mirror; if a webhook stored one
+    of them meanwhile, the batch goes through the guarded upsert instead.
+    """
+    rows = {}
     for objects, synced_at in pages:
         if kind == "subscription":
             upsert_objects(project_id, "product", expanded_products(objects), synced_at)
         for obj in objects:
-            rows.append({"project_id": project_id, "kind": kind, "stripe_id": obj["id"],
-                         "customer_stripe_id": customer_id_of(obj),
-                         "data": compact(kind, obj), "synced_at": synced_at,
-                         "deleted": bool(obj.get("deleted"))})
-    services.bulk_upsert(StripeObject.__table__, rows, ["project_id", "kind", "stripe_id"],
-                ["customer_stripe_id", "data", "synced_at", "deleted"], only_if_newer="synced_at")
-    return len(rows)
+            rows[obj["id"]] = {"project_id": project_id, "kind": kind, "stripe_id": obj["id"],
+                               "customer_stripe_id": customer_id_of(obj),
+                               "data": compact(kind, obj), "synced_at": synced_at,
+                               "deleted": bool(obj.get("deleted"))}
+    listed = list(rows.values())
+
+    def upsert() -> None:
+        services.bulk_upsert(StripeObject.__table__, listed,
+                             ["project_id", "kind", "stripe_id"],
+                             ["customer_stripe_id", "data", "synced_at", "deleted"],
+                             only_if_newer="synced_at")
+    if fresh and services.copies(len(listed)):
+        services.copy_or(StripeObject.__table__, listed, upsert)
+    else:
+        upsert()
+    return len(listed)
+
+
+def has_objects(project_id: int, kind: str) -> bool:
+    """Whether the mirror holds any object of this kind for the project."""
+    return db.session.scalar(select(StripeObject.stripe_id).where(
+        StripeObject.project_id == project_id, StripeObject.kind == kind).limit(1)) is not None
 
 
 def stored_synced_at(project_id: int, kind: str, stripe_id: str) -> datetime | None:
@@ -193,9 +213,18 @@ def tiered_prices(project_id: int, subscriptions: Iterable[dict]) -> dict[str, d
 
 def recompute_traits(project_id: int, customer_ids: Iterable[int]) -> int:
     """Recompute the ``stripe_*`` traits of these CrowdPower customers from the mirror."""
+    rows = compute_traits(project_id, customer_ids)
+    bulk_set_traits(project_id, rows, source=SOURCE)
+    return len(rows)
+
+
+def compute_traits(project_id: int, customer_ids: Iterable[int]
+                   ) -> list[tuple[int, dict[str, Any]]]:
+    """``(customer id, traits)`` of these customers, computed from the mirror (written by
+    the caller: the sync writes one batch while it computes the next)."""
     customer_ids = sorted(set(customer_ids))
     if not customer_ids:
-        return 0
+        return []
     links = db.session.execute(select(
         StripeCustomerLink.stripe_customer_id, StripeCustomerLink.customer_id).where(
         StripeCustomerLink.project_id == project_id,
@@ -225,5 +254,9 @@ def recompute_traits(project_id: int, customer_ids: Iterable[int]) -> int:
             g["customer"], [mapping.with_prices(s, prices) for s in g["subscription"]],
             g["charge"], names, disputes=g["dispute"])
         rows_out.append((customer_id, traits))
-    bulk_set_traits(project_id, rows_out, source=SOURCE)
-    return len(rows_out)
+    return rows_out
+
+
+def write_traits(project_id: int, rows: list[tuple[int, dict[str, Any]]]) -> None:
+    """Store computed traits (``compute_traits``) as the Stripe source."""
+    bulk_set_traits(project_id, rows, source=SOURCE)

@@ -26,8 +26,11 @@ a Resync then starts a new run from the failed run's checkpoint (``resumed_from_
 from __future__ import annotations
 
 import logging
+import queue
 import secrets
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -79,7 +82,6 @@ LISTS = {
     # Lost disputes reduce lifetime spend; the charge (expanded) names the customer.
     "disputes": ("dispute", "/v1/disputes", {"expand": ["data.charge"]}),
 }
-TRAITS_BATCH = 1000
 RATE_LIMIT_BUDGET = 20  # consecutive 429s worth one ordinary failure
 
 
@@ -94,6 +96,79 @@ class Fetched:
     seconds: float = 0.0
     error: str | None = None
     missing_permission: str | None = None
+    fetched_at: datetime | None = None  # the write's ordering stamp: when Stripe answered
+
+
+class Prefetcher:
+    """Fetches the pages of one list in order on a helper thread, up to ``depth`` ahead of
+    the consumer (the next cursor is the last id of the page before, so one thread)."""
+
+    def __init__(self, fetch: Callable[[str, dict], Fetched], path: str,
+                 params: Callable[[str | None], dict], cursor: str | None,
+                 depth: int) -> None:
+        self.pages: queue.Queue[Fetched] = queue.Queue(maxsize=depth)
+        self.fetched_at = utcnow()
+        self._fetch, self._path, self._params = fetch, path, params
+        self._stopping = threading.Event()
+        self._unsent: list[Fetched] = []
+        self._thread = threading.Thread(target=self._run, args=(cursor,), daemon=True,
+                                         name="stripe-sync-fetch")
+        self._thread.start()
+
+    def _run(self, after: str | None) -> None:
+        try:
+            self._produce(after)
+        except Exception as exc:  # a bug, not a Stripe error: the consumer raises it
+            self._hand_over(exc)
+
+    def _hand_over(self, item: Fetched | Exception) -> bool:
+        """Queue an item once there is room; False (kept aside) if stopped meanwhile."""
+        while not self._stopping.is_set():
+            try:
+                self.pages.put(item, timeout=0.05)  # type: ignore[arg-type]
+                return True
+            except queue.Full:
+                continue
+        if isinstance(item, Fetched):
+            self._unsent.append(item)
+        return False
+
+    def _produce(self, after: str | None) -> None:
+        while not self._stopping.is_set():
+            got = self._fetch(self._path, self._params(after))
+            got.fetched_at = utcnow()
+            if not self._hand_over(got):
+                return
+            objects = (got.data or {}).get("data") or []
+            if got.error or not (got.data or {}).get("has_more") or not objects:
+                return
+            after = objects[-1]["id"]
+
+    def get(self, timeout: float) -> Fetched:
+        """The next page (``TimeoutError`` if none came within ``timeout`` seconds)."""
+        try:
+            got = self.pages.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError from None
+        if isinstance(got, Exception):
+            raise got
+        self.fetched_at = got.fetched_at or utcnow()
+        return got
+
+    def stop(self) -> list[Fetched]:
+        """Stop fetching; the pages fetched but not yet taken, in order."""
+        self._stopping.set()
+        self._thread.join()
+        left: list[Fetched] = []
+        while True:  # in order: the queued pages, then the one fetched after them
+            try:
+                got = self.pages.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(got, Fetched):
+                left.append(got)
+        left, self._unsent = left + self._unsent, []
+        return left
 
 
 class SyncFailed(Exception):
@@ -257,6 +332,7 @@ class Syncer:
         self.project_id = run.project_id
         self.page_size = int(setting("STRIPE_SYNC_PAGE_SIZE"))
         self.flush_objects = int(setting("STRIPE_SYNC_FLUSH_OBJECTS"))
+        self.traits_batch = max(1, int(setting("STRIPE_SYNC_TRAITS_BATCH")))
         self.stripe_seconds = 0.0  # waiting on Stripe (reported in counts["stripe_ms"])
         self.next_analyze = 1000  # statistics are refreshed as bulk-loaded tables double
         self.backoff_base = float(setting("STRIPE_SYNC_BACKOFF_BASE"))
@@ -336,33 +412,41 @@ class Syncer:
     def _list(self, phase: str) -> bool:
         """Page through one account-wide list; False if the slice ran out first.
 
-        The next page is fetched (on one helper thread) while this one is written, so a
-        rate-capped sync is as fast as Stripe's limit allows. Pages are written, and the
-        cursor checkpointed, every ``STRIPE_SYNC_FLUSH_OBJECTS`` objects: memory stays
-        bounded, and a killed worker re-fetches at most that many.
+        A helper thread fetches pages ahead (up to ``STRIPE_SYNC_FLUSH_OBJECTS`` worth)
+        while this one writes, so the sync goes at Stripe's pace, not ours: writing never
+        stops the fetching. Pages are written, and the cursor checkpointed, every
+        ``STRIPE_SYNC_FLUSH_OBJECTS`` objects: memory stays bounded, and a killed worker
+        re-fetches at most twice that many.
         """
         kind, path, extra = LISTS[phase]
         pages: list[tuple[list[dict], datetime]] = []
         buffered = 0
         cursor = (self.run.cursors or {}).get(kind)
+        self.fresh = not cursor and not store.has_objects(self.project_id, kind)
 
         def params(after: str | None) -> dict:
             return {"limit": self.page_size, **extra, **({"starting_after": after}
                                                          if after else {})}
 
-        with ThreadPoolExecutor(1, thread_name_prefix="stripe-sync-fetch") as pool:
-            future = pool.submit(self._fetch, path, params(cursor))
+        ahead = Prefetcher(self._fetch, path, params, cursor,
+                           max(1, self.flush_objects // max(1, self.page_size)))
+        try:
             while True:
-                page = self._await(future)
+                page = self._await(ahead.get)
                 objects = page.get("data") or []
-                pages.append((objects, utcnow()))
+                pages.append((objects, ahead.fetched_at))
                 buffered += len(objects)
-                if objects:
-                    cursor = objects[-1]["id"]
                 more = bool(page.get("has_more")) and bool(objects)
                 out_of_time = time.monotonic() > self.deadline
-                if more and not out_of_time:
-                    future = pool.submit(self._fetch, path, params(cursor))
+                if out_of_time and more:
+                    # Pages already fetched ahead are written now, not fetched again.
+                    for got in ahead.stop():
+                        if got.error or not more:
+                            self._count(got)
+                            continue
+                        objects = self._take(got).get("data") or []
+                        pages.append((objects, got.fetched_at or utcnow()))
+                        more = bool(got.data.get("has_more")) and bool(objects)
                 if buffered >= self.flush_objects or not more or out_of_time:
                     self._flush(phase, kind, pages, more)
                     pages, buffered = [], 0
@@ -370,6 +454,9 @@ class Syncer:
                     return True
                 if out_of_time:
                     return False
+        finally:
+            for got in ahead.stop():  # fetched, never written: their calls still count
+                self._count(got)
 
     def _flush(self, phase: str, kind: str, pages: list[tuple[list[dict], datetime]],
                more: bool) -> None:
@@ -377,7 +464,7 @@ class Syncer:
         run = self.run
         started = time.monotonic()
         objects = [o for page, _at in pages for o in page]
-        store.upsert_pages(self.project_id, kind, pages)
+        store.upsert_pages(self.project_id, kind, pages, fresh=self.fresh)
         if kind == "customer":
             store.link_customers(self.project_id, objects)
             written = (run.counts or {}).get(phase, 0) + len(objects)
@@ -401,36 +488,71 @@ class Syncer:
         self._checkpoint(phase, started)
 
     def _traits(self) -> bool:
-        """Recompute traits of every linked customer in id-ordered, checkpointed batches."""
+        """Recompute traits of every linked customer in id-ordered, checkpointed batches.
+
+        On PostgreSQL a batch is written (its own transaction, on a helper thread) while
+        the next one is read and computed: the write is the database's work, the mapping
+        ours, so they overlap. The cursor moves past a batch only once it is committed,
+        so a killed worker recomputes at most two batches (traits are idempotent).
+        """
         run = self.run
         links = StripeCustomerLink
         self._analyze("stripe_objects", "stripe_customer_links", "customers", "trait_values")
-        next_analyze = max(1000, 2 * (run.customers_processed or 0))
+        self.next_analyze = max(1000, 2 * (run.customers_processed or 0))
         if not (run.cursors or {}).get("traits"):
             run.customers_total = db.session.scalar(select(
                 func.count(func.distinct(links.customer_id))).where(
                 links.project_id == self.project_id)) or 0
             run.customers_processed = 0
-        while True:
-            if time.monotonic() > self.deadline:
-                self._checkpoint()
-                return False
-            after = (run.cursors or {}).get("traits") or 0
-            ids = list(db.session.scalars(select(links.customer_id).where(
-                links.project_id == self.project_id, links.customer_id > after)
-                .group_by(links.customer_id).order_by(links.customer_id).limit(TRAITS_BATCH)))
-            if not ids:
-                run.customers_total = max(run.customers_total or 0, run.customers_processed)
-                self._checkpoint()
-                return True
-            started = time.monotonic()
-            store.recompute_traits(self.project_id, ids)
-            run.customers_processed = (run.customers_processed or 0) + len(ids)
-            if run.customers_processed >= next_analyze:
-                self._analyze("trait_values")
-                next_analyze = 2 * run.customers_processed
-            run.cursors = {**(run.cursors or {}), "traits": ids[-1]}
-            self._checkpoint("traits", started)
+        overlap = db.engine.dialect.name == "postgresql"
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        after = (run.cursors or {}).get("traits") or 0
+        pending: tuple[Future | None, list[int]] | None = None
+        self.traits_mark = time.monotonic()  # the phase's time is counted between checkpoints
+        with ThreadPoolExecutor(1, thread_name_prefix="stripe-sync-traits") as pool:
+            while True:
+                if time.monotonic() > self.deadline:
+                    self._traits_written(pending)
+                    self._checkpoint()
+                    return False
+                ids = list(db.session.scalars(select(links.customer_id).where(
+                    links.project_id == self.project_id, links.customer_id > after)
+                    .group_by(links.customer_id).order_by(links.customer_id)
+                    .limit(self.traits_batch)))
+                if not ids:
+                    self._traits_written(pending)
+                    run.customers_total = max(run.customers_total or 0,
+                                              run.customers_processed)
+                    self._checkpoint()
+                    return True
+                rows = store.compute_traits(self.project_id, ids)
+                after = ids[-1]
+                if not overlap:
+                    store.write_traits(self.project_id, rows)
+                    self._traits_written((None, ids))
+                    continue
+                self._traits_written(pending)
+                pending = (pool.submit(_write_traits, app, self.project_id, rows), ids)
+
+    def _traits_written(self, batch: tuple[Future | None, list[int]] | None) -> None:
+        """Wait for a batch's write, then move the cursor past it (one checkpoint)."""
+        if batch is None:
+            return
+        future, ids = batch
+        while future is not None:
+            try:
+                future.result(timeout=self.lease.ttl / 3)
+                break
+            except FutureTimeout:
+                self._checkpoint()  # keeps the lease while the database works
+        run = self.run
+        run.customers_processed = (run.customers_processed or 0) + len(ids)
+        if run.customers_processed >= self.next_analyze:
+            self._analyze("trait_values")
+            self.next_analyze = 2 * run.customers_processed
+        run.cursors = {**(run.cursors or {}), "traits": ids[-1]}
+        self._checkpoint("traits", self.traits_mark)
+        self.traits_mark = time.monotonic()
 
     def _analyze(self, *tables: str) -> None:
         """Refresh PostgreSQL's statistics of tables this run is bulk-loading.
@@ -496,17 +618,25 @@ class Syncer:
                     return got
                 time.sleep(wait if wait is not None else self._backoff(max(1, round(failures))))
 
-    def _await(self, future: Future) -> dict:
-        """The fetched page, keeping the lease alive meanwhile; counts every call."""
+    def _await(self, get: Callable[[float], Fetched]) -> dict:
+        """The next fetched page, keeping the lease alive meanwhile; counts every call."""
         while True:
             try:
-                got: Fetched = future.result(timeout=self.lease.ttl / 3)
+                got = get(self.lease.ttl / 3)
                 break
-            except FutureTimeout:
+            except TimeoutError:
                 self._checkpoint()
-        run = self.run
-        run.api_calls = (run.api_calls or 0) + got.calls
+        return self._take(got)
+
+    def _count(self, got: Fetched) -> None:
+        """Account a fetch's calls and time (every call counts, used or not)."""
+        self.run.api_calls = (self.run.api_calls or 0) + got.calls
         self.stripe_seconds += got.seconds
+
+    def _take(self, got: Fetched) -> dict:
+        """A fetched page's data, its calls and retries counted; its error raised."""
+        run = self.run
+        self._count(got)
         if got.retries:
             API_RETRIES.labels(reason="rate_limited").inc(got.rate_limited)
             API_RETRIES.labels(reason="error").inc(got.retries - got.rate_limited)
@@ -547,6 +677,13 @@ class Syncer:
 
     def _backoff(self, failures: int) -> float:
         return self.retry.delay(failures)
+
+
+def _write_traits(app, project_id: int, rows: list) -> None:
+    """On the sync's helper thread: write one batch of traits in its own transaction."""
+    with app.app_context(), project_scope(project_id):
+        store.write_traits(project_id, rows)
+        db.session.commit()
 
 
 def _describe(path: str, exc: stripe.StripeError) -> str:
