@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, select, text
@@ -285,14 +285,20 @@ def record_events(project_id: int, events: Sequence[NewEvent]) -> list[int | Non
                 continue
             taken.add(e.external_id)
         row = {"project_id": project_id, "customer_id": e.customer_id, "name": e.name,
-               "properties": json.loads(json.dumps(e.properties or {}, default=str)),
-               "occurred_at": e.occurred_at or now, "recorded_at": now, "source": e.source,
-               "external_id": e.external_id}
+               "properties": e.properties or {}, "occurred_at": e.occurred_at or now,
+               "recorded_at": now, "source": e.source, "external_id": e.external_id}
+        if e.external_id is None or db.engine.dialect.name != "postgresql":
+            row["properties"] = json.loads(json.dumps(row["properties"], default=str))
         (keyed if e.external_id is not None else anonymous).append((index, row))
     out: list[int | None] = [None] * len(events)
-    insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
+    postgres = db.engine.dialect.name == "postgresql"
+    insert = postgresql.insert if postgres else sqlite.insert
     connection = db.session.connection()
-    if keyed:  # a concurrent delivery may have won an external id since the read
+    if keyed and postgres:
+        made = _insert_keyed_in_sql(project_id, [row for _i, row in keyed], now)
+        for index, row in keyed:
+            out[index] = made.get(row["external_id"])
+    elif keyed:  # a concurrent delivery may have won an external id since the read
         made = dict((ext, event_id) for event_id, ext in connection.execute(
             insert(table).on_conflict_do_nothing(index_elements=["project_id", "external_id"])
             .returning(table.c.id, table.c.external_id), [row for _i, row in keyed]))
@@ -308,6 +314,41 @@ def record_events(project_id: int, events: Sequence[NewEvent]) -> list[int | Non
     if recorded:
         announce_events(project_id, recorded)
     return out
+
+
+# One constant statement whatever the batch's size (the events travel as one JSON
+# document): psycopg and PostgreSQL parse and plan it once, not a 1000-row VALUES list
+# per call. Rows are inserted in the batch's order, so ids follow it as before.
+_INSERT_KEYED = text("""
+INSERT INTO events (project_id, customer_id, name, properties, occurred_at, recorded_at,
+                    source, external_id)
+SELECT :project_id, r.customer_id, r.name, COALESCE(r.properties, '{}'::jsonb),
+       r.occurred_at, :now, r.source, r.external_id
+FROM ROWS FROM (jsonb_to_recordset(CAST(:doc AS jsonb)) AS (
+        customer_id integer, name text, properties jsonb, occurred_at timestamptz,
+        source text, external_id text))
+     WITH ORDINALITY AS r(customer_id, name, properties, occurred_at, source, external_id, n)
+ORDER BY r.n
+ON CONFLICT (project_id, external_id) DO NOTHING
+RETURNING id, external_id
+""")
+
+
+def _utc_iso(value: datetime) -> str:
+    """As ``UTCDateTime`` binds it: naive means UTC."""
+    return (value.replace(tzinfo=UTC) if value.tzinfo is None
+            else value.astimezone(UTC)).isoformat()
+
+
+def _insert_keyed_in_sql(project_id: int, rows: list[dict], now: datetime) -> dict[str, int]:
+    """``record_events``' keyed insert on PostgreSQL: ``{external id: event id}`` of the
+    rows inserted (an id taken concurrently since the read is skipped)."""
+    doc = json.dumps([{"customer_id": r["customer_id"], "name": r["name"],
+                       "properties": r["properties"], "occurred_at": _utc_iso(r["occurred_at"]),
+                       "source": r["source"], "external_id": r["external_id"]} for r in rows],
+                     default=str)
+    return {ext: event_id for event_id, ext in db.session.connection().execute(
+        _INSERT_KEYED, {"doc": doc, "project_id": project_id, "now": now})}
 
 
 def announce_events(project_id: int, event_ids: list[int]) -> None:

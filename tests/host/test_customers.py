@@ -9,10 +9,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from crowdpower.customers import (
+    NewEvent,
     bulk_set_traits,
     find_by_email,
     get_traits,
     record_event,
+    record_events,
     set_traits,
     upsert_customer,
 )
@@ -252,3 +254,43 @@ def test_bulk_traits_typed_copies_unchanged_skipped_and_nulls_deleted(project, a
         assert db.session.scalar(select(func.count()).select_from(TraitValue).where(
             TraitValue.key == "gone")) == 0
     assert get_traits(project, [ids[3]])[ids[3]]["s"] == "pro"
+
+
+def test_record_events_batch_ids_in_order_taken_and_repeated_ids_skipped(project, add_customer,
+                                                                          make_project):
+    """A batch of keyed events: ids in the batch's order, an external id recorded before
+    (or by another project: still free here) or repeated in the batch is skipped (the
+    first copy wins), properties keep their JSON (datetimes as text), a naive time is UTC."""
+    ann = add_customer(project, "ann@example.com")
+    other, _ = make_project("Globex")
+    theirs = add_customer(other, "ann@example.com")
+    at = datetime(2026, 11, 3, 10, 30, tzinfo=UTC)
+    with project_scope(other):
+        record_events(other, [NewEvent(theirs, "Paid", external_id="evt_2")])
+        db.session.commit()
+    with project_scope(project):
+        record_event(project, ann, "Paid", {"n": 0}, external_id="evt_1")
+        db.session.commit()
+        out = record_events(project, [
+            NewEvent(ann, "Paid", {"n": 1}, occurred_at=at, source="stripe",
+                     external_id="evt_1"),
+            NewEvent(ann, "Paid", {"n": 2, "when": at, "nested": {"l": [1, None]}},
+                     occurred_at=at.replace(tzinfo=None) + timedelta(hours=1),
+                     source="stripe", external_id="evt_2"),
+            NewEvent(ann, "Refunded", {"n": 3}, occurred_at=at, external_id="evt_3"),
+            NewEvent(ann, "Paid", {"n": 4}, occurred_at=at, external_id="evt_2"),
+            NewEvent(ann, "Visited", None, occurred_at=at)])
+        db.session.commit()
+        assert out[0] is None and out[3] is None
+        assert out[1] < out[2] < out[4]
+        rows = {e.id: e for e in db.session.scalars(select(Event).where(
+            Event.project_id == project, Event.id.in_(out[1:3] + out[4:])))}
+        second, third, visit = rows[out[1]], rows[out[2]], rows[out[4]]
+        assert (second.name, second.source, second.external_id) == ("Paid", "stripe", "evt_2")
+        assert second.properties == {"n": 2, "when": str(at), "nested": {"l": [1, None]}}
+        assert second.occurred_at == at + timedelta(hours=1)
+        assert (third.name, third.properties, third.occurred_at) == ("Refunded", {"n": 3}, at)
+        assert (visit.properties, visit.external_id) == ({}, None)
+        assert second.recorded_at == third.recorded_at
+        assert db.session.scalar(select(func.count()).select_from(Event).where(
+            Event.project_id == project)) == 4

@@ -385,7 +385,7 @@ def _write(b: _Batch) -> None:
         pages = [([obj], at) for (k, _i), (obj, at) in b.staged.items() if k == kind]
         if pages:
             store.upsert_pages(b.project_id, kind, pages)
-    for sub, at in b.versions:  # as ``store.upsert_objects`` does, even if older
-        store.upsert_objects(b.project_id, "product", store.expanded_products([sub]), at)
+    # Every version's products, as ``store.upsert_objects`` does, even if older (one write)
+    store.upsert_products(b.project_id, [([sub], at) for sub, at in b.versions])
     record_events(b.project_id, b.records)
     store.recompute_traits(b.project_id, b.touched)

@@ -118,10 +118,10 @@ def upsert_pages(project_id: int, kind: str, pages: list[tuple[list[dict], datet
     sync), so a large batch is COPYed straight into the mirror; if a webhook stored one
     of them meanwhile, the batch goes through the guarded upsert instead.
     """
+    if kind == "subscription":
+        upsert_products(project_id, pages)
     rows = {}
     for objects, synced_at in pages:
-        if kind == "subscription":
-            upsert_objects(project_id, "product", expanded_products(objects), synced_at)
         for obj in objects:
             rows[obj["id"]] = {"project_id": project_id, "kind": kind, "stripe_id": obj["id"],
                                "customer_stripe_id": customer_id_of(obj),
@@ -139,6 +139,25 @@ def upsert_pages(project_id: int, kind: str, pages: list[tuple[list[dict], datet
     else:
         upsert()
     return len(listed)
+
+
+def upsert_products(project_id: int, subscriptions: list[tuple[list[dict], datetime]]) -> int:
+    """The products expanded in these subscriptions (each with its time), in one write.
+
+    The same result as one guarded upsert per subscription in order (a copy not older
+    than the stored one wins, so of several copies of a product the last of the newest
+    wins): that copy is picked here, and written once (in product order: two drains
+    lock shared products in the same order)."""
+    newest: dict[str, tuple[dict, datetime]] = {}
+    for objects, synced_at in subscriptions:
+        for product in expanded_products(objects):
+            kept = newest.get(product["id"])
+            if kept is None or kept[1] <= synced_at:
+                newest[product["id"]] = (product, synced_at)
+    if not newest:
+        return 0
+    return upsert_pages(project_id, "product",
+                        [([product], at) for _id, (product, at) in sorted(newest.items())])
 
 
 def has_objects(project_id: int, kind: str) -> bool:
