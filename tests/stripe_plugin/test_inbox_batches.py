@@ -190,3 +190,17 @@ def test_two_drains_side_by_side_apply_every_event_once(wired, shop, app, held, 
     db.session.rollback()
     held()
     drain()
+
+
+@pytest.mark.skipif(BACKEND != "postgres", reason="operator classes are PostgreSQL's")
+def test_the_twin_rules_prefix_look_up_can_use_the_object_index(app):
+    """The twin rule's ``object_key LIKE 'type:id:%'`` needs pattern operators on the
+    index: a plain btree serves LIKE only under the C collation (else the rule filtered the
+    project's whole inbox: 38.6 ms a check against 0.075 ms on the bench's 27,000 events)."""
+    from sqlalchemy import text
+
+    with app.app_context():
+        indexdef = db.session.execute(text(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = "
+            "'ix_stripe_webhook_events_object'")).scalar_one()
+    assert "(project_id, object_key text_pattern_ops)" in indexdef, indexdef

@@ -96,7 +96,10 @@ class StripeWebhookEvent(db.Model):
 
     __tablename__ = "stripe_webhook_events"
     __table_args__ = (Index("ix_stripe_webhook_events_pending", "status", "received_at"),
-                      Index("ix_stripe_webhook_events_object", "project_id", "object_key"),
+                      # The twin rule looks up ``object_key LIKE 'type:id:%'``: a plain
+                      # btree serves LIKE only under the C collation; pattern ops always.
+                      Index("ix_stripe_webhook_events_object", "project_id", "object_key",
+                            postgresql_ops={"object_key": "text_pattern_ops"}),
                       # What ``drain_inbox`` claims from: a project's pending rows in order.
                       Index("ix_stripe_webhook_events_inbox", "project_id", "id",
                             postgresql_where=text("status = 'pending'"),
