@@ -229,14 +229,22 @@ def _apply_batch(project_id: int, conn, items: list[tuple[StripeWebhookEvent, di
     return handled
 
 
-def _fail_alone(project_id: int, row_id: int, exc: BaseException) -> None:
-    """The event a batch failed on: an attempt that failed, as if it had been applied
-    alone (unless another drain took it meanwhile)."""
+def _claim_pending(project_id: int, row_id: int) -> StripeWebhookEvent | None:
+    """Lock one event of a failed batch if it is still pending and no other drain holds
+    it; else end the transaction and return None (someone else has it, or it is done)."""
     row = db.session.scalar(select(StripeWebhookEvent).where(
         StripeWebhookEvent.id == row_id, StripeWebhookEvent.project_id == project_id,
         StripeWebhookEvent.status == "pending").with_for_update(skip_locked=True))
     if row is None:
         db.session.commit()
+    return row
+
+
+def _fail_alone(project_id: int, row_id: int, exc: BaseException) -> None:
+    """The event a batch failed on: an attempt that failed, as if it had been applied
+    alone (unless another drain took it meanwhile)."""
+    row = _claim_pending(project_id, row_id)
+    if row is None:
         return
     with log_context(stripe_event_id=row.event_id):
         attempts = _record_failure(row.id, row.type, (row.attempts or 0) + 1, exc)
@@ -265,11 +273,8 @@ MARK_APPLIED = (StripeWebhookEvent.__table__.update()
 def _apply_alone(project_id: int, row_id: int) -> None:
     """One event of a failed batch, in its own transaction (unless another drain has
     taken or finished it meanwhile)."""
-    row = db.session.scalar(select(StripeWebhookEvent).where(
-        StripeWebhookEvent.id == row_id, StripeWebhookEvent.project_id == project_id,
-        StripeWebhookEvent.status == "pending").with_for_update(skip_locked=True))
+    row = _claim_pending(project_id, row_id)
     if row is None:
-        db.session.commit()
         return
     try:
         with log_context(stripe_event_id=row.event_id):
