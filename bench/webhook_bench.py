@@ -266,6 +266,13 @@ def e2e(engine, sent_at: dict[str, float]) -> tuple[list[float], list[float]]:
                 else r[1].timestamp() - sent_at[r[0]] for r in rows]
     queued = [m.replace(tzinfo=UTC).timestamp() - sent_at[r[0]] for r in rows
               if (m := messages.get(r[2])) is not None]
+    # the dispatch hop alone: event recorded → its message queued by the dispatch job
+    gaps = [(m - r[1]).total_seconds() for r in rows if (m := messages.get(r[2])) is not None]
+    if gaps:
+        print(f"  recorded -> message queued: p50 {percentile(gaps, 50) * 1000:.0f} ms, "
+              f"p95 {percentile(gaps, 95) * 1000:.0f} ms", flush=True)
+        if os.environ.get("BENCH_GAPS"):  # the whole distribution, for diagnosis
+            print("  gaps (ms):", [round(g * 1000) for g in sorted(gaps)], flush=True)
     return recorded, queued
 
 
