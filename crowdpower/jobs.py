@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -33,6 +34,7 @@ from crowdpower.retry import RetryPolicy
 from crowdpower.tenancy import reset_project, set_project
 
 log = logging.getLogger(__name__)
+_in_job: ContextVar[bool] = ContextVar("crowdpower_in_job", default=False)
 
 # The host's own queue; plugins declare theirs (``crowdpower_queues``) with a priority.
 HOST_QUEUES = [("default", 50)]
@@ -84,15 +86,19 @@ def _app() -> Flask:
 
 
 def execute(dotted: str, project_id: int | None, args: list, kwargs: dict,
-            once: str | None = None, job_id: str | None = None) -> Any:
+            once: str | None = None, job_id: str | None = None, *,
+            app: Flask | None = None, queue: str | None = None) -> Any:
     """Entry point of every job: app context, tenant scope, commit or roll back.
 
     A job enqueued with ``enqueue_once`` frees its key as it starts, so whatever is
     asked after this point gets a job of its own and nothing asked before is missed.
+    ``app`` and ``queue`` are given by ``run_inline`` (the app running the outer job, and
+    the queue the inline job stands for in metrics).
     """
-    app = _worker_app if _worker_app is not None else _app()
+    app = app or (_worker_app if _worker_app is not None else _app())
     _after_fork(app)
-    queue, rq_job_id = _current_job(app)
+    current_queue, rq_job_id = _current_job(app)
+    queue = queue or current_queue
     job_id = rq_job_id or job_id
     started, outcome = time.monotonic(), "failed"
     with app.app_context():
@@ -100,6 +106,7 @@ def execute(dotted: str, project_id: int | None, args: list, kwargs: dict,
             backend().release_once(once)
         token = set_project(project_id)
         job_token = logs.set_job_id(job_id)
+        in_job = _in_job.set(True)
         errors.tag_job(project_id, job_id)
         try:
             result = import_string(dotted)(*args, **kwargs)
@@ -111,6 +118,7 @@ def execute(dotted: str, project_id: int | None, args: list, kwargs: dict,
             raise
         finally:
             metrics.observe_job(queue, dotted, outcome, time.monotonic() - started)
+            _in_job.reset(in_job)
             logs.reset_job_id(job_token)
             reset_project(token)
             db.session.remove()
@@ -333,6 +341,30 @@ def enqueue(func: str | Callable, *args: Any, queue: str = "default",
     dotted = _dotted(func)
     return backend().enqueue(dotted, list(args), kwargs, queue=queue, project_id=project_id,
                              delay=delay, job_id=job_id, retries=retries, timeout=timeout)
+
+
+def run_inline(func: str | Callable, *args: Any, queue: str,
+               project_id: int | None = None) -> bool:
+    """Run a short follow-up job right here, inside the job running now, instead of
+    queueing it; True if it ran and committed.
+
+    For work that must follow a commit at once (deciding which automations an event
+    starts): queued, it would wait for a free worker behind whole drains, which is most
+    of its latency. It runs through ``execute`` like any job (tenant scope, its own app
+    context, so its own session and transaction; commit or roll back). Outside a job it
+    does nothing, and if it fails it is logged: both return False, and the caller
+    enqueues the job as usual, so retries and the queue stay the safety net. Safe from
+    an ``after_commit`` callback (the committed session is not touched).
+    """
+    if not _in_job.get() or not has_app_context():
+        return False
+    try:
+        execute(_dotted(func), project_id, list(args), {},
+                app=current_app._get_current_object(), queue=queue)  # type: ignore[attr-defined]
+    except Exception:
+        log.exception("inline job %s failed; it is queued instead", _dotted(func))
+        return False
+    return True
 
 
 def enqueue_once(func: str | Callable, *args: Any, key: str, queue: str = "default",

@@ -50,6 +50,9 @@ def on_event(project_id: int, event_id: int) -> bool:
             return False
     # Deciding who gets a message is as urgent as recording the event: it shares the
     # webhooks queue, so a backlog of webhooks cannot starve it (sends stay on ``messages``).
+    if current_app.config["AUTOMATION_INLINE_DISPATCH"] and jobs.run_inline(
+            dispatch_event, event_id, queue=DISPATCH_QUEUE, project_id=project_id):
+        return True  # recorded by a job: dispatched in it, as ``_queue_held`` does
     try:
         jobs.enqueue(dispatch_event, event_id, queue=DISPATCH_QUEUE, project_id=project_id)
     except Exception:  # the queue is down: keep the event for ``sweep_dispatches``
@@ -85,12 +88,20 @@ def hold_dispatches(project_id: int, event_ids: list[int]) -> list[int]:
 
 
 def _queue_held(project_id: int, event_ids: list[int]) -> None:
-    try:  # one job for the batch: a month-end burst is not thousands of queued jobs
-        jobs.enqueue(dispatch_events, event_ids, queue=DISPATCH_QUEUE, project_id=project_id)
-    except Exception:  # the queue is down: the notes stay for ``sweep_dispatches``
-        log.exception("dispatch of %d events not queued; left for the sweeper",
-                      len(event_ids))
-        return
+    """After the recording commit: dispatch a few events at once, in the job that
+    recorded them (``AUTOMATION_INLINE_DISPATCH``; a queued job would wait for a free
+    worker, most of the webhook → message latency), or queue one job for a batch (a
+    month-end burst is not thousands of queued jobs, and other workers share it)."""
+    inline = len(event_ids) <= int(current_app.config["AUTOMATION_INLINE_DISPATCH"])
+    if not (inline and jobs.run_inline(dispatch_events, event_ids, queue=DISPATCH_QUEUE,
+                                       project_id=project_id)):
+        try:
+            jobs.enqueue(dispatch_events, event_ids, queue=DISPATCH_QUEUE,
+                         project_id=project_id)
+        except Exception:  # the queue is down: the notes stay for ``sweep_dispatches``
+            log.exception("dispatch of %d events not queued; left for the sweeper",
+                          len(event_ids))
+            return
     try:
         with db.engine.begin() as conn:
             conn.execute(delete(PendingDispatch).where(

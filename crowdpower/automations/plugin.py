@@ -33,6 +33,9 @@ CONFIG_DEFAULTS = {
     # Events that happened longer ago than this (imports, backfills) start no automation;
     # longer than the days a sender typically retries its webhooks (3).
     "AUTOMATION_MAX_EVENT_AGE": 4 * 24 * 3600,
+    # A batch of at most this many recorded events that start automations is dispatched
+    # in the job that recorded it, right after its commit (0: always a queued job).
+    "AUTOMATION_INLINE_DISPATCH": 20,
 }
 
 

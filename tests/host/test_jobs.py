@@ -4,6 +4,7 @@ in-process thread (sqlite mode). Job functions below are referenced by dotted pa
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -199,3 +200,44 @@ def test_enqueue_once_keeps_one_job_waiting_per_key(app, drain, tmp_path, log_pa
     drain()
     assert sorted(log_path.read_text().split()) == ["3", "3", "4"]
 
+
+
+def inline_outer(path: str, inner: str, *args) -> None:
+    """A job that runs ``inner`` inline, as automations do after a recording commit;
+    logs (pid, its project, the inline job's outcome, the project it sees afterwards)."""
+    ran = jobs.run_inline(f"{HERE}.{inner}", *args, queue="default", project_id=42)
+    with Path(path).open("a") as f:
+        f.write(json.dumps({"pid": os.getpid(), "ran": ran,
+                            "project_after": current_project_id()}) + "\n")
+
+
+def inline_pid(path: str) -> None:
+    with Path(path).open("a") as f:
+        f.write(json.dumps({"pid": os.getpid(), "project_id": current_project_id()}) + "\n")
+
+
+def test_run_inline_runs_in_the_job_running_now_in_its_own_scope(app, drain, tmp_path):
+    outer, inner = tmp_path / "outer.log", tmp_path / "inner.log"
+    jobs.enqueue(f"{HERE}.inline_outer", str(outer), "inline_pid", str(inner), project_id=7,
+                 retries=0)
+    wait_until(lambda: outer.exists(), drain)
+    drain()
+    (o,), (i,) = attempts(outer), attempts(inner)
+    assert o["ran"] is True and i["pid"] == o["pid"]  # the same worker process, at once
+    assert i["project_id"] == 42 and o["project_after"] == 7  # scope restored afterwards
+    if is_rq(app):  # nothing went through the queue
+        assert app.extensions["crowdpower.jobs"].queue("default").count == 0
+
+
+def test_run_inline_fails_soft_and_does_nothing_outside_a_job(app, drain, tmp_path, log_path):
+    # outside a job: nothing runs, the caller enqueues as usual
+    assert jobs.run_inline(f"{HERE}.record", str(log_path), queue="default") is False
+    assert not log_path.exists()
+    outer = tmp_path / "outer.log"
+    jobs.enqueue(f"{HERE}.inline_outer", str(outer), "flaky", str(log_path), 5,
+                 project_id=7, retries=0)
+    wait_until(lambda: outer.exists(), drain)
+    drain()
+    (o,) = attempts(outer)
+    assert o["ran"] is False and o["project_after"] == 7  # failure reported, scope intact
+    assert [r["project_id"] for r in attempts(log_path)] == [42]  # it did run, once

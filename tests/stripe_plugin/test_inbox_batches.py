@@ -25,6 +25,7 @@ from tests.stripe_plugin.test_webhooks import (  # noqa: F401 - fixtures
     held,
     inbox,
     post,
+    queued,
     shop,
 )
 
@@ -204,3 +205,47 @@ def test_the_twin_rules_prefix_look_up_can_use_the_object_index(app):
             "SELECT indexdef FROM pg_indexes WHERE indexname = "
             "'ix_stripe_webhook_events_object'")).scalar_one()
     assert "(project_id, object_key text_pattern_ops)" in indexdef, indexdef
+
+
+def _dunning(client, key: str) -> None:
+    r = client.post("/api/v1/automations", headers={"Authorization": f"Bearer {key}"}, json={
+        "name": "Dunning", "trigger": "Stripe Charge Failed", "subject": "Payment failed",
+        "text": "{{ event.properties.amount }}"})
+    assert r.status_code == 201, r.json
+
+
+def _messages(project_id: int) -> list:
+    from sqlalchemy import select
+
+    from crowdpower.automations.models import Message
+
+    with project_scope(project_id):
+        return list(db.session.scalars(select(Message).where(
+            Message.project_id == project_id)))
+
+
+@pytest.mark.parametrize("inline", [20, 0])
+def test_a_small_batchs_automations_are_dispatched_by_the_drain_itself(
+        wired, shop, app, held, drain, inline):  # noqa: F811
+    """A few events' messages are made right after the drain's commit, in the drain's
+    job (no dispatch job waits for a free worker); with the setting at 0, or for a big
+    batch, one dispatch job is queued instead. Either way one message per event."""
+    project_id, key, account, cus, _sub = shop
+    app.config["AUTOMATION_INLINE_DISPATCH"] = inline
+    _dunning(app.test_client(), key)
+    client = app.test_client()
+    bodies = [charge_event(wired.double, account, cus["id"], 300 + i) for i in range(3)]
+    assert all(post(client, body).status_code == 200 for body in bodies)
+    assert drain_once(project_id) == 3
+    dispatch_jobs = queued(app, "automations.dispatch") if BACKEND == "postgres" else None
+    made = _messages(project_id)
+    if inline:
+        assert sorted(m.event_id for m in made) == sorted(
+            e.id for e in events(project_id, "Stripe Charge Failed"))
+        assert dispatch_jobs in (0, None)
+    else:
+        assert made == []  # waiting for the dispatch job
+        assert dispatch_jobs in (1, None)
+    held()
+    drain()
+    assert len(_messages(project_id)) == 3  # and nothing doubled by the queued path
