@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -168,14 +169,25 @@ class TraitValue(TenantMixin, db.Model):
     Dates are stored as ISO 8601 UTC text, which sorts like time. The typed indexes end
     with ``customer_id`` so a segment condition is an index-only range scan yielding
     customer ids: counts, and joins/anti-joins of conditions, never touch the heap.
+
+    A sync writes ~19 rows per customer, so each row carries as little index and
+    constraint work as the segments allow (migration ``0008_host_traits_idx``): the
+    number index holds numbers only (every number condition implies ``value_num IS NOT
+    NULL``; the text index, complete, serves ``exists``); there is no ``project_id``
+    index (both typed indexes lead with it) and no foreign key to ``projects`` (a row
+    goes with its customer, whose own key cascades from the project): that check locked
+    the one project row once per trait row, for every writer of the project.
     """
 
     __tablename__ = "trait_values"
     __table_args__ = (
         Index("ix_trait_values_text", "project_id", "key", "value_text", "customer_id"),
-        Index("ix_trait_values_num", "project_id", "key", "value_num", "customer_id"),
+        Index("ix_trait_values_num", "project_id", "key", "value_num", "customer_id",
+              postgresql_where=text("value_num IS NOT NULL"),
+              sqlite_where=text("value_num IS NOT NULL")),
     )
 
+    project_id: Mapped[int] = mapped_column(nullable=False)
     customer_id: Mapped[int] = mapped_column(
         ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
     )

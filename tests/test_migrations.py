@@ -51,6 +51,7 @@ def test_db_upgrade_builds_the_models_schema(empty_database, monkeypatch):
     with engine.connect() as conn:
         heads = {row[0] for row in conn.exec_driver_sql("SELECT version_num FROM alembic_version")}
     assert "0007_stripe_i17" in heads  # the Stripe branch (at its latest revision; it depends on the host's) applied
+    assert "0008_host_traits_idx" in heads  # and the host's
     engine.dispose()
 
 
@@ -114,4 +115,48 @@ def test_projects_with_stripe_before_the_spend_currencies_get_their_definitions(
                                          "Last charge currency"),
                                         (1, "stripe_spend_currency", "Mine")]
     assert "label" in columns
+    engine.dispose()
+
+
+def test_trait_rows_survive_the_lighter_trait_indexes(empty_database, monkeypatch):
+    """0008_host_traits_idx rebuilds trait_values' indexes (and, on SQLite, the table):
+    stored traits are kept, numbers stay in the number index, and the rows still go
+    with their customer."""
+    from crowdpower.cli import cli
+
+    monkeypatch.setenv("DATABASE_URL", empty_database)
+    monkeypatch.setenv("SECRET_KEY", "migration-test")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["db", "upgrade", "0003_host_i15"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    engine = create_engine(empty_database)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO projects (id, name, settings, created_at) VALUES "
+                             "(1, 'Old', '{}', '2026-01-01 00:00:00')")
+        conn.exec_driver_sql("INSERT INTO customers (id, project_id, created_at, updated_at) "
+                             "VALUES (1, 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00'), "
+                             "(2, 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00')")
+        conn.exec_driver_sql(
+            "INSERT INTO trait_values (project_id, customer_id, key, value, value_text, "
+            "value_num, source, updated_at) VALUES "
+            "(1, 1, 'plan', '\"Pro\"', 'Pro', NULL, 'api', '2026-01-01 00:00:00'), "
+            "(1, 1, 'mrr', '12.5', NULL, 12.5, 'api', '2026-01-01 00:00:00'), "
+            "(1, 2, 'mrr', '3', NULL, 3, 'api', '2026-01-01 00:00:00')")
+    result = runner.invoke(cli, ["db", "upgrade"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    with engine.begin() as conn:
+        if BACKEND != "postgres":
+            conn.exec_driver_sql("PRAGMA foreign_keys=ON")  # as the app's connections
+        rows = conn.exec_driver_sql("SELECT customer_id, key, value_text, value_num "
+                                    "FROM trait_values ORDER BY customer_id, key").all()
+        assert [tuple(r) for r in rows] == [(1, "mrr", None, 12.5), (1, "plan", "Pro", None),
+                                            (2, "mrr", None, 3.0)]
+        indexes = {i["name"]: i for i in inspect(conn).get_indexes("trait_values")}
+        assert "ix_trait_values_project_id" not in indexes
+        assert set(indexes) >= {"ix_trait_values_text", "ix_trait_values_num"}
+        keys = inspect(conn).get_foreign_keys("trait_values")
+        assert [k["referred_table"] for k in keys] == ["customers"]
+        conn.exec_driver_sql("DELETE FROM customers WHERE id = 1")
+        left = conn.exec_driver_sql("SELECT customer_id FROM trait_values").scalars().all()
+        assert left == [2]
     engine.dispose()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from crowdpower import segments
 from crowdpower.customers import get_traits
@@ -233,3 +233,24 @@ def test_invalid_rules_say_what_is_wrong(rule, message):
         compile_members(rule, 1)
     with pytest.raises(RuleError):
         evaluate(rule, {})
+
+
+@pytest.mark.parametrize("rule", [
+    c("mrr", "eq", 10), c("mrr", "gt", 5), c("mrr", "gte", 5.5), c("mrr", "lt", 50),
+    c("mrr", "lte", 0), c("mrr", "in", [1, 10]), c("mrr", "not_in", [100]),
+], ids=lambda rule: rule["op"])
+def test_number_conditions_are_answered_by_the_number_index(people, rule):
+    """The number index holds numbers only (``value_num IS NOT NULL``, migration
+    0008_host_traits_idx); a number condition must imply that, or counting would fall
+    back to reading every trait row of the project."""
+    project_id, _ids = people
+    _positive, members = compile_members(rule, project_id, NOW)
+    sql = str(members.compile(db.engine, compile_kwargs={"literal_binds": True}))
+    with project_scope(project_id):
+        if db.engine.dialect.name == "postgresql":
+            db.session.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = db.session.execute(text("EXPLAIN " + sql)).scalars().all()
+        else:
+            plan = [row[-1] for row in db.session.execute(text("EXPLAIN QUERY PLAN " + sql))]
+        db.session.rollback()
+    assert any("ix_trait_values_num" in line for line in plan), plan
