@@ -107,6 +107,7 @@ class AccountClient:
         self._token: str | None = None
         self._issued = None
         self._client: stripe.StripeClient | None = None
+        self._connect_clients: dict[bool, stripe.StripeClient] = {}
         self.calls = 0  # requests sent (a 401 and its retry are two)
 
     def _app_client(self, refresh_stale: str | None = None) -> stripe.StripeClient:
@@ -127,6 +128,15 @@ class AccountClient:
             self._client = stripe_client(max_network_retries=self.retries,
                                          config=self.app.config, api_key=token.access_token)
         return self._client
+
+    def _connect_client(self, test_data: bool) -> stripe.StripeClient:
+        """A legacy link's client, built once per key: its HTTP session (one per thread,
+        in the SDK) keeps the connection to Stripe alive across a sync's pages."""
+        client = self._connect_clients.get(test_data)
+        if client is None:
+            client = self._connect_clients[test_data] = stripe_client(
+                self.account, self.retries, self.app.config, test_data=test_data)
+        return client
 
     def prepare(self) -> None:
         """Have a usable access token now (refreshing if due), before the caller writes."""
@@ -155,8 +165,7 @@ class AccountClient:
         try:
             self.calls += 1
             if self.kind != "app":
-                return stripe_client(self.account, self.retries, self.app.config,
-                                     test_data=test_data).raw_request(
+                return self._connect_client(test_data).raw_request(
                     "get", path, stripe_account=self.account, **params).data
             client = self._app_client()
             try:
