@@ -11,6 +11,7 @@ mapping reads even if the account's default version moves.
 from __future__ import annotations
 
 import re
+import threading
 
 import stripe
 from flask import current_app, has_app_context
@@ -104,30 +105,51 @@ class AccountClient:
         self.app, self.project_id, self.account = app, project_id, account
         self.livemode, self.kind = livemode, kind
         self.retries = max_network_retries
-        self._token: str | None = None
-        self._issued = None
-        self._client: stripe.StripeClient | None = None
+        # (access token, issued at, client), replaced whole so threads never see a mix
+        self._current: tuple[str | None, object, stripe.StripeClient | None] = \
+            (None, None, None)
+        self._lock = threading.Lock()
         self._connect_clients: dict[bool, stripe.StripeClient] = {}
-        self.calls = 0  # requests sent (a 401 and its retry are two)
+        self._local = threading.local()
+
+    @property
+    def calls(self) -> int:
+        """Requests this thread sent (a 401 and its retry are two). Per thread: a sync's
+        list fetchers share the client, and each counts its own calls."""
+        return getattr(self._local, "calls", 0)
+
+    @calls.setter
+    def calls(self, value: int) -> None:
+        self._local.calls = value
 
     def _app_client(self, refresh_stale: str | None = None) -> stripe.StripeClient:
-        if refresh_stale is None and self._token is not None and \
-                self._token not in STALE_TOKENS and not tokens._due(self._issued,
-                                                                    self.app.config):
-            return self._client  # type: ignore[return-value]
-        if refresh_stale is None:
-            token = tokens.current(self.app, self.project_id, self.account, self.livemode)
-            if token.access_token in STALE_TOKENS:
-                refresh_stale = token.access_token
-        if refresh_stale is not None:
-            token = tokens.refresh(self.app, self.project_id, self.account, self.livemode,
-                                   stale=refresh_stale)
-            STALE_TOKENS.discard(refresh_stale)
-        if token.access_token != self._token or self._client is None:
-            self._token, self._issued = token.access_token, token.issued_at
-            self._client = stripe_client(max_network_retries=self.retries,
-                                         config=self.app.config, api_key=token.access_token)
-        return self._client
+        token_now, issued, client = self._current
+        if refresh_stale is None and client is not None and \
+                token_now not in STALE_TOKENS and not tokens._due(issued, self.app.config):
+            self._local.token = token_now  # the token this thread's request is sent with
+            return client
+        with self._lock:  # a sync's list fetchers share this client: one refresh at a time
+            if refresh_stale is None:
+                token = tokens.current(self.app, self.project_id, self.account, self.livemode)
+                if token.access_token in STALE_TOKENS:
+                    refresh_stale = token.access_token
+            if refresh_stale is not None:
+                token = tokens.refresh(self.app, self.project_id, self.account,
+                                       self.livemode, stale=refresh_stale)
+                STALE_TOKENS.discard(refresh_stale)
+            token_now, issued, client = self._current
+            if token.access_token != token_now or client is None:
+                client = stripe_client(max_network_retries=self.retries,
+                                       config=self.app.config, api_key=token.access_token)
+                self._current = (token.access_token, token.issued_at, client)
+            self._local.token = token.access_token
+            return client
+
+    @property
+    def _token(self) -> str | None:
+        """The access token of this thread's last request (another thread may have
+        refreshed it since: then the refresh finds it replaced and spends nothing)."""
+        return getattr(self._local, "token", None)
 
     def _connect_client(self, test_data: bool) -> stripe.StripeClient:
         """A legacy link's client, built once per key: its HTTP session (one per thread,

@@ -82,6 +82,7 @@ LISTS = {
     # Lost disputes reduce lifetime spend; the charge (expanded) names the customer.
     "disputes": ("dispute", "/v1/disputes", {"expand": ["data.charge"]}),
 }
+LIST_PHASES = tuple(p for p in PHASES if p in LISTS)
 RATE_LIMIT_BUDGET = 20  # consecutive 429s worth one ordinary failure
 
 
@@ -99,75 +100,75 @@ class Fetched:
     fetched_at: datetime | None = None  # the write's ordering stamp: when Stripe answered
 
 
-class Prefetcher:
-    """Fetches the pages of one list in order on a helper thread, up to ``depth`` ahead of
-    the consumer (the next cursor is the last id of the page before, so one thread)."""
+class ListFetchers:
+    """Fetches several lists at once, one helper thread per list, into one queue.
 
-    def __init__(self, fetch: Callable[[str, dict], Fetched], path: str,
-                 params: Callable[[str | None], dict], cursor: str | None,
-                 depth: int) -> None:
-        self.pages: queue.Queue[Fetched] = queue.Queue(maxsize=depth)
-        self.fetched_at = utcnow()
-        self._fetch, self._path, self._params = fetch, path, params
+    Each thread walks its list in order (the next cursor is the last id of the page
+    before); the threads share the account's rate limiter, so while the consumer maps
+    and writes, every request slot Stripe grants is used by some list. At most
+    ``depth`` fetched pages wait for the consumer (a shared budget, so memory stays
+    bounded whatever the number of lists); the consumer takes them in arrival order.
+    """
+
+    def __init__(self, fetch: Callable[[str, dict], Fetched], depth: int) -> None:
+        self.pages: queue.Queue[tuple[str, Fetched | Exception]] = queue.Queue()
+        self._fetch = fetch
+        self._budget = threading.Semaphore(max(1, depth))
         self._stopping = threading.Event()
-        self._unsent: list[Fetched] = []
-        self._thread = threading.Thread(target=self._run, args=(cursor,), daemon=True,
-                                         name="stripe-sync-fetch")
-        self._thread.start()
+        self._threads: list[threading.Thread] = []
 
-    def _run(self, after: str | None) -> None:
+    def start(self, phase: str, path: str, params: Callable[[str | None], dict],
+              cursor: str | None) -> None:
+        thread = threading.Thread(target=self._run, args=(phase, path, params, cursor),
+                                  daemon=True, name=f"stripe-sync-fetch-{phase}")
+        self._threads.append(thread)
+        thread.start()
+
+    def _run(self, phase: str, path: str, params: Callable[[str | None], dict],
+             after: str | None) -> None:
         try:
-            self._produce(after)
+            while self._slot():
+                got = self._fetch(path, params(after))
+                got.fetched_at = utcnow()
+                self.pages.put((phase, got))  # even when stopping: its call was made
+                objects = (got.data or {}).get("data") or []
+                if got.error or not (got.data or {}).get("has_more") or not objects:
+                    return
+                after = objects[-1]["id"]
         except Exception as exc:  # a bug, not a Stripe error: the consumer raises it
-            self._hand_over(exc)
+            self.pages.put((phase, exc))
 
-    def _hand_over(self, item: Fetched | Exception) -> bool:
-        """Queue an item once there is room; False (kept aside) if stopped meanwhile."""
+    def _slot(self) -> bool:
+        """Wait for room in the budget; False once stopping."""
         while not self._stopping.is_set():
-            try:
-                self.pages.put(item, timeout=0.05)  # type: ignore[arg-type]
+            if self._budget.acquire(timeout=0.05):
                 return True
-            except queue.Full:
-                continue
-        if isinstance(item, Fetched):
-            self._unsent.append(item)
         return False
 
-    def _produce(self, after: str | None) -> None:
-        while not self._stopping.is_set():
-            got = self._fetch(self._path, self._params(after))
-            got.fetched_at = utcnow()
-            if not self._hand_over(got):
-                return
-            objects = (got.data or {}).get("data") or []
-            if got.error or not (got.data or {}).get("has_more") or not objects:
-                return
-            after = objects[-1]["id"]
-
-    def get(self, timeout: float) -> Fetched:
-        """The next page (``TimeoutError`` if none came within ``timeout`` seconds)."""
+    def get(self, timeout: float) -> tuple[str, Fetched]:
+        """The next page of any list (``TimeoutError`` if none came within ``timeout``)."""
         try:
-            got = self.pages.get(timeout=timeout)
+            phase, got = self.pages.get(timeout=timeout)
         except queue.Empty:
             raise TimeoutError from None
+        self._budget.release()
         if isinstance(got, Exception):
             raise got
-        self.fetched_at = got.fetched_at or utcnow()
-        return got
+        return phase, got
 
-    def stop(self) -> list[Fetched]:
-        """Stop fetching; the pages fetched but not yet taken, in order."""
+    def stop(self) -> list[tuple[str, Fetched]]:
+        """Stop fetching; the pages fetched but not yet taken, in order (per list)."""
         self._stopping.set()
-        self._thread.join()
-        left: list[Fetched] = []
-        while True:  # in order: the queued pages, then the one fetched after them
+        for thread in self._threads:
+            thread.join()
+        left: list[tuple[str, Fetched]] = []
+        while True:
             try:
-                got = self.pages.get_nowait()
+                phase, got = self.pages.get_nowait()
             except queue.Empty:
                 break
             if isinstance(got, Fetched):
-                left.append(got)
-        left, self._unsent = left + self._unsent, []
+                left.append((phase, got))
         return left
 
 
@@ -333,7 +334,10 @@ class Syncer:
         self.page_size = int(setting("STRIPE_SYNC_PAGE_SIZE"))
         self.flush_objects = int(setting("STRIPE_SYNC_FLUSH_OBJECTS"))
         self.traits_batch = max(1, int(setting("STRIPE_SYNC_TRAITS_BATCH")))
-        self.stripe_seconds = 0.0  # waiting on Stripe (reported in counts["stripe_ms"])
+        # Time inside Stripe calls, summed over the fetch threads (counts["stripe_ms"]),
+        # and this thread's waits for a page (counts["wait_ms"]).
+        self.stripe_seconds = 0.0
+        self.waited = 0.0
         self.next_analyze = 1000  # statistics are refreshed as bulk-loaded tables double
         self.backoff_base = float(setting("STRIPE_SYNC_BACKOFF_BASE"))
         self.backoff_max = float(setting("STRIPE_SYNC_BACKOFF_MAX"))
@@ -366,11 +370,11 @@ class Syncer:
             run.heartbeat_at = utcnow()
             run.phase = run.phase or PHASES[0]
             db.session.commit()
-            for phase in PHASES[PHASES.index(run.phase):]:
-                run.phase = phase
-                done = self._traits() if phase == "traits" else self._list(phase)
-                if not done:
-                    return False
+            if run.phase != "traits" and not self._lists():
+                return False
+            run.phase = "traits"
+            if not self._traits():
+                return False
             run.state, run.finished_at = "succeeded", utcnow()
             db.session.commit()
             SYNC_RUNS.labels(outcome="succeeded").inc()
@@ -400,6 +404,8 @@ class Syncer:
         the sync costs us, apart from waiting on Stripe (``counts["stripe_ms"]``)."""
         counts = dict(self.run.counts or {})
         counts["stripe_ms"] = counts.get("stripe_ms", 0) + round(self.stripe_seconds * 1000)
+        counts["wait_ms"] = counts.get("wait_ms", 0) + round(self.waited * 1000)
+        self.waited = 0.0
         if phase is not None and started is not None:
             written = dict(counts.get("write_ms") or {})
             written[phase] = written.get(phase, 0) + round((time.monotonic() - started) * 1000)
@@ -409,62 +415,87 @@ class Syncer:
         self.lease.renew(self.run)
         db.session.commit()
 
-    def _list(self, phase: str) -> bool:
-        """Page through one account-wide list; False if the slice ran out first.
+    def _lists(self) -> bool:
+        """Page through every account-wide list still to do; False if the slice ran out.
 
-        A helper thread fetches pages ahead (up to ``STRIPE_SYNC_FLUSH_OBJECTS`` worth)
-        while this one writes, so the sync goes at Stripe's pace, not ours: writing never
-        stops the fetching. Pages are written, and the cursor checkpointed, every
-        ``STRIPE_SYNC_FLUSH_OBJECTS`` objects: memory stays bounded, and a killed worker
-        re-fetches at most twice that many.
+        The lists are independent, so they are fetched at once (``ListFetchers``: one
+        thread per list, the account's rate limit shared) while this thread writes the
+        pages as they come: Stripe's request slots never wait on our mapping and writes,
+        and those overlap the fetches. A list's pages are written, and its cursor
+        checkpointed, every ``STRIPE_SYNC_FLUSH_OBJECTS`` objects; a finished list is
+        recorded in ``cursors["listed"]`` (a resumed run fetches it no more). Memory
+        stays bounded (``STRIPE_SYNC_FLUSH_OBJECTS`` worth waiting, plus each list's
+        unwritten buffer), and a killed worker re-fetches at most that many. When the
+        slice ends, pages already fetched are written, not fetched again.
         """
-        kind, path, extra = LISTS[phase]
-        pages: list[tuple[list[dict], datetime]] = []
-        buffered = 0
-        cursor = (self.run.cursors or {}).get(kind)
-        self.fresh = not cursor and not store.has_objects(self.project_id, kind)
+        run = self.run
+        cursors = run.cursors or {}
+        start = LIST_PHASES.index(run.phase) if run.phase in LIST_PHASES else 0
+        todo = [p for p in LIST_PHASES[start:] if LISTS[p][0] not in self._listed()]
+        buffers: dict[str, list[tuple[list[dict], datetime]]] = {p: [] for p in todo}
+        more = dict.fromkeys(todo, True)
+        self.fresh = {}
+        fetchers = ListFetchers(self._fetch, max(1, self.flush_objects // max(1, self.page_size)))
+        for phase in todo:
+            kind, path, extra = LISTS[phase]
+            cursor = cursors.get(kind)
+            self.fresh[kind] = not cursor and not store.has_objects(self.project_id, kind)
+            fetchers.start(phase, path, self._params(extra), cursor)
 
-        def params(after: str | None) -> dict:
-            return {"limit": self.page_size, **extra, **({"starting_after": after}
-                                                         if after else {})}
+        def add(phase: str, page: dict, fetched_at: datetime | None) -> None:
+            objects = page.get("data") or []
+            buffers[phase].append((objects, fetched_at or utcnow()))
+            more[phase] = bool(page.get("has_more")) and bool(objects)
 
-        ahead = Prefetcher(self._fetch, path, params, cursor,
-                           max(1, self.flush_objects // max(1, self.page_size)))
         try:
-            while True:
-                page = self._await(ahead.get)
-                objects = page.get("data") or []
-                pages.append((objects, ahead.fetched_at))
-                buffered += len(objects)
-                more = bool(page.get("has_more")) and bool(objects)
+            while any(more.values()):
+                phase, got = self._await(fetchers.get)
+                add(phase, self._take(got), got.fetched_at)
                 out_of_time = time.monotonic() > self.deadline
-                if out_of_time and more:
-                    # Pages already fetched ahead are written now, not fetched again.
-                    for got in ahead.stop():
-                        if got.error or not more:
-                            self._count(got)
-                            continue
-                        objects = self._take(got).get("data") or []
-                        pages.append((objects, got.fetched_at or utcnow()))
-                        more = bool(got.data.get("has_more")) and bool(objects)
-                if buffered >= self.flush_objects or not more or out_of_time:
-                    self._flush(phase, kind, pages, more)
-                    pages, buffered = [], 0
-                if not more:
-                    return True
                 if out_of_time:
+                    for left_phase, left in fetchers.stop():
+                        if left.error or not more[left_phase]:
+                            self._count(left)  # not used: its list ended or failed
+                            continue
+                        add(left_phase, self._take(left), left.fetched_at)
+                for p in todo:
+                    size = sum(len(objects) for objects, _at in buffers[p])
+                    if buffers[p] and (size >= self.flush_objects or not more[p]
+                                       or out_of_time):
+                        self._flush(p, buffers[p], more[p])
+                        buffers[p] = []
+                if out_of_time and any(more.values()):
                     return False
+            return True
         finally:
-            for got in ahead.stop():  # fetched, never written: their calls still count
+            for _phase, got in fetchers.stop():  # fetched, never written: calls still count
                 self._count(got)
 
-    def _flush(self, phase: str, kind: str, pages: list[tuple[list[dict], datetime]],
-               more: bool) -> None:
-        """Write buffered pages, then move the cursor and counts past them, in one commit."""
+    def _params(self, extra: dict) -> Callable[[str | None], dict]:
+        def params(after: str | None) -> dict:
+            return {"limit": self.page_size, **extra,
+                    **({"starting_after": after} if after else {})}
+        return params
+
+    def _listed(self) -> set[str]:
+        """Kinds whose list is done: recorded as such, or of a phase before the run's
+        (a run checkpointed before lists were fetched at once)."""
         run = self.run
+        done = set((run.cursors or {}).get("listed") or [])
+        if run.phase in PHASES:
+            done |= {LISTS[p][0] for p in LIST_PHASES[:PHASES.index(run.phase)]
+                     if p in LISTS}
+        return done
+
+    def _flush(self, phase: str, pages: list[tuple[list[dict], datetime]],
+               more: bool) -> None:
+        """Write a list's buffered pages, then move its cursor and counts past them (and
+        the run's phase to the first unfinished list), in one commit."""
+        run = self.run
+        kind = LISTS[phase][0]
         started = time.monotonic()
         objects = [o for page, _at in pages for o in page]
-        store.upsert_pages(self.project_id, kind, pages, fresh=self.fresh)
+        store.upsert_pages(self.project_id, kind, pages, fresh=self.fresh[kind])
         if kind == "customer":
             store.link_customers(self.project_id, objects)
             written = (run.counts or {}).get(phase, 0) + len(objects)
@@ -481,10 +512,14 @@ class Syncer:
         run.counts = counts
         if kind == "customer":
             run.customers_total = counts[phase] + (self.page_size if more else 0)
+        cursors = dict(run.cursors or {})
         if objects:
-            run.cursors = {**(run.cursors or {}), kind: objects[-1]["id"]}
+            cursors[kind] = objects[-1]["id"]
         if not more:
-            run.phase = PHASES[PHASES.index(phase) + 1]
+            cursors["listed"] = sorted({*(cursors.get("listed") or []), kind})
+        run.cursors = cursors
+        listed = self._listed()
+        run.phase = next((p for p in LIST_PHASES if LISTS[p][0] not in listed), "traits")
         self._checkpoint(phase, started)
 
     def _traits(self) -> bool:
@@ -618,15 +653,19 @@ class Syncer:
                     return got
                 time.sleep(wait if wait is not None else self._backoff(max(1, round(failures))))
 
-    def _await(self, get: Callable[[float], Fetched]) -> dict:
-        """The next fetched page, keeping the lease alive meanwhile; counts every call."""
-        while True:
-            try:
-                got = get(self.lease.ttl / 3)
-                break
-            except TimeoutError:
-                self._checkpoint()
-        return self._take(got)
+    def _await(self, get: Callable[[float], tuple[str, Fetched]]) -> tuple[str, Fetched]:
+        """The next fetched page of any list, keeping the lease alive meanwhile. The time
+        this thread waits (nothing fetched to write) goes to ``counts["wait_ms"]``: the
+        sync's time minus it is what our own work set the pace for."""
+        started = time.monotonic()
+        try:
+            while True:
+                try:
+                    return get(self.lease.ttl / 3)
+                except TimeoutError:
+                    self._checkpoint()
+        finally:
+            self.waited += time.monotonic() - started
 
     def _count(self, got: Fetched) -> None:
         """Account a fetch's calls and time (every call counts, used or not)."""
