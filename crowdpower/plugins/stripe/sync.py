@@ -338,6 +338,7 @@ class Syncer:
         # and this thread's waits for a page (counts["wait_ms"]).
         self.stripe_seconds = 0.0
         self.waited = 0.0
+        self.unsaved_calls = 0  # counted, not yet added to run.api_calls (``_settle``)
         self.next_analyze = 1000  # statistics are refreshed as bulk-loaded tables double
         self.backoff_base = float(setting("STRIPE_SYNC_BACKOFF_BASE"))
         self.backoff_max = float(setting("STRIPE_SYNC_BACKOFF_MAX"))
@@ -371,11 +372,13 @@ class Syncer:
             run.phase = run.phase or PHASES[0]
             db.session.commit()
             if run.phase != "traits" and not self._lists():
+                self._checkpoint()  # the calls of pages fetched when the slice ended
                 return False
             run.phase = "traits"
             if not self._traits():
                 return False
             run.state, run.finished_at = "succeeded", utcnow()
+            self._settle()
             db.session.commit()
             SYNC_RUNS.labels(outcome="succeeded").inc()
             return True
@@ -389,6 +392,7 @@ class Syncer:
             return True
 
     def _fail(self, message: str, rollback: bool = False) -> None:
+        self._settle()
         calls = self.run.api_calls
         if rollback:
             db.session.rollback()
@@ -412,7 +416,13 @@ class Syncer:
             counts["write_ms"] = written
         self.stripe_seconds = 0.0
         self.run.counts = counts
+        self._settle()
         self.lease.renew(self.run)
+        if db.engine.dialect.name == "postgresql":
+            # Without waiting for the WAL to reach the disk: a crash can lose only the
+            # last checkpoints, each whole (the pages written and the cursor past them
+            # are one transaction), and the run resumes from the one before.
+            db.session.execute(text("SET LOCAL synchronous_commit = off"))
         db.session.commit()
 
     def _lists(self) -> bool:
@@ -668,9 +678,17 @@ class Syncer:
             self.waited += time.monotonic() - started
 
     def _count(self, got: Fetched) -> None:
-        """Account a fetch's calls and time (every call counts, used or not)."""
-        self.run.api_calls = (self.run.api_calls or 0) + got.calls
+        """Account a fetch's calls and time (every call counts, used or not). The calls
+        reach ``run.api_calls`` at the next commit (``_settle``): reading the run's
+        attribute here would reload the row after every commit, one query a page."""
+        self.unsaved_calls += got.calls
         self.stripe_seconds += got.seconds
+
+    def _settle(self) -> None:
+        """Add the calls counted since the last commit to the run (before committing)."""
+        if self.unsaved_calls:
+            self.run.api_calls = (self.run.api_calls or 0) + self.unsaved_calls
+            self.unsaved_calls = 0
 
     def _take(self, got: Fetched) -> dict:
         """A fetched page's data, its calls and retries counted; its error raised."""
