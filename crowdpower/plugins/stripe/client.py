@@ -13,8 +13,11 @@ from __future__ import annotations
 import re
 import threading
 
+import orjson
 import stripe
 from flask import current_app, has_app_context
+from stripe._request_options import extract_options_from_dict
+from stripe._util import get_api_mode
 
 from crowdpower.plugins.stripe import tokens
 from crowdpower.plugins.stripe.connection import connection as connection_for
@@ -48,6 +51,31 @@ def stripe_client(account: str | None = None, max_network_retries: int | None = 
         max_network_retries=retries,
         stripe_version=API_VERSION,
     )
+
+
+def get_json(client: stripe.StripeClient, path: str, **params) -> dict:
+    """``client.raw_request("get", path, **params).data``, the body parsed by orjson.
+
+    The SDK decodes every answer with ``json.loads`` into ``OrderedDict``s: 2.5 ms of a
+    100-charge list page (≈280 KB), held under the GIL the sync's writing thread needs;
+    orjson takes 0.5 ms. The request is the SDK's own (``raw_request``'s steps: headers,
+    API version, telemetry), and any other answer goes through the SDK's interpretation,
+    so errors are raised exactly as ``raw_request`` raises them.
+    """
+    options, params = extract_options_from_dict(dict(params))
+    api_mode = get_api_mode(path)
+    requestor = client._requestor
+    rbody, rcode, rheaders = requestor.request_raw(
+        "get", path, params=params, options=options, base_address="api",
+        api_mode=api_mode, usage=["raw_request"])
+    if 200 <= rcode < 300:
+        try:
+            data = orjson.loads(rbody)  # type: ignore[arg-type]
+        except orjson.JSONDecodeError:
+            data = None  # the SDK's answer for a broken body (APIError)
+        if isinstance(data, dict):
+            return data
+    return requestor._interpret_response(rbody, rcode, rheaders, api_mode).data
 
 
 def error_code(exc: stripe.StripeError) -> str | None:
@@ -187,11 +215,11 @@ class AccountClient:
         try:
             self.calls += 1
             if self.kind != "app":
-                return self._connect_client(test_data).raw_request(
-                    "get", path, stripe_account=self.account, **params).data
+                return get_json(self._connect_client(test_data), path,
+                                stripe_account=self.account, **params)
             client = self._app_client()
             try:
-                return client.raw_request("get", path, **params).data
+                return get_json(client, path, **params)
             except stripe.AuthenticationError:
                 # ``api_key_expired`` (the token outlived our clock), or a token Stripe no
                 # longer knows (the app was uninstalled): refresh once, then send the same
@@ -201,8 +229,7 @@ class AccountClient:
                     STALE_TOKENS.add(self._token)  # type: ignore[arg-type]
                     raise RefreshDeferred("Stripe access token expired mid-transaction; "
                                           "retrying after a refresh") from None
-                return self._app_client(refresh_stale=self._token).raw_request(
-                    "get", path, **params).data
+                return get_json(self._app_client(refresh_stale=self._token), path, **params)
         except stripe.PermissionError as exc:
             if error_code(exc) != "more_permissions_required_for_application":
                 raise

@@ -49,6 +49,7 @@ from crowdpower.plugins.stripe.metrics import API_RETRIES, SYNC_OBJECTS, SYNC_RU
 from crowdpower.plugins.stripe.models import StripeCustomerLink, StripeSyncRun
 from crowdpower.plugins.stripe.queues import QUEUES
 from crowdpower.plugins.stripe.ratelimit import limiter, rate_for
+from crowdpower.plugins.stripe.streamed_traits import StreamedTraits
 from crowdpower.plugins.stripe.tokens import ReconnectNeeded, TokenEndpointError
 from crowdpower.services import (
     RetryPolicy,
@@ -339,6 +340,11 @@ class Syncer:
         self.stripe_seconds = 0.0
         self.waited = 0.0
         self.unsaved_calls = 0  # counted, not yet added to run.api_calls (``_settle``)
+        self.streamed: StreamedTraits | None = None  # traits computed during the lists
+        self.stream_ready: list[int] = []
+        self.stream_write: Future | None = None
+        self.pool: ThreadPoolExecutor | None = None
+        self.next_objects_analyze = 5000
         self.next_analyze = 1000  # statistics are refreshed as bulk-loaded tables double
         self.backoff_base = float(setting("STRIPE_SYNC_BACKOFF_BASE"))
         self.backoff_max = float(setting("STRIPE_SYNC_BACKOFF_MAX"))
@@ -390,6 +396,9 @@ class Syncer:
             self._fail(f"Internal error while syncing ({type(exc).__name__}); "
                        "Resync continues from the last checkpoint.", rollback=True)
             return True
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
 
     def _fail(self, message: str, rollback: bool = False) -> None:
         self._settle()
@@ -445,6 +454,10 @@ class Syncer:
         buffers: dict[str, list[tuple[list[dict], datetime]]] = {p: [] for p in todo}
         more = dict.fromkeys(todo, True)
         self.fresh = {}
+        # Streaming needs this slice to see the customers written, and a second writer
+        # (the helper thread's transaction): PostgreSQL, not SQLite's single write lock.
+        if "customers" in todo and db.engine.dialect.name == "postgresql":
+            self.streamed = StreamedTraits({LISTS[p][0] for p in todo})
         fetchers = ListFetchers(self._fetch, max(1, self.flush_objects // max(1, self.page_size)))
         for phase in todo:
             kind, path, extra = LISTS[phase]
@@ -475,11 +488,57 @@ class Syncer:
                         self._flush(p, buffers[p], more[p])
                         buffers[p] = []
                 if out_of_time and any(more.values()):
+                    self.streamed = None  # the next slice's traits phase computes them all
                     return False
+                self._stream_traits()
             return True
         finally:
             for _phase, got in fetchers.stop():  # fetched, never written: calls still count
                 self._count(got)
+            self._streamed_written()
+
+    def _stream_traits(self, minimum: int = 200) -> None:
+        """Traits of customers whose objects are all written (``StreamedTraits``), computed
+        while the lists are still fetched: on a helper thread (its own transaction), one
+        batch of at least ``minimum`` at a time, so reading the mirror, mapping and writing
+        traits overlap this thread's list writes and the fetches."""
+        streamed = self.streamed
+        if streamed is None:
+            return
+        if self.stream_write is not None:
+            if not self.stream_write.done():
+                return
+            self._streamed_written()
+        self.stream_ready.extend(streamed.ready())
+        if len(self.stream_ready) < minimum:
+            return
+        ids, self.stream_ready = self.stream_ready, []
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        self.stream_write = self._traits_pool().submit(_stream_batch, app, self.project_id,
+                                                       ids)
+
+    def _streamed_written(self) -> None:
+        """Wait for the streamed batch on the helper thread, if any, and record it."""
+        future, self.stream_write = self.stream_write, None
+        while future is not None:
+            try:
+                ids, owners, seconds = future.result(timeout=self.lease.ttl / 3)
+            except FutureTimeout:
+                self._checkpoint()  # keeps the lease while the database works
+                continue
+            if self.streamed is not None:
+                self.streamed.computed(ids, owners)
+            counts = dict(self.run.counts or {})
+            written = dict(counts.get("write_ms") or {})
+            written["traits"] = written.get("traits", 0) + round(seconds * 1000)
+            counts["write_ms"] = written
+            self.run.counts = counts
+            return
+
+    def _traits_pool(self) -> ThreadPoolExecutor:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="stripe-sync-traits")
+        return self.pool
 
     def _params(self, extra: dict) -> Callable[[str | None], dict]:
         def params(after: str | None) -> dict:
@@ -506,12 +565,18 @@ class Syncer:
         started = time.monotonic()
         objects = [o for page, _at in pages for o in page]
         store.upsert_pages(self.project_id, kind, pages, fresh=self.fresh[kind])
+        links = None
         if kind == "customer":
-            store.link_customers(self.project_id, objects)
+            links = store.link_customers(self.project_id, objects)
             written = (run.counts or {}).get(phase, 0) + len(objects)
             if written >= self.next_analyze:  # the link look-ups must stay index scans
                 self._analyze("stripe_customer_links", "customers")
                 self.next_analyze = 2 * written
+        listed = sum(v for k, v in (run.counts or {}).items()
+                     if k in LISTS and isinstance(v, int)) + len(objects)
+        if self.streamed is not None and listed >= self.next_objects_analyze:
+            self._analyze("stripe_objects")  # streamed traits read it while it grows
+            self.next_objects_analyze = 2 * listed
         SYNC_OBJECTS.labels(kind=kind).inc(len(objects))
         counts = dict(run.counts or {})
         counts[phase] = counts.get(phase, 0) + len(objects)
@@ -531,6 +596,8 @@ class Syncer:
         listed = self._listed()
         run.phase = next((p for p in LIST_PHASES if LISTS[p][0] not in listed), "traits")
         self._checkpoint(phase, started)
+        if self.streamed is not None:  # after the commit: streamed reads see these objects
+            self.streamed.written(kind, objects, more, links)
 
     def _traits(self) -> bool:
         """Recompute traits of every linked customer in id-ordered, checkpointed batches.
@@ -554,7 +621,12 @@ class Syncer:
         after = (run.cursors or {}).get("traits") or 0
         pending: tuple[Future | None, list[int]] | None = None
         self.traits_mark = time.monotonic()  # the phase's time is counted between checkpoints
-        with ThreadPoolExecutor(1, thread_name_prefix="stripe-sync-traits") as pool:
+        # Computed while the lists were fetched, and nothing written for them since.
+        skip = self.streamed.skip() if self.streamed is not None else set()
+        if self.streamed is not None:
+            run.counts = {**(run.counts or {}), "traits_streamed": len(self.streamed.done),
+                          "traits_dirty": len(self.streamed.dirty)}
+        with self._traits_pool() as pool:
             while True:
                 if time.monotonic() > self.deadline:
                     self._traits_written(pending)
@@ -570,7 +642,8 @@ class Syncer:
                                               run.customers_processed)
                     self._checkpoint()
                     return True
-                rows = store.compute_traits(self.project_id, ids)
+                rows = store.compute_traits(self.project_id,
+                                            [i for i in ids if i not in skip])
                 after = ids[-1]
                 if not overlap:
                     store.write_traits(self.project_id, rows)
@@ -734,6 +807,17 @@ class Syncer:
 
     def _backoff(self, failures: int) -> float:
         return self.retry.delay(failures)
+
+
+def _stream_batch(app, project_id: int, ids: list[int]) -> tuple[list[int], dict, float]:
+    """On the sync's helper thread: compute and write one batch of traits in its own
+    transaction; ``(ids, their Stripe customers, seconds)``."""
+    started = time.monotonic()
+    owners: dict[str, int] = {}
+    with app.app_context(), project_scope(project_id):
+        store.write_traits(project_id, store.compute_traits(project_id, ids, owners=owners))
+        db.session.commit()
+    return ids, owners, time.monotonic() - started
 
 
 def _write_traits(app, project_id: int, rows: list) -> None:
