@@ -1,12 +1,15 @@
 """Initial and on-demand sync of a connected account into the mirror and traits.
 
 A run (``StripeSyncRun``) goes pending → running → succeeded/failed through the
-phases customers → products → prices → subscriptions → charges → disputes → traits. Each list phase pages through
-the account-wide list endpoint (100 per page; the next page is fetched while the
-current one is written), writes every ``STRIPE_SYNC_FLUSH_OBJECTS`` objects to the
-mirror and commits them together with the cursor, so memory stays bounded and a killed
-worker resumes from the last committed cursor with the same end result (writes are
-upserts). The traits phase walks the linked customers in id order, also checkpointed.
+phases customers → products → prices → subscriptions → charges → disputes → traits. The
+list phases' account-wide lists (100 per page) are independent, so they are fetched at
+once, one thread per list under the account's shared rate cap, while this thread writes
+each list's pages every ``STRIPE_SYNC_FLUSH_OBJECTS`` objects, committed together with
+that list's cursor: memory stays bounded and a killed worker resumes from the last
+committed cursors with the same end result (writes are upserts). ``run.phase`` is the
+first list not finished. On PostgreSQL the traits of customers whose objects are all
+written are computed meanwhile (``streamed_traits``); the traits phase then walks the
+linked customers in id order, checkpointed, computing the rest.
 
 Fairness: the job runs on the ``sync`` queue (never in front of webhooks), in time
 slices (``STRIPE_SYNC_SLICE_SECONDS``) after which it re-enqueues itself, and holds a
