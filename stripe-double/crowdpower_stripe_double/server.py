@@ -37,11 +37,10 @@ PLATFORM = "acct_platform"
 class _QuietHandler(WSGIRequestHandler):
     """No access log: the double serves thousands of requests in tests and benchmarks.
 
-    HTTP/1.1, so a client's connection is kept alive between requests (as Stripe's is):
-    a sync's thousands of list calls then skip a TCP handshake and a new server thread
-    each. Every response has a length (werkzeug chunks those that do not)."""
-
-    protocol_version = "HTTP/1.1"
+    Connections are not kept alive: werkzeug answers every request with ``Connection:
+    close`` (after the response it drains the socket, which would swallow a kept-alive
+    client's next request). A new connection costs well under a millisecond here; the
+    encoding of a list page was what made the double slow (``_json``)."""
 
     def log_request(self, *args: Any, **kwargs: Any) -> None:
         pass
