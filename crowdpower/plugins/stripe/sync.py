@@ -443,12 +443,13 @@ class Syncer:
         The lists are independent, so they are fetched at once (``ListFetchers``: one
         thread per list, the account's rate limit shared) while this thread writes the
         pages as they come: Stripe's request slots never wait on our mapping and writes,
-        and those overlap the fetches. A list's pages are written, and its cursor
-        checkpointed, every ``STRIPE_SYNC_FLUSH_OBJECTS`` objects; a finished list is
-        recorded in ``cursors["listed"]`` (a resumed run fetches it no more). Memory
-        stays bounded (``STRIPE_SYNC_FLUSH_OBJECTS`` worth waiting, plus each list's
-        unwritten buffer), and a killed worker re-fetches at most that many. When the
-        slice ends, pages already fetched are written, not fetched again.
+        and those overlap the fetches. Whenever the lists' unwritten pages hold
+        ``STRIPE_SYNC_FLUSH_OBJECTS`` objects, the fullest list's are written and its
+        cursor checkpointed; a finished list is recorded in ``cursors["listed"]`` (a
+        resumed run fetches it no more). Memory stays bounded (twice that many objects:
+        fetched and waiting, fetched and unwritten), and a killed worker re-fetches at most
+        that many. When the slice ends, pages already fetched are written, not fetched
+        again.
         """
         run = self.run
         cursors = run.cursors or {}
@@ -484,12 +485,18 @@ class Syncer:
                             self._count(left)  # not used: its list ended or failed
                             continue
                         add(left_phase, self._take(left), left.fetched_at)
+                # A list's pages are written when it ends (or the slice does), and the
+                # fullest buffer whenever all of them hold a flush's worth: the pages held
+                # stay about what one list alone would hold, whatever the number of lists.
+                size = {p: sum(len(objects) for objects, _at in buffers[p]) for p in todo}
                 for p in todo:
-                    size = sum(len(objects) for objects, _at in buffers[p])
-                    if buffers[p] and (size >= self.flush_objects or not more[p]
-                                       or out_of_time):
+                    if buffers[p] and (not more[p] or out_of_time):
                         self._flush(p, buffers[p], more[p])
-                        buffers[p] = []
+                        buffers[p], size[p] = [], 0
+                while sum(size.values()) >= self.flush_objects:
+                    p = max(todo, key=lambda k: size[k])
+                    self._flush(p, buffers[p], more[p])
+                    buffers[p], size[p] = [], 0
                 if out_of_time and any(more.values()):
                     self.streamed = None  # the next slice's traits phase computes them all
                     return False
@@ -503,8 +510,9 @@ class Syncer:
     def _stream_traits(self, minimum: int = 200) -> None:
         """Traits of customers whose objects are all written (``StreamedTraits``), computed
         while the lists are still fetched: on a helper thread (its own transaction), one
-        batch of at least ``minimum`` at a time, so reading the mirror, mapping and writing
-        traits overlap this thread's list writes and the fetches."""
+        batch of ``minimum`` to ``STRIPE_SYNC_TRAITS_BATCH`` customers at a time, so reading
+        the mirror, mapping and writing traits overlap this thread's list writes and the
+        fetches."""
         streamed = self.streamed
         if streamed is None:
             return
@@ -515,7 +523,10 @@ class Syncer:
         self.stream_ready.extend(streamed.ready())
         if len(self.stream_ready) < minimum:
             return
-        ids, self.stream_ready = self.stream_ready, []
+        # At most a traits batch at a time: customers pile up while a batch runs (a whole
+        # list can finish meanwhile), and one batch's objects are held in memory at once.
+        ids = self.stream_ready[:self.traits_batch]
+        del self.stream_ready[:self.traits_batch]
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         self.stream_write = self._traits_pool().submit(_stream_batch, app, self.project_id,
                                                        ids)
