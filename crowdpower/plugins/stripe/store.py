@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+import orjson
+from sqlalchemy import Text, cast, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from crowdpower import services
@@ -237,10 +238,11 @@ def recompute_traits(project_id: int, customer_ids: Iterable[int]) -> int:
     return len(rows)
 
 
-def compute_traits(project_id: int, customer_ids: Iterable[int]
-                   ) -> list[tuple[int, dict[str, Any]]]:
+def compute_traits(project_id: int, customer_ids: Iterable[int],
+                   owners: dict[str, int] | None = None) -> list[tuple[int, dict[str, Any]]]:
     """``(customer id, traits)`` of these customers, computed from the mirror (written by
-    the caller: the sync writes one batch while it computes the next)."""
+    the caller: the sync writes one batch while it computes the next). ``owners`` gets
+    their Stripe customers (Stripe id → customer id)."""
     customer_ids = sorted(set(customer_ids))
     if not customer_ids:
         return []
@@ -249,18 +251,22 @@ def compute_traits(project_id: int, customer_ids: Iterable[int]
         StripeCustomerLink.project_id == project_id,
         among(StripeCustomerLink.customer_id, customer_ids))).all()
     owner = dict(links)
+    if owners is not None:
+        owners.update(owner)
     grouped: dict[int, dict[str, list]] = defaultdict(
         lambda: {"customer": [], "subscription": [], "charge": [], "dispute": []})
     stripe_ids = list(owner)
     for start in range(0, len(stripe_ids), 1000):
         chunk = stripe_ids[start:start + 1000]
+        # The document as text, parsed by orjson: the driver's json.loads took most of
+        # the traits phase's read (2.3 s of 10k customers' ≈ 66k objects).
         rows = db.session.execute(select(StripeObject.kind, StripeObject.customer_stripe_id,
-                                         StripeObject.data).where(
+                                         cast(StripeObject.data, Text)).where(
             StripeObject.project_id == project_id,
+            StripeObject.kind.in_(("customer", "subscription", "charge", "dispute")),
             among(StripeObject.customer_stripe_id, chunk)))
         for kind, cus, data in rows:
-            if kind in ("customer", "subscription", "charge", "dispute"):
-                grouped[owner[cus]][kind].append(data)
+            grouped[owner[cus]][kind].append(orjson.loads(data))
     subs = [s for g in grouped.values() for s in g["subscription"]]
     names = product_names(project_id, subs)
     prices = tiered_prices(project_id, subs)

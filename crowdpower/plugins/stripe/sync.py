@@ -1,12 +1,15 @@
 """Initial and on-demand sync of a connected account into the mirror and traits.
 
 A run (``StripeSyncRun``) goes pending → running → succeeded/failed through the
-phases customers → products → prices → subscriptions → charges → disputes → traits. Each list phase pages through
-the account-wide list endpoint (100 per page; the next page is fetched while the
-current one is written), writes every ``STRIPE_SYNC_FLUSH_OBJECTS`` objects to the
-mirror and commits them together with the cursor, so memory stays bounded and a killed
-worker resumes from the last committed cursor with the same end result (writes are
-upserts). The traits phase walks the linked customers in id order, also checkpointed.
+phases customers → products → prices → subscriptions → charges → disputes → traits. The
+list phases' account-wide lists (100 per page) are independent, so they are fetched at
+once, one thread per list under the account's shared rate cap, while this thread writes
+each list's pages every ``STRIPE_SYNC_FLUSH_OBJECTS`` objects, committed together with
+that list's cursor: memory stays bounded and a killed worker resumes from the last
+committed cursors with the same end result (writes are upserts). ``run.phase`` is the
+first list not finished. On PostgreSQL the traits of customers whose objects are all
+written are computed meanwhile (``streamed_traits``); the traits phase then walks the
+linked customers in id order, checkpointed, computing the rest.
 
 Fairness: the job runs on the ``sync`` queue (never in front of webhooks), in time
 slices (``STRIPE_SYNC_SLICE_SECONDS``) after which it re-enqueues itself, and holds a
@@ -49,6 +52,7 @@ from crowdpower.plugins.stripe.metrics import API_RETRIES, SYNC_OBJECTS, SYNC_RU
 from crowdpower.plugins.stripe.models import StripeCustomerLink, StripeSyncRun
 from crowdpower.plugins.stripe.queues import QUEUES
 from crowdpower.plugins.stripe.ratelimit import limiter, rate_for
+from crowdpower.plugins.stripe.streamed_traits import StreamedTraits
 from crowdpower.plugins.stripe.tokens import ReconnectNeeded, TokenEndpointError
 from crowdpower.services import (
     RetryPolicy,
@@ -82,6 +86,7 @@ LISTS = {
     # Lost disputes reduce lifetime spend; the charge (expanded) names the customer.
     "disputes": ("dispute", "/v1/disputes", {"expand": ["data.charge"]}),
 }
+LIST_PHASES = tuple(p for p in PHASES if p in LISTS)
 RATE_LIMIT_BUDGET = 20  # consecutive 429s worth one ordinary failure
 
 
@@ -99,75 +104,75 @@ class Fetched:
     fetched_at: datetime | None = None  # the write's ordering stamp: when Stripe answered
 
 
-class Prefetcher:
-    """Fetches the pages of one list in order on a helper thread, up to ``depth`` ahead of
-    the consumer (the next cursor is the last id of the page before, so one thread)."""
+class ListFetchers:
+    """Fetches several lists at once, one helper thread per list, into one queue.
 
-    def __init__(self, fetch: Callable[[str, dict], Fetched], path: str,
-                 params: Callable[[str | None], dict], cursor: str | None,
-                 depth: int) -> None:
-        self.pages: queue.Queue[Fetched] = queue.Queue(maxsize=depth)
-        self.fetched_at = utcnow()
-        self._fetch, self._path, self._params = fetch, path, params
+    Each thread walks its list in order (the next cursor is the last id of the page
+    before); the threads share the account's rate limiter, so while the consumer maps
+    and writes, every request slot Stripe grants is used by some list. At most
+    ``depth`` fetched pages wait for the consumer (a shared budget, so memory stays
+    bounded whatever the number of lists); the consumer takes them in arrival order.
+    """
+
+    def __init__(self, fetch: Callable[[str, dict], Fetched], depth: int) -> None:
+        self.pages: queue.Queue[tuple[str, Fetched | Exception]] = queue.Queue()
+        self._fetch = fetch
+        self._budget = threading.Semaphore(max(1, depth))
         self._stopping = threading.Event()
-        self._unsent: list[Fetched] = []
-        self._thread = threading.Thread(target=self._run, args=(cursor,), daemon=True,
-                                         name="stripe-sync-fetch")
-        self._thread.start()
+        self._threads: list[threading.Thread] = []
 
-    def _run(self, after: str | None) -> None:
+    def start(self, phase: str, path: str, params: Callable[[str | None], dict],
+              cursor: str | None) -> None:
+        thread = threading.Thread(target=self._run, args=(phase, path, params, cursor),
+                                  daemon=True, name=f"stripe-sync-fetch-{phase}")
+        self._threads.append(thread)
+        thread.start()
+
+    def _run(self, phase: str, path: str, params: Callable[[str | None], dict],
+             after: str | None) -> None:
         try:
-            self._produce(after)
+            while self._slot():
+                got = self._fetch(path, params(after))
+                got.fetched_at = utcnow()
+                self.pages.put((phase, got))  # even when stopping: its call was made
+                objects = (got.data or {}).get("data") or []
+                if got.error or not (got.data or {}).get("has_more") or not objects:
+                    return
+                after = objects[-1]["id"]
         except Exception as exc:  # a bug, not a Stripe error: the consumer raises it
-            self._hand_over(exc)
+            self.pages.put((phase, exc))
 
-    def _hand_over(self, item: Fetched | Exception) -> bool:
-        """Queue an item once there is room; False (kept aside) if stopped meanwhile."""
+    def _slot(self) -> bool:
+        """Wait for room in the budget; False once stopping."""
         while not self._stopping.is_set():
-            try:
-                self.pages.put(item, timeout=0.05)  # type: ignore[arg-type]
+            if self._budget.acquire(timeout=0.05):
                 return True
-            except queue.Full:
-                continue
-        if isinstance(item, Fetched):
-            self._unsent.append(item)
         return False
 
-    def _produce(self, after: str | None) -> None:
-        while not self._stopping.is_set():
-            got = self._fetch(self._path, self._params(after))
-            got.fetched_at = utcnow()
-            if not self._hand_over(got):
-                return
-            objects = (got.data or {}).get("data") or []
-            if got.error or not (got.data or {}).get("has_more") or not objects:
-                return
-            after = objects[-1]["id"]
-
-    def get(self, timeout: float) -> Fetched:
-        """The next page (``TimeoutError`` if none came within ``timeout`` seconds)."""
+    def get(self, timeout: float) -> tuple[str, Fetched]:
+        """The next page of any list (``TimeoutError`` if none came within ``timeout``)."""
         try:
-            got = self.pages.get(timeout=timeout)
+            phase, got = self.pages.get(timeout=timeout)
         except queue.Empty:
             raise TimeoutError from None
+        self._budget.release()
         if isinstance(got, Exception):
             raise got
-        self.fetched_at = got.fetched_at or utcnow()
-        return got
+        return phase, got
 
-    def stop(self) -> list[Fetched]:
-        """Stop fetching; the pages fetched but not yet taken, in order."""
+    def stop(self) -> list[tuple[str, Fetched]]:
+        """Stop fetching; the pages fetched but not yet taken, in order (per list)."""
         self._stopping.set()
-        self._thread.join()
-        left: list[Fetched] = []
-        while True:  # in order: the queued pages, then the one fetched after them
+        for thread in self._threads:
+            thread.join()
+        left: list[tuple[str, Fetched]] = []
+        while True:
             try:
-                got = self.pages.get_nowait()
+                phase, got = self.pages.get_nowait()
             except queue.Empty:
                 break
             if isinstance(got, Fetched):
-                left.append(got)
-        left, self._unsent = left + self._unsent, []
+                left.append((phase, got))
         return left
 
 
@@ -333,7 +338,16 @@ class Syncer:
         self.page_size = int(setting("STRIPE_SYNC_PAGE_SIZE"))
         self.flush_objects = int(setting("STRIPE_SYNC_FLUSH_OBJECTS"))
         self.traits_batch = max(1, int(setting("STRIPE_SYNC_TRAITS_BATCH")))
-        self.stripe_seconds = 0.0  # waiting on Stripe (reported in counts["stripe_ms"])
+        # Time inside Stripe calls, summed over the fetch threads (counts["stripe_ms"]),
+        # and this thread's waits for a page (counts["wait_ms"]).
+        self.stripe_seconds = 0.0
+        self.waited = 0.0
+        self.unsaved_calls = 0  # counted, not yet added to run.api_calls (``_settle``)
+        self.streamed: StreamedTraits | None = None  # traits computed during the lists
+        self.stream_ready: list[int] = []
+        self.stream_write: Future | None = None
+        self.pool: ThreadPoolExecutor | None = None
+        self.next_objects_analyze = 5000
         self.next_analyze = 1000  # statistics are refreshed as bulk-loaded tables double
         self.backoff_base = float(setting("STRIPE_SYNC_BACKOFF_BASE"))
         self.backoff_max = float(setting("STRIPE_SYNC_BACKOFF_MAX"))
@@ -366,12 +380,14 @@ class Syncer:
             run.heartbeat_at = utcnow()
             run.phase = run.phase or PHASES[0]
             db.session.commit()
-            for phase in PHASES[PHASES.index(run.phase):]:
-                run.phase = phase
-                done = self._traits() if phase == "traits" else self._list(phase)
-                if not done:
-                    return False
+            if run.phase != "traits" and not self._lists():
+                self._checkpoint()  # the calls of pages fetched when the slice ended
+                return False
+            run.phase = "traits"
+            if not self._traits():
+                return False
             run.state, run.finished_at = "succeeded", utcnow()
+            self._settle()
             db.session.commit()
             SYNC_RUNS.labels(outcome="succeeded").inc()
             return True
@@ -383,8 +399,12 @@ class Syncer:
             self._fail(f"Internal error while syncing ({type(exc).__name__}); "
                        "Resync continues from the last checkpoint.", rollback=True)
             return True
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
 
     def _fail(self, message: str, rollback: bool = False) -> None:
+        self._settle()
         calls = self.run.api_calls
         if rollback:
             db.session.rollback()
@@ -400,77 +420,177 @@ class Syncer:
         the sync costs us, apart from waiting on Stripe (``counts["stripe_ms"]``)."""
         counts = dict(self.run.counts or {})
         counts["stripe_ms"] = counts.get("stripe_ms", 0) + round(self.stripe_seconds * 1000)
+        counts["wait_ms"] = counts.get("wait_ms", 0) + round(self.waited * 1000)
+        self.waited = 0.0
         if phase is not None and started is not None:
             written = dict(counts.get("write_ms") or {})
             written[phase] = written.get(phase, 0) + round((time.monotonic() - started) * 1000)
             counts["write_ms"] = written
         self.stripe_seconds = 0.0
         self.run.counts = counts
+        self._settle()
         self.lease.renew(self.run)
+        if db.engine.dialect.name == "postgresql":
+            # Without waiting for the WAL to reach the disk: a crash can lose only the
+            # last checkpoints, each whole (the pages written and the cursor past them
+            # are one transaction), and the run resumes from the one before.
+            db.session.execute(text("SET LOCAL synchronous_commit = off"))
         db.session.commit()
 
-    def _list(self, phase: str) -> bool:
-        """Page through one account-wide list; False if the slice ran out first.
+    def _lists(self) -> bool:
+        """Page through every account-wide list still to do; False if the slice ran out.
 
-        A helper thread fetches pages ahead (up to ``STRIPE_SYNC_FLUSH_OBJECTS`` worth)
-        while this one writes, so the sync goes at Stripe's pace, not ours: writing never
-        stops the fetching. Pages are written, and the cursor checkpointed, every
-        ``STRIPE_SYNC_FLUSH_OBJECTS`` objects: memory stays bounded, and a killed worker
-        re-fetches at most twice that many.
+        The lists are independent, so they are fetched at once (``ListFetchers``: one
+        thread per list, the account's rate limit shared) while this thread writes the
+        pages as they come: Stripe's request slots never wait on our mapping and writes,
+        and those overlap the fetches. Whenever the lists' unwritten pages hold
+        ``STRIPE_SYNC_FLUSH_OBJECTS`` objects, the fullest list's are written and its
+        cursor checkpointed; a finished list is recorded in ``cursors["listed"]`` (a
+        resumed run fetches it no more). Memory stays bounded (twice that many objects:
+        fetched and waiting, fetched and unwritten), and a killed worker re-fetches at most
+        that many. When the slice ends, pages already fetched are written, not fetched
+        again.
         """
-        kind, path, extra = LISTS[phase]
-        pages: list[tuple[list[dict], datetime]] = []
-        buffered = 0
-        cursor = (self.run.cursors or {}).get(kind)
-        self.fresh = not cursor and not store.has_objects(self.project_id, kind)
-
-        def params(after: str | None) -> dict:
-            return {"limit": self.page_size, **extra, **({"starting_after": after}
-                                                         if after else {})}
-
-        ahead = Prefetcher(self._fetch, path, params, cursor,
-                           max(1, self.flush_objects // max(1, self.page_size)))
-        try:
-            while True:
-                page = self._await(ahead.get)
-                objects = page.get("data") or []
-                pages.append((objects, ahead.fetched_at))
-                buffered += len(objects)
-                more = bool(page.get("has_more")) and bool(objects)
-                out_of_time = time.monotonic() > self.deadline
-                if out_of_time and more:
-                    # Pages already fetched ahead are written now, not fetched again.
-                    for got in ahead.stop():
-                        if got.error or not more:
-                            self._count(got)
-                            continue
-                        objects = self._take(got).get("data") or []
-                        pages.append((objects, got.fetched_at or utcnow()))
-                        more = bool(got.data.get("has_more")) and bool(objects)
-                if buffered >= self.flush_objects or not more or out_of_time:
-                    self._flush(phase, kind, pages, more)
-                    pages, buffered = [], 0
-                if not more:
-                    return True
-                if out_of_time:
-                    return False
-        finally:
-            for got in ahead.stop():  # fetched, never written: their calls still count
-                self._count(got)
-
-    def _flush(self, phase: str, kind: str, pages: list[tuple[list[dict], datetime]],
-               more: bool) -> None:
-        """Write buffered pages, then move the cursor and counts past them, in one commit."""
         run = self.run
+        cursors = run.cursors or {}
+        start = LIST_PHASES.index(run.phase) if run.phase in LIST_PHASES else 0
+        todo = [p for p in LIST_PHASES[start:] if LISTS[p][0] not in self._listed()]
+        buffers: dict[str, list[tuple[list[dict], datetime]]] = {p: [] for p in todo}
+        more = dict.fromkeys(todo, True)
+        self.fresh = {}
+        # Streaming needs this slice to see the customers written, and a second writer
+        # (the helper thread's transaction): PostgreSQL, not SQLite's single write lock.
+        if "customers" in todo and db.engine.dialect.name == "postgresql":
+            self.streamed = StreamedTraits({LISTS[p][0] for p in todo})
+        fetchers = ListFetchers(self._fetch, max(1, self.flush_objects // max(1, self.page_size)))
+        for phase in todo:
+            kind, path, extra = LISTS[phase]
+            cursor = cursors.get(kind)
+            self.fresh[kind] = not cursor and not store.has_objects(self.project_id, kind)
+            fetchers.start(phase, path, self._params(extra), cursor)
+
+        def add(phase: str, page: dict, fetched_at: datetime | None) -> None:
+            objects = page.get("data") or []
+            buffers[phase].append((objects, fetched_at or utcnow()))
+            more[phase] = bool(page.get("has_more")) and bool(objects)
+
+        try:
+            while any(more.values()):
+                phase, got = self._await(fetchers.get)
+                add(phase, self._take(got), got.fetched_at)
+                out_of_time = time.monotonic() > self.deadline
+                if out_of_time:
+                    for left_phase, left in fetchers.stop():
+                        if left.error or not more[left_phase]:
+                            self._count(left)  # not used: its list ended or failed
+                            continue
+                        add(left_phase, self._take(left), left.fetched_at)
+                # A list's pages are written when it ends (or the slice does), and the
+                # fullest buffer whenever all of them hold a flush's worth: the pages held
+                # stay about what one list alone would hold, whatever the number of lists.
+                size = {p: sum(len(objects) for objects, _at in buffers[p]) for p in todo}
+                for p in todo:
+                    if buffers[p] and (not more[p] or out_of_time):
+                        self._flush(p, buffers[p], more[p])
+                        buffers[p], size[p] = [], 0
+                while sum(size.values()) >= self.flush_objects:
+                    p = max(todo, key=lambda k: size[k])
+                    self._flush(p, buffers[p], more[p])
+                    buffers[p], size[p] = [], 0
+                if out_of_time and any(more.values()):
+                    self.streamed = None  # the next slice's traits phase computes them all
+                    return False
+                self._stream_traits()
+            return True
+        finally:
+            for _phase, got in fetchers.stop():  # fetched, never written: calls still count
+                self._count(got)
+            self._streamed_written()
+
+    def _stream_traits(self, minimum: int = 200) -> None:
+        """Traits of customers whose objects are all written (``StreamedTraits``), computed
+        while the lists are still fetched: on a helper thread (its own transaction), one
+        batch of ``minimum`` to ``STRIPE_SYNC_TRAITS_BATCH`` customers at a time, so reading
+        the mirror, mapping and writing traits overlap this thread's list writes and the
+        fetches."""
+        streamed = self.streamed
+        if streamed is None:
+            return
+        if self.stream_write is not None:
+            if not self.stream_write.done():
+                return
+            self._streamed_written()
+        self.stream_ready.extend(streamed.ready())
+        if len(self.stream_ready) < minimum:
+            return
+        # At most a traits batch at a time: customers pile up while a batch runs (a whole
+        # list can finish meanwhile), and one batch's objects are held in memory at once.
+        ids = self.stream_ready[:self.traits_batch]
+        del self.stream_ready[:self.traits_batch]
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        self.stream_write = self._traits_pool().submit(_stream_batch, app, self.project_id,
+                                                       ids)
+
+    def _streamed_written(self) -> None:
+        """Wait for the streamed batch on the helper thread, if any, and record it."""
+        future, self.stream_write = self.stream_write, None
+        while future is not None:
+            try:
+                ids, owners, seconds = future.result(timeout=self.lease.ttl / 3)
+            except FutureTimeout:
+                self._checkpoint()  # keeps the lease while the database works
+                continue
+            if self.streamed is not None:
+                self.streamed.computed(ids, owners)
+            counts = dict(self.run.counts or {})
+            written = dict(counts.get("write_ms") or {})
+            written["traits"] = written.get("traits", 0) + round(seconds * 1000)
+            counts["write_ms"] = written
+            self.run.counts = counts
+            return
+
+    def _traits_pool(self) -> ThreadPoolExecutor:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="stripe-sync-traits")
+        return self.pool
+
+    def _params(self, extra: dict) -> Callable[[str | None], dict]:
+        def params(after: str | None) -> dict:
+            return {"limit": self.page_size, **extra,
+                    **({"starting_after": after} if after else {})}
+        return params
+
+    def _listed(self) -> set[str]:
+        """Kinds whose list is done: recorded as such, or of a phase before the run's
+        (a run checkpointed before lists were fetched at once)."""
+        run = self.run
+        done = set((run.cursors or {}).get("listed") or [])
+        if run.phase in PHASES:
+            done |= {LISTS[p][0] for p in LIST_PHASES[:PHASES.index(run.phase)]
+                     if p in LISTS}
+        return done
+
+    def _flush(self, phase: str, pages: list[tuple[list[dict], datetime]],
+               more: bool) -> None:
+        """Write a list's buffered pages, then move its cursor and counts past them (and
+        the run's phase to the first unfinished list), in one commit."""
+        run = self.run
+        kind = LISTS[phase][0]
         started = time.monotonic()
         objects = [o for page, _at in pages for o in page]
-        store.upsert_pages(self.project_id, kind, pages, fresh=self.fresh)
+        store.upsert_pages(self.project_id, kind, pages, fresh=self.fresh[kind])
+        links = None
         if kind == "customer":
-            store.link_customers(self.project_id, objects)
+            links = store.link_customers(self.project_id, objects)
             written = (run.counts or {}).get(phase, 0) + len(objects)
             if written >= self.next_analyze:  # the link look-ups must stay index scans
                 self._analyze("stripe_customer_links", "customers")
                 self.next_analyze = 2 * written
+        listed = sum(v for k, v in (run.counts or {}).items()
+                     if k in LISTS and isinstance(v, int)) + len(objects)
+        if self.streamed is not None and listed >= self.next_objects_analyze:
+            self._analyze("stripe_objects")  # streamed traits read it while it grows
+            self.next_objects_analyze = 2 * listed
         SYNC_OBJECTS.labels(kind=kind).inc(len(objects))
         counts = dict(run.counts or {})
         counts[phase] = counts.get(phase, 0) + len(objects)
@@ -481,11 +601,17 @@ class Syncer:
         run.counts = counts
         if kind == "customer":
             run.customers_total = counts[phase] + (self.page_size if more else 0)
+        cursors = dict(run.cursors or {})
         if objects:
-            run.cursors = {**(run.cursors or {}), kind: objects[-1]["id"]}
+            cursors[kind] = objects[-1]["id"]
         if not more:
-            run.phase = PHASES[PHASES.index(phase) + 1]
+            cursors["listed"] = sorted({*(cursors.get("listed") or []), kind})
+        run.cursors = cursors
+        listed = self._listed()
+        run.phase = next((p for p in LIST_PHASES if LISTS[p][0] not in listed), "traits")
         self._checkpoint(phase, started)
+        if self.streamed is not None:  # after the commit: streamed reads see these objects
+            self.streamed.written(kind, objects, more, links)
 
     def _traits(self) -> bool:
         """Recompute traits of every linked customer in id-ordered, checkpointed batches.
@@ -509,7 +635,12 @@ class Syncer:
         after = (run.cursors or {}).get("traits") or 0
         pending: tuple[Future | None, list[int]] | None = None
         self.traits_mark = time.monotonic()  # the phase's time is counted between checkpoints
-        with ThreadPoolExecutor(1, thread_name_prefix="stripe-sync-traits") as pool:
+        # Computed while the lists were fetched, and nothing written for them since.
+        skip = self.streamed.skip() if self.streamed is not None else set()
+        if self.streamed is not None:
+            run.counts = {**(run.counts or {}), "traits_streamed": len(self.streamed.done),
+                          "traits_dirty": len(self.streamed.dirty)}
+        with self._traits_pool() as pool:
             while True:
                 if time.monotonic() > self.deadline:
                     self._traits_written(pending)
@@ -525,7 +656,8 @@ class Syncer:
                                               run.customers_processed)
                     self._checkpoint()
                     return True
-                rows = store.compute_traits(self.project_id, ids)
+                rows = store.compute_traits(self.project_id,
+                                            [i for i in ids if i not in skip])
                 after = ids[-1]
                 if not overlap:
                     store.write_traits(self.project_id, rows)
@@ -618,20 +750,32 @@ class Syncer:
                     return got
                 time.sleep(wait if wait is not None else self._backoff(max(1, round(failures))))
 
-    def _await(self, get: Callable[[float], Fetched]) -> dict:
-        """The next fetched page, keeping the lease alive meanwhile; counts every call."""
-        while True:
-            try:
-                got = get(self.lease.ttl / 3)
-                break
-            except TimeoutError:
-                self._checkpoint()
-        return self._take(got)
+    def _await(self, get: Callable[[float], tuple[str, Fetched]]) -> tuple[str, Fetched]:
+        """The next fetched page of any list, keeping the lease alive meanwhile. The time
+        this thread waits (nothing fetched to write) goes to ``counts["wait_ms"]``: the
+        sync's time minus it is what our own work set the pace for."""
+        started = time.monotonic()
+        try:
+            while True:
+                try:
+                    return get(self.lease.ttl / 3)
+                except TimeoutError:
+                    self._checkpoint()
+        finally:
+            self.waited += time.monotonic() - started
 
     def _count(self, got: Fetched) -> None:
-        """Account a fetch's calls and time (every call counts, used or not)."""
-        self.run.api_calls = (self.run.api_calls or 0) + got.calls
+        """Account a fetch's calls and time (every call counts, used or not). The calls
+        reach ``run.api_calls`` at the next commit (``_settle``): reading the run's
+        attribute here would reload the row after every commit, one query a page."""
+        self.unsaved_calls += got.calls
         self.stripe_seconds += got.seconds
+
+    def _settle(self) -> None:
+        """Add the calls counted since the last commit to the run (before committing)."""
+        if self.unsaved_calls:
+            self.run.api_calls = (self.run.api_calls or 0) + self.unsaved_calls
+            self.unsaved_calls = 0
 
     def _take(self, got: Fetched) -> dict:
         """A fetched page's data, its calls and retries counted; its error raised."""
@@ -677,6 +821,17 @@ class Syncer:
 
     def _backoff(self, failures: int) -> float:
         return self.retry.delay(failures)
+
+
+def _stream_batch(app, project_id: int, ids: list[int]) -> tuple[list[int], dict, float]:
+    """On the sync's helper thread: compute and write one batch of traits in its own
+    transaction; ``(ids, their Stripe customers, seconds)``."""
+    started = time.monotonic()
+    owners: dict[str, int] = {}
+    with app.app_context(), project_scope(project_id):
+        store.write_traits(project_id, store.compute_traits(project_id, ids, owners=owners))
+        db.session.commit()
+    return ids, owners, time.monotonic() - started
 
 
 def _write_traits(app, project_id: int, rows: list) -> None:
