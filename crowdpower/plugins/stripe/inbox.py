@@ -205,10 +205,14 @@ def _decode(row: StripeWebhookEvent) -> dict | None:
 
 
 # Take the customers' locks that no other transaction holds (never waiting): a drain
-# holds each customer whose events it applies until it commits.
+# holds each customer whose events it applies until it commits. A linked Stripe customer
+# is locked as its CrowdPower customer (several Stripe customers share one when they share
+# an email, and the batch locks that customer's links: the other drain would wait there).
 _TRY_LOCK = text("""
 SELECT k FROM unnest(CAST(:keys AS text[])) AS k
-WHERE pg_try_advisory_xact_lock(hashtextextended(:scope || k, 0))
+LEFT JOIN stripe_customer_links l ON l.project_id = :project_id AND l.stripe_customer_id = k
+WHERE pg_try_advisory_xact_lock(hashtextextended(
+    :scope || coalesce('c' || l.customer_id::text, 's' || k), 0))
 """)
 # The first pending event of each customer outside the claimed rows (another drain's, or
 # one left for later): the customer's events after it must wait for it.
@@ -222,10 +226,11 @@ GROUP BY customer_stripe_id
 
 
 def hold_customers(connection: Any, project_id: int, keys: list[str]) -> set[str]:
-    """Take these Stripe customers of the project for the current transaction of
-    ``connection`` (a session or connection), those no other transaction holds, without
-    waiting (PostgreSQL advisory locks); returns those taken."""
-    return set(connection.execute(_TRY_LOCK, {"keys": sorted(keys),
+    """Take these Stripe customers of the project (a linked one as its CrowdPower
+    customer) for the current transaction of ``connection`` (a session or connection),
+    those no other transaction holds, without waiting (PostgreSQL advisory locks);
+    returns those taken."""
+    return set(connection.execute(_TRY_LOCK, {"keys": sorted(keys), "project_id": project_id,
                                               "scope": f"stripe:{project_id}:"}).scalars())
 
 
