@@ -39,6 +39,7 @@ def store(app, events: list[tuple[str, bytes]]) -> None:
             conn.execute(STORE_EVENT, {
                 "event_id": event["id"], "account_id": event.get("account"),
                 "type": event["type"], "object_key": mapping.event_object_key(event)[:200],
+                "customer_stripe_id": mapping.event_customer_key(event),
                 "livemode": bool(event.get("livemode")), "created": int(event["created"]),
                 "payload": body.decode(), "received_at": utcnow()})
 

@@ -7,14 +7,18 @@ all pending when one drain (run here, synchronously) claims them as one batch.
 from __future__ import annotations
 
 import json
+import random
 import threading
+import time
 from collections import Counter
 
 import pytest
+from sqlalchemy import text
 
 from crowdpower import jobs
 from crowdpower.customers import get_traits
 from crowdpower.extensions import db
+from crowdpower.plugins.stripe import inbox as inbox_module
 from crowdpower.plugins.stripe import store
 from crowdpower.tenancy import project_scope
 from tests.conftest import BACKEND
@@ -189,6 +193,112 @@ def test_two_drains_side_by_side_apply_every_event_once(wired, shop, app, held, 
         store.recompute_traits(project_id, ids)
     assert get_traits(project_id, ids) == stored
     db.session.rollback()
+    held()
+    drain()
+
+
+def amounts_by_customer(project_id: int) -> dict[int, list[float]]:
+    """Each customer's recorded charge amounts, in the order they were recorded."""
+    out: dict[int, list[float]] = {}
+    for e in events(project_id, "Stripe Charge Succeeded"):
+        out.setdefault(e.customer_id, []).append(e.properties["amount"])
+    return out
+
+
+def run_drain(app, project_id: int) -> int:
+    """One drain job in another thread; fails if it does not return within 30 s (it
+    would be waiting on a lock another drain holds)."""
+    result: list[int] = []
+
+    def work() -> None:
+        with app.app_context():
+            result.append(jobs.execute(DRAIN, project_id, [], {}))
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the drain waited for the customer another drain holds"
+    return result[0]
+
+
+@pytest.mark.skipif(BACKEND != "postgres", reason="two writers at once need PostgreSQL")
+def test_a_drain_leaves_the_customer_another_drain_holds_without_waiting(
+        wired, shop, app, held, drain):  # noqa: F811
+    project_id, _key, account, cus, _sub = shop
+    double = wired.double
+    bo = double.create_customer(account, email="bo@example.com")["id"]
+    # Ann again in Stripe (same email): one CrowdPower customer, held as one.
+    twin = double.create_customer(account, email="ann@example.com")["id"]
+    double.webhooks.flush(10)
+    drain_once(project_id)  # both linked
+    client = app.test_client()
+    people = [cus["id"], bo, twin, bo, cus["id"]]
+    bodies = [charge_event(double, account, who, 1000 + i, status="succeeded")
+              for i, who in enumerate(people)]
+    assert all(post(client, body).status_code == 200 for body in bodies)
+    rows = [r for r in inbox("pending") if r.type == "charge.succeeded"]
+    assert [r.customer_stripe_id for r in rows] == people  # stored with the event
+    db.session.commit()
+    # Another drain is applying Ann's first event: it holds her row and Ann herself.
+    with db.engine.connect() as other:
+        other.execute(text("SELECT id FROM stripe_webhook_events WHERE id = :id FOR UPDATE"),
+                      {"id": rows[0].id})
+        assert inbox_module.hold_customers(other, project_id, [cus["id"]]) == {cus["id"]}
+        started = time.monotonic()
+        assert run_drain(app, project_id) == 2  # Bo's two; neither of Ann's Stripe ids
+        assert time.monotonic() - started < 10
+        assert [r.status for r in inbox() if r.id in {r.id for r in rows}] == [
+            "pending", "processed", "pending", "processed", "pending"]
+        other.rollback()  # that drain let her go
+    assert run_drain(app, project_id) == 3
+    ann = customer_by_email(project_id, "ann@example.com").id
+    bob = customer_by_email(project_id, "bo@example.com").id
+    assert amounts_by_customer(project_id) == {ann: [10.0, 10.02, 10.04], bob: [10.01, 10.03]}
+    held()
+    drain()
+
+
+@pytest.mark.skipif(BACKEND != "postgres", reason="two writers at once need PostgreSQL")
+def test_a_customers_events_are_applied_in_arrival_order_across_batches_and_drains(
+        wired, shop, app, held, drain):  # noqa: F811
+    project_id, _key, account, cus, _sub = shop
+    double = wired.double
+    app.config["STRIPE_WEBHOOK_BATCH"] = 3
+    others = [double.create_customer(account, email=f"o{i}@example.com")["id"]
+              for i in range(2)]
+    double.webhooks.flush(10)
+    client = app.test_client()
+    people = [cus["id"], *others]
+    picks = random.Random(17).choices(range(3), weights=(3, 1, 1), k=48)
+    bodies = [charge_event(double, account, people[p], 1000 + i, status="succeeded")
+              for i, p in enumerate(picks)]
+    assert all(post(client, body).status_code == 200 for body in bodies)
+    db.session.commit()
+    handled: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with app.app_context():
+                while n := jobs.execute(DRAIN, project_id, [], {}):
+                    handled.append(n)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    assert {(r.status, r.attempts) for r in inbox() if r.type == "charge.succeeded"} \
+        == {("processed", 1)}
+    ids = [customer_by_email(project_id, e).id
+           for e in ("ann@example.com", "o0@example.com", "o1@example.com")]
+    expected = {ids[p]: [] for p in range(3)}
+    for i, p in enumerate(picks):
+        expected[ids[p]].append((1000 + i) / 100)
+    assert amounts_by_customer(project_id) == expected  # each in the order it arrived
     held()
     drain()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from crowdpower.services import iso as services_iso
@@ -398,6 +399,48 @@ def spend_currency_of(currency: str | None, succeeded: list[dict]) -> str | None
     return paid[-1]
 
 
+@dataclass(frozen=True)
+class ChargeSummary:
+    """What the traits need of a customer's charges: a few totals, not the history.
+
+    ``summarize_charges`` is the definition; the mirror computes the same in SQL
+    (``store``), so a customer's traits cost the same however many charges they have.
+    """
+
+    succeeded: int = 0                  # succeeded and not uncaptured, any currency
+    failed: int = 0
+    last_failed_at: int | None = None   # the newest failure's ``created`` (None: none)
+    last: dict | None = None            # the newest succeeded charge, (created, id) order
+    last_paid_currency: str | None = None  # of the newest succeeded charge naming one
+    totals: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # lower-cased currency ("" when none) → (kept, refunded) of its succeeded charges
+
+
+def charge_order(charge: dict) -> tuple[Any, str]:
+    """The order succeeded charges are taken in (the latest last)."""
+    return (charge.get("created") or 0, charge.get("id") or "")
+
+
+def summarize_charges(charges: Iterable[dict]) -> ChargeSummary:
+    """The ``ChargeSummary`` of these charges."""
+    charges = list(charges)
+    succeeded = sorted((c for c in charges if c.get("status") == "succeeded"
+                        and c.get("captured") is not False), key=charge_order)
+    failed = [c for c in charges if c.get("status") == "failed"]
+    totals: dict[str, tuple[int, int]] = {}
+    for c in succeeded:
+        key = (c.get("currency") or "").lower()
+        kept, refunded = captured_net(c)
+        before = totals.get(key, (0, 0))
+        totals[key] = (before[0] + kept, before[1] + refunded)
+    paid = [(c.get("currency") or "").lower() for c in succeeded if c.get("currency")]
+    return ChargeSummary(
+        succeeded=len(succeeded), failed=len(failed),
+        last_failed_at=max(c.get("created") or 0 for c in failed) if failed else None,
+        last=succeeded[-1] if succeeded else None,
+        last_paid_currency=paid[-1] if paid else None, totals=totals)
+
+
 def customer_traits(customers: list[dict], subscriptions: list[dict], charges: list[dict],
                     product_names: dict[str, str] | None = None,
                     disputes: list[dict] | None = None) -> dict[str, Any]:
@@ -407,24 +450,28 @@ def customer_traits(customers: list[dict], subscriptions: list[dict], charges: l
     email): ids are all kept, totals summed, and the primary subscription is chosen
     across them. Money is in major units of ``stripe_currency``.
     """
+    return traits_of(customers, subscriptions, summarize_charges(charges), product_names,
+                     disputes)
+
+
+def traits_of(customers: list[dict], subscriptions: list[dict], charges: ChargeSummary,
+              product_names: dict[str, str] | None = None,
+              disputes: list[dict] | None = None) -> dict[str, Any]:
+    """``customer_traits`` from the charges' summary."""
     live = sorted((c for c in customers if not c.get("deleted")),
                   key=lambda c: (c.get("created") or 0, c.get("id") or ""))
     if not live:
         return dict.fromkeys(TRAIT_KEYS)
     primary = primary_subscription(subscriptions)
-    succeeded = sorted((c for c in charges if c.get("status") == "succeeded"
-                        and c.get("captured") is not False),
-                       key=lambda c: (c.get("created") or 0, c.get("id") or ""))
-    failed = [c for c in charges if c.get("status") == "failed"]
-    currency = (primary or {}).get("currency") or (succeeded[-1]["currency"] if succeeded
+    last = charges.last
+    currency = (primary or {}).get("currency") or (last.get("currency") if last
                                                    else None) or live[-1].get("currency")
     currency = (currency or "").lower() or None
 
-    spend_currency = spend_currency_of(currency, succeeded)
-    in_currency = [c for c in succeeded
-                   if (c.get("currency") or "").lower() == spend_currency]
-    spent = sum(captured_net(c)[0] for c in in_currency)
-    refunded = sum(captured_net(c)[1] for c in in_currency)
+    paid = {k for k in charges.totals if k}
+    spend_currency = currency if currency in paid or not paid else charges.last_paid_currency
+    spent, refunded = charges.totals.get(spend_currency, (0, 0)) if spend_currency \
+        else (0, 0)
     # A lost dispute takes the disputed amount back (won or open ones do not).
     spent -= sum(int(d.get("amount") or 0) for d in disputes or []
                  if d.get("status") == "lost"
@@ -446,8 +493,8 @@ def customer_traits(customers: list[dict], subscriptions: list[dict], charges: l
         "stripe_total_spent": to_major(spent, spend_currency) if spend_currency else 0.0,
         "stripe_total_refunded": (to_major(refunded, spend_currency) if spend_currency
                                   else 0.0),
-        "stripe_charge_count": len(succeeded),
-        "stripe_failed_charge_count": len(failed),
+        "stripe_charge_count": charges.succeeded,
+        "stripe_failed_charge_count": charges.failed,
         "stripe_mrr": to_major(round(mrr), currency) if currency else 0.0,
     })
     if primary is not None:
@@ -463,15 +510,14 @@ def customer_traits(customers: list[dict], subscriptions: list[dict], charges: l
             "stripe_cancel_at_period_end": bool(primary.get("cancel_at_period_end")),
             "stripe_canceled_at": iso(primary.get("canceled_at")),
         })
-    if succeeded:
-        last = succeeded[-1]
+    if last is not None:
         traits["stripe_last_charge_at"] = iso(last.get("created"))
         traits["stripe_last_charge_amount"] = to_major(
             last.get("amount_captured") if last.get("amount_captured") is not None
             else last.get("amount"), last.get("currency"))
         traits["stripe_last_charge_currency"] = (last.get("currency") or "").lower() or None
-    if failed:
-        traits["stripe_last_payment_failed_at"] = iso(max(c.get("created") or 0 for c in failed))
+    if charges.last_failed_at is not None:
+        traits["stripe_last_payment_failed_at"] = iso(charges.last_failed_at)
     return traits
 
 
@@ -492,6 +538,16 @@ def event_customer_id(event: dict) -> str | None:
     if obj.get("object") == "customer":
         return obj.get("id")
     return _id(obj.get("customer"))
+
+
+def event_customer_key(event: dict) -> str | None:
+    """``event_customer_id`` as the inbox stores it (a string of at most 64 characters,
+    else None): what keeps one customer's events in order across drains."""
+    try:
+        found = event_customer_id(event)
+    except AttributeError:  # a malformed object: the drain decides what it is
+        return None
+    return found if isinstance(found, str) and found and len(found) <= 64 else None
 
 
 def event_object_key(event: dict) -> str:

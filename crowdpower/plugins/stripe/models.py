@@ -103,7 +103,11 @@ class StripeWebhookEvent(db.Model):
                       # What ``drain_inbox`` claims from: a project's pending rows in order.
                       Index("ix_stripe_webhook_events_inbox", "project_id", "id",
                             postgresql_where=text("status = 'pending'"),
-                            sqlite_where=text("status = 'pending'")))
+                            sqlite_where=text("status = 'pending'")),
+                      # A drain leaves a customer's event while an earlier one is pending
+                      # (``inbox._owned``): per-customer order across drains.
+                      Index("ix_stripe_webhook_events_customer", "project_id",
+                            "customer_stripe_id", "id"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[str] = mapped_column(String(255), unique=True)
@@ -113,6 +117,8 @@ class StripeWebhookEvent(db.Model):
     type: Mapped[str] = mapped_column(String(100))
     # What the event changed (``mapping.event_object_key``), to drop twin events.
     object_key: Mapped[str | None] = mapped_column(String(200))
+    # The Stripe customer it is about (``mapping.event_customer_key``), set at ingest.
+    customer_stripe_id: Mapped[str | None] = mapped_column(String(64))
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     created: Mapped[int] = mapped_column(Integer)
     payload: Mapped[str] = mapped_column(Text)

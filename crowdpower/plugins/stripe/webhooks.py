@@ -74,8 +74,9 @@ def verify(payload: bytes, header: str | None, secrets: list[str], tolerance: in
 # any) is looked up inside the insert; a duplicate event id inserts nothing.
 STORE_EVENT = text("""
 INSERT INTO stripe_webhook_events (event_id, account_id, project_id, type, object_key,
-    livemode, created, payload, status, attempts, error, received_at)
-SELECT :event_id, :account_id, route.project_id, :type, :object_key, :livemode, :created,
+    customer_stripe_id, livemode, created, payload, status, attempts, error, received_at)
+SELECT :event_id, :account_id, route.project_id, :type, :object_key, :customer_stripe_id,
+    :livemode, :created,
     :payload, CASE WHEN route.project_id IS NULL THEN 'ignored' ELSE 'pending' END, 0,
     CASE WHEN route.project_id IS NULL THEN 'no project is connected to this account' END,
     :received_at
@@ -160,6 +161,7 @@ def receive():
             row = conn.execute(STORE_EVENT, {
                 "event_id": event["id"], "account_id": account, "type": event["type"][:100],
                 "object_key": object_key,
+                "customer_stripe_id": mapping.event_customer_key(event),
                 "livemode": bool(event.get("livemode")),
                 "created": int(event.get("created") or 0),
                 "payload": payload.decode("utf-8"), "received_at": utcnow()}).first()
