@@ -374,7 +374,7 @@ def _is_twin(b: _Batch, row: StripeWebhookEvent) -> bool:
     events = StripeWebhookEvent
     between = db.session.scalar(select(events.id).where(
         events.project_id == b.project_id,
-        events.object_key.startswith(prefix, autoescape=True),
+        single.same_object(prefix),
         events.object_key != key, events.id.not_in(list(b.rows)),
         events.status.in_(("processed", "pending", "retry")),
         events.created.between(low, high)).limit(1))

@@ -16,7 +16,7 @@ from typing import Any
 
 import stripe
 from flask import current_app, g
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, select
 
 from crowdpower.plugins.stripe import mapping, store
 from crowdpower.plugins.stripe.client import AccountClient, MissingPermission, account_client
@@ -212,6 +212,19 @@ def _customer_event(project_id: int, type_: str, obj: dict,
     return "processed", None
 
 
+def same_object(prefix: str) -> ColumnElement[bool]:
+    """Inbox rows whose object key starts with ``prefix`` (``type:id:``), as an index
+    range on PostgreSQL. ``LIKE :prefix`` is one only in a plan made for its value; the
+    driver prepares a statement run often and PostgreSQL then plans it once for any value,
+    as a scan of the whole inbox (20 ms at 80k rows, every twin check). The pattern
+    operators compare bytes, like the index's ``text_pattern_ops``; ``type:id;`` is the
+    first key past the prefix (``;`` follows ``:``)."""
+    key = StripeWebhookEvent.object_key
+    if db.engine.dialect.name != "postgresql":
+        return key.startswith(prefix, autoescape=True)
+    return and_(key.op("~>=~")(prefix), key.op("~<~")(prefix[:-1] + ";"))
+
+
 def _is_twin(project_id: int, row: StripeWebhookEvent) -> bool:
     """Another event of the same change was already recorded within the dedupe window,
     and no other change of that object came in between (A→B, B→A, A→B are three real
@@ -228,7 +241,7 @@ def _is_twin(project_id: int, row: StripeWebhookEvent) -> bool:
     obj = ":".join((row.object_key or "").split(":")[:2]) + ":"
     low, high = sorted((twin.created, row.created))
     between = db.session.scalar(select(events.id).where(
-        events.project_id == project_id, events.object_key.startswith(obj, autoescape=True),
+        events.project_id == project_id, same_object(obj),
         events.object_key != row.object_key, events.id != row.id,
         events.status.in_(("processed", "pending", "retry")),
         events.created.between(low, high)).limit(1))
