@@ -43,6 +43,28 @@ def drain_once(project_id: int) -> int:
     return handled
 
 
+def two_drains(app, project_id: int) -> None:
+    """Run two drains side by side (threads, each its own session) until the inbox is
+    empty; fails on any error in either."""
+    db.session.commit()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with app.app_context():
+                while jobs.execute(DRAIN, project_id, [], {}):
+                    pass
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+
+
 def amount_of(row) -> int:
     return json.loads(row.payload)["data"]["object"]["amount"]
 
@@ -159,24 +181,7 @@ def test_two_drains_side_by_side_apply_every_event_once(wired, shop, app, held, 
     bodies = [charge_event(double, account, people[i % 4], 1000 + i, status="succeeded")
               for i in range(60)]
     assert all(post(client, body).status_code == 200 for body in bodies)
-    db.session.commit()
-    handled: list[int] = []
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            with app.app_context():
-                while n := jobs.execute(DRAIN, project_id, [], {}):
-                    handled.append(n)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert errors == []
+    two_drains(app, project_id)
     rows = [r for r in inbox() if r.type == "charge.succeeded"]
     assert len(rows) >= 60
     assert {(r.status, r.attempts) for r in rows} == {("processed", 1)}
@@ -273,24 +278,7 @@ def test_a_customers_events_are_applied_in_arrival_order_across_batches_and_drai
     bodies = [charge_event(double, account, people[p], 1000 + i, status="succeeded")
               for i, p in enumerate(picks)]
     assert all(post(client, body).status_code == 200 for body in bodies)
-    db.session.commit()
-    handled: list[int] = []
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            with app.app_context():
-                while n := jobs.execute(DRAIN, project_id, [], {}):
-                    handled.append(n)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert errors == []
+    two_drains(app, project_id)
     assert {(r.status, r.attempts) for r in inbox() if r.type == "charge.succeeded"} \
         == {("processed", 1)}
     ids = [customer_by_email(project_id, e).id
