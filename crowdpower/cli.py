@@ -12,11 +12,9 @@ from flask import current_app
 from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
 from flask_migrate import upgrade
 from flask_migrate.cli import db as db_group
-from rq import SimpleWorker
-from rq import Worker as ForkWorker
 from sqlalchemy import select
 
-from crowdpower import jobs
+from crowdpower import jobs, workers
 from crowdpower.app import create_app
 from crowdpower.crypto import reencrypt_all
 from crowdpower.extensions import db
@@ -163,9 +161,7 @@ def rotate_encryption() -> None:
 @with_appcontext
 def worker(queues: tuple[str, ...], burst: bool, no_periodic: bool, simple: bool) -> None:
     """Run an RQ worker over CrowdPower's queues (priority order), with the scheduler."""
-    Worker = SimpleWorker if simple else ForkWorker  # noqa: N806
-
-
+    Worker = workers.InProcessWorker if simple else workers.Worker  # noqa: N806
     app = current_app._get_current_object()
     backend = jobs.backend()
     if not isinstance(backend, jobs.RQBackend):

@@ -22,12 +22,12 @@ from typing import Any
 
 from flask import Flask, current_app, has_app_context
 from redis import Redis
-from rq import Queue, Retry, SimpleWorker
+from rq import Queue, Retry
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 from werkzeug.utils import import_string
 
-from crowdpower import errors, logs, metrics
+from crowdpower import errors, logs, metrics, workers
 from crowdpower.extensions import db
 from crowdpower.plugins import get_pm
 from crowdpower.retry import RetryPolicy
@@ -427,4 +427,4 @@ def drain(app: Flask | None = None, timeout: float = 60.0) -> None:
 
     set_worker_app(app)
     queues = [backend_.queue(n) for n in queue_names(app)]
-    SimpleWorker(queues, connection=backend_.redis).work(burst=True, with_scheduler=True)
+    workers.InProcessWorker(queues, connection=backend_.redis).work(burst=True, with_scheduler=True)
