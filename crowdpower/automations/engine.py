@@ -2,8 +2,8 @@
 
 The event hook runs after the recording transaction committed, inside the request or
 job that recorded it, so it only asks "does any enabled automation of this project
-listen for this event name?" (one indexed query) and, if so, enqueues ``dispatch_event``
-on the ``messages`` queue. That job evaluates the conditions and inserts one message
+listen for this event name?" (one indexed query) and, if so, notes the event
+(``PendingDispatch``) and runs or queues ``dispatch_events``. That job evaluates the conditions and inserts one message
 row per (automation, event) — a unique pair, so a hook fired twice creates one row —
 and enqueues the send job with the automation's delay.
 """
@@ -14,7 +14,7 @@ import logging
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from crowdpower import jobs, rules
@@ -35,7 +35,9 @@ DISPATCH_QUEUE = "automations.dispatch"
 
 
 def on_event(project_id: int, event_id: int) -> bool:
-    """Enqueue ``dispatch_event`` if an enabled automation listens for this event's name.
+    """Dispatch this event if an enabled automation listens for its name: note it
+    (``PendingDispatch``), then run or queue ``dispatch_events``, which deletes the note
+    once it has run, so a lost job is queued again by ``sweep_dispatches``.
 
     Uses its own connection: the caller's session has just committed and emits no SQL.
     """
@@ -48,26 +50,19 @@ def on_event(project_id: int, event_id: int) -> bool:
     with db.engine.connect() as conn:
         if conn.scalar(stmt) is None:
             return False
-    # Deciding who gets a message is as urgent as recording the event: it shares the
-    # webhooks queue, so a backlog of webhooks cannot starve it (sends stay on ``messages``).
-    if current_app.config["AUTOMATION_INLINE_DISPATCH"] and jobs.run_inline(
-            dispatch_event, event_id, queue=DISPATCH_QUEUE, project_id=project_id):
-        return True  # recorded by a job: dispatched in it, as ``_queue_held`` does
-    try:
-        jobs.enqueue(dispatch_event, event_id, queue=DISPATCH_QUEUE, project_id=project_id)
-    except Exception:  # the queue is down: keep the event for ``sweep_dispatches``
-        log.exception("dispatch of event %s not queued; recorded for the sweeper", event_id)
-        _record_pending(project_id, event_id)
+    _record_pending(project_id, event_id)
+    _queue_held(project_id, [event_id])
     return True
 
 
 def hold_dispatches(project_id: int, event_ids: list[int]) -> list[int]:
     """For a batch of events, in the transaction recording them: note the events some
     enabled automation listens for (``PendingDispatch`` rows, one statement, committed
-    with the events), and once committed queue one ``dispatch_events`` job for them and
-    clear the notes. A crash between the commit and the queueing leaves the notes for
-    ``sweep_dispatches``, so no dispatch is lost; a repeat is harmless (one message per
-    automation and event). Returns the events noted."""
+    with the events), and once committed run or queue one ``dispatch_events`` job for
+    them. The job deletes the notes when it has run; until then ``sweep_dispatches``
+    queues an overdue note again, so a crash before the queueing or a job lost after it
+    loses no dispatch. A repeat is harmless (one message per automation and event).
+    Returns the events noted."""
     if not event_ids:
         return []
     stmt = (select(Event.id).distinct()
@@ -78,69 +73,93 @@ def hold_dispatches(project_id: int, event_ids: list[int]) -> list[int]:
     wanted = sorted(db.session.scalars(stmt))
     if not wanted:
         return []
-    insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
     now = utcnow()
-    db.session.execute(insert(PendingDispatch).on_conflict_do_nothing(
-        index_elements=["event_id"]), [{"project_id": project_id, "event_id": event_id,
-                                        "created_at": now} for event_id in wanted])
+    db.session.execute(_insert().on_conflict_do_nothing(index_elements=["event_id"]),
+                       [{"project_id": project_id, "event_id": event_id, "created_at": now,
+                         "queued_at": now} for event_id in wanted])
     jobs.after_commit(lambda: _queue_held(project_id, wanted))
     return wanted
+
+
+def _insert():
+    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+    return dialect.insert(PendingDispatch)
 
 
 def _queue_held(project_id: int, event_ids: list[int]) -> None:
     """After the recording commit: dispatch a few events at once, in the job that
     recorded them (``AUTOMATION_INLINE_DISPATCH``; a queued job would wait for a free
     worker, most of the webhook → message latency), or queue one job for a batch (a
-    month-end burst is not thousands of queued jobs, and other workers share it)."""
+    month-end burst is not thousands of queued jobs, and other workers share it).
+    The notes stay until the job has run (``dispatch_events`` deletes them)."""
     inline = len(event_ids) <= int(current_app.config["AUTOMATION_INLINE_DISPATCH"])
-    if not (inline and jobs.run_inline(dispatch_events, event_ids, queue=DISPATCH_QUEUE,
-                                       project_id=project_id)):
-        try:
-            jobs.enqueue(dispatch_events, event_ids, queue=DISPATCH_QUEUE,
-                         project_id=project_id)
-        except Exception:  # the queue is down: the notes stay for ``sweep_dispatches``
-            log.exception("dispatch of %d events not queued; left for the sweeper",
-                          len(event_ids))
-            return
+    if inline and jobs.run_inline(dispatch_events, event_ids, queue=DISPATCH_QUEUE,
+                                  project_id=project_id):
+        return
     try:
-        with db.engine.begin() as conn:
-            conn.execute(delete(PendingDispatch).where(
-                PendingDispatch.project_id == project_id,
-                PendingDispatch.event_id.in_(event_ids)))
-    except Exception:  # the sweeper queues them again: harmless
-        log.exception("dispatch notes of %d events not cleared", len(event_ids))
+        jobs.enqueue(dispatch_events, event_ids, queue=DISPATCH_QUEUE, project_id=project_id)
+    except Exception:  # the queue is down: the notes stay, due at the next sweep
+        log.exception("dispatch of %d events not queued; left for the sweeper", len(event_ids))
+        try:
+            with db.engine.begin() as conn:
+                conn.execute(update(PendingDispatch).where(
+                    PendingDispatch.project_id == project_id,
+                    PendingDispatch.event_id.in_(event_ids)).values(queued_at=None))
+        except Exception:  # they are swept once overdue anyway
+            log.exception("dispatch notes of %d events not marked unqueued", len(event_ids))
 
 
 def dispatch_events(event_ids: list[int]) -> list[int]:
-    """Job: ``dispatch_event`` for each of a batch's events (idempotent, as it is)."""
-    return [m for event_id in event_ids for m in dispatch_event(event_id)]
+    """Job: ``dispatch_event`` for each of a batch's events (idempotent, as it is), then
+    delete their notes, in the transaction that creates their messages."""
+    created = [m for event_id in event_ids for m in dispatch_event(event_id)]
+    db.session.execute(delete(PendingDispatch).where(
+        PendingDispatch.project_id == current_project_id(),
+        PendingDispatch.event_id.in_(event_ids)))
+    return created
 
 
 def _record_pending(project_id: int, event_id: int) -> None:
-    insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
+    now = utcnow()
     with db.engine.begin() as conn:
-        conn.execute(insert(PendingDispatch).values(
-            project_id=project_id, event_id=event_id, created_at=utcnow())
-            .on_conflict_do_nothing(index_elements=["event_id"]))
+        conn.execute(_insert().values(project_id=project_id, event_id=event_id,
+                                      created_at=now, queued_at=now)
+                     .on_conflict_do_nothing(index_elements=["event_id"]))
 
 
-def sweep_dispatches(limit: int = 1000) -> int:
-    """Periodic job: queue the dispatches that could not be queued when their event was
-    recorded. A row is deleted only once its job is queued; ``dispatch_event`` is
-    idempotent (one message per automation and event), so a repeat is harmless."""
+SWEEP_BATCH = 500
+
+
+def sweep_dispatches(limit: int = 5000) -> int:
+    """Periodic job: queue again the dispatches whose job is overdue — not queued at all
+    (Redis was down), or queued more than ``AUTOMATION_DISPATCH_SWEEP_AFTER`` seconds ago
+    and not run yet (lost, or stuck behind a long backlog). One ``dispatch_events`` job
+    per project and ``SWEEP_BATCH`` events. A note stays until its job has run;
+    ``dispatch_event`` is idempotent, so a repeat is harmless. Returns the notes queued."""
+    now = utcnow()
+    due = now - timedelta(seconds=int(current_app.config["AUTOMATION_DISPATCH_SWEEP_AFTER"]))
     with unscoped():  # a maintenance job across every project, by design
-        rows = db.session.execute(select(PendingDispatch.id, PendingDispatch.project_id,
-                                         PendingDispatch.event_id)
-                                  .order_by(PendingDispatch.id).limit(limit)).all()
-    done = []
+        rows = db.session.execute(
+            select(PendingDispatch.id, PendingDispatch.project_id, PendingDispatch.event_id)
+            .where((PendingDispatch.queued_at.is_(None)) | (PendingDispatch.queued_at <= due))
+            .order_by(PendingDispatch.id).limit(limit)).all()
+    db.session.rollback()  # no transaction held while queueing
+    by_project: dict[int, list[tuple[int, int]]] = {}
     for row_id, project_id, event_id in rows:
-        jobs.enqueue(dispatch_event, event_id, queue=DISPATCH_QUEUE, project_id=project_id)
-        done.append(row_id)
-    if done:
-        with unscoped():
-            db.session.execute(delete(PendingDispatch).where(PendingDispatch.id.in_(done)))
-        db.session.commit()
-    return len(done)
+        by_project.setdefault(project_id, []).append((row_id, event_id))
+    queued = 0
+    for project_id, notes in by_project.items():
+        for i in range(0, len(notes), SWEEP_BATCH):
+            chunk = notes[i:i + SWEEP_BATCH]
+            jobs.enqueue(dispatch_events, [event_id for _, event_id in chunk],
+                         queue=DISPATCH_QUEUE, project_id=project_id)
+            with unscoped():
+                db.session.execute(update(PendingDispatch)
+                                   .where(PendingDispatch.id.in_([r for r, _ in chunk]))
+                                   .values(queued_at=now))
+            db.session.commit()
+            queued += len(chunk)
+    return queued
 
 
 def dispatch_event(event_id: int) -> list[int]:

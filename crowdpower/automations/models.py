@@ -127,8 +127,10 @@ class Conversion(TenantMixin, db.Model):
 
 
 class PendingDispatch(TenantMixin, db.Model):
-    """An event whose ``dispatch_event`` job could not be queued (Redis unreachable after
-    the event was committed); the periodic sweep queues it again and deletes the row."""
+    """An event to dispatch whose ``dispatch_events`` job has not run yet. The job deletes
+    the note when it has run; the periodic sweep queues a note again when its job is
+    overdue (``queued_at`` older than ``AUTOMATION_DISPATCH_SWEEP_AFTER``, or never
+    queued because Redis was unreachable), so a lost job loses no dispatch."""
 
     __tablename__ = "automation_pending_dispatches"
 
@@ -136,3 +138,4 @@ class PendingDispatch(TenantMixin, db.Model):
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"),
                                           unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # its job's last queueing

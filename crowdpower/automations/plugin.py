@@ -37,6 +37,9 @@ CONFIG_DEFAULTS = {
     # in the job that recorded it, right after its commit (0: always a queued job): a
     # queued dispatch waits for a free worker behind whole drains.
     "AUTOMATION_INLINE_DISPATCH": 20,
+    # A dispatch job queued this many seconds ago and not run yet (lost with a stopped
+    # worker or a Redis failover, or stuck behind a backlog) is queued again by the sweep.
+    "AUTOMATION_DISPATCH_SWEEP_AFTER": 300,
 }
 
 

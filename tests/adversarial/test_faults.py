@@ -70,6 +70,7 @@ def _automation(client, key: str) -> None:
 def _settle_everything(app, drain, project_id: int, rounds: int = 20) -> None:
     """Run the sweepers and every job until the inbox and the backlog are empty."""
     app.config["STRIPE_SWEEP_AFTER_SECONDS"] = 0
+    app.config["AUTOMATION_DISPATCH_SWEEP_AFTER"] = 0
     for _ in range(rounds):
         jobs.enqueue("crowdpower.plugins.stripe.inbox.sweep_inbox", queue="stripe.webhooks")
         jobs.enqueue("crowdpower.automations.engine.sweep_dispatches", queue="automations.dispatch")
