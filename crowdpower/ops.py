@@ -20,6 +20,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
+from crowdpower import logs
 from crowdpower.extensions import db
 from crowdpower.tenancy import project_scope, unscoped
 
@@ -36,9 +37,12 @@ def audit(action: str, project_id: int | None, **details: Any) -> None:
         who = getpass.getuser()
     except Exception:
         who = "unknown"
-    log.warning("ops %s by %s project=%s %s", action, who, project_id,
-                json.dumps(details, sort_keys=True, default=str),
-                extra={"ops_action": action, "operator": who})
+    # The operator's shell is in no tenant's scope: bind the project so that the JSON
+    # log line carries it in ``project_id``, as every line written in a scope does.
+    with logs.bind(project_id=project_id):
+        log.warning("ops %s by %s project=%s %s", action, who, project_id,
+                    json.dumps(details, sort_keys=True, default=str),
+                    extra={"ops_action": action, "operator": who})
 
 
 def echo(data: Any) -> None:

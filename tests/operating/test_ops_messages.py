@@ -83,3 +83,22 @@ def test_failed_messages_are_resent_and_dropped_for_one_project_only(
     assert json.dumps({"ids": [first]}) in audits[0].getMessage()
     assert json.dumps({"ids": [second]}) in audits[1].getMessage()
     assert all(r.operator for r in audits)
+
+
+def test_an_audit_lines_project_field_is_the_project_acted_on(app):
+    """An operator's shell is in no tenant's scope: the JSON line still names the project."""
+    import io
+
+    from crowdpower import logs
+    from crowdpower.ops import audit
+
+    stream = io.StringIO()
+    handler = logs.make_handler(stream, fmt="json")
+    ops_log = logging.getLogger("crowdpower.ops")
+    ops_log.addHandler(handler)
+    try:
+        audit("messages.drop", 42, ids=[1])
+    finally:
+        ops_log.removeHandler(handler)
+    line = json.loads(stream.getvalue().splitlines()[-1])
+    assert (line["project_id"], line["ops_action"]) == (42, "messages.drop")
