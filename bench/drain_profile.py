@@ -44,12 +44,74 @@ def store(app, events: list[tuple[str, bytes]]) -> None:
                 "payload": body.decode(), "received_at": utcnow()})
 
 
+HOT_TABLES = ("stripe_webhook_events", "stripe_objects", "stripe_customer_links", "events",
+              "trait_values")
+
+
+class StatementTimes:
+    """Wall time of each statement the drain sends, by its text; with ``explain_ms``, the
+    plan of any statement slower than that (``auto_explain`` loaded into each of the
+    app's connections, reporting as a notice)."""
+
+    def __init__(self, app, explain_ms: float) -> None:
+        from sqlalchemy import event
+
+        from crowdpower.services import db
+
+        self.by_text: dict[str, list[float]] = {}
+        self.plans: list[str] = []
+        with app.app_context():
+            engine = db.engine
+            engine.dispose()
+
+        @event.listens_for(engine, "connect")
+        def _explain(dbapi_conn, _record) -> None:
+            if not explain_ms:
+                return
+            with dbapi_conn.cursor() as cur:
+                cur.execute("LOAD 'auto_explain'")
+                cur.execute(f"SET auto_explain.log_min_duration = {explain_ms}")
+                cur.execute("SET auto_explain.log_level = notice")
+                cur.execute("SET auto_explain.log_analyze = on")
+                cur.execute("SET auto_explain.log_buffers = on")
+            dbapi_conn.add_notice_handler(lambda d: self.plans.append(d.message_primary or ""))
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _start(conn, _cur, _stmt, _params, context, _many) -> None:
+            context._bench_t0 = time.perf_counter()
+
+        @event.listens_for(engine, "after_cursor_execute")
+        def _end(conn, _cur, statement, _params, context, _many) -> None:
+            key = " ".join(statement.split())[:110]
+            self.by_text.setdefault(key, []).append(time.perf_counter() - context._bench_t0)
+
+    def report(self, seconds: float, top: int = 25) -> None:
+        total = sum(sum(v) for v in self.by_text.values())
+        print(f"statements: {total:.2f} s of {seconds:.2f} s wall "
+              f"({sum(len(v) for v in self.by_text.values())} executions)")
+        rows = sorted(self.by_text.items(), key=lambda kv: -sum(kv[1]))[:top]
+        for key, ts in rows:
+            ts = sorted(ts)
+            print(f"{sum(ts):7.3f} s {len(ts):6d}x  p50 {ts[len(ts) // 2] * 1e3:7.2f} ms  "
+                  f"max {ts[-1] * 1e3:8.1f} ms  {key}")
+        for plan in self.plans[:40]:
+            print(plan)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--pyinstrument", action="store_true")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="no Python profiler (statement times only)")
+    parser.add_argument("--stats", choices=("as-is", "stale", "fresh"), default="as-is",
+                        help="planner statistics of the inbox when the drain starts: as "
+                             "autovacuum left them; stale (analyzed empty, autovacuum off "
+                             "for it: a burst right after an analyze); fresh (analyzed full)")
+    parser.add_argument("--explain-ms", type=float, default=0,
+                        help="print the plan (auto_explain) of statements slower than this")
     args = parser.parse_args()
 
     from crowdpower_stripe_double import StripeDouble
@@ -77,7 +139,17 @@ def main() -> None:
                 {"p": project_id})]
         jobs.set_worker_app(app)
         events = make_mixed_events(double, account, customers, args.events)
+        if args.stats == "stale":
+            with app.app_context(), db.engine.begin() as conn:
+                for table in HOT_TABLES:
+                    conn.execute(text(f"ALTER TABLE {table} SET (autovacuum_enabled = off)"))
+                conn.execute(text("ANALYZE stripe_webhook_events"))
         store(app, events)
+        if args.stats == "fresh":
+            with app.app_context(), db.engine.begin() as conn:
+                for table in HOT_TABLES:
+                    conn.execute(text(f"ANALYZE {table}"))
+        times = StatementTimes(app, args.explain_ms)
         from crowdpower.services import utcnow
         started = utcnow()
         profiler = None
@@ -88,6 +160,7 @@ def main() -> None:
         else:
             profiler = cProfile.Profile()
             profiler.enable()
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         handled = 0
         while True:
@@ -96,8 +169,12 @@ def main() -> None:
             if n == 0:
                 break
         seconds = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+        times.report(seconds)
         assert drain_inbox  # imported for its module (the dotted name above)
-        if args.pyinstrument:
+        if args.no_profile:
+            pass
+        elif args.pyinstrument:
             profiler.stop()
             print(profiler.output_text(unicode=False, color=False, show_all=False))
         else:
@@ -117,7 +194,8 @@ def main() -> None:
                 ":t GROUP BY name ORDER BY name"), {"t": started}).all()
             print("recorded by name:", ", ".join(f"{n} {c}" for n, c in names))
         print(f"{handled} events drained in {seconds:.2f} s = {handled / seconds:,.0f} "
-              f"events/s (in-process, profiler on); inbox {counts}; {recorded} events "
+              f"events/s (in-process, profiler {'off' if args.no_profile else 'on'}; "
+              f"Python CPU {cpu:.2f} s); inbox {counts}; {recorded} events "
               "recorded")
     finally:
         double.stop()
