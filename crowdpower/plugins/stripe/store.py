@@ -313,43 +313,48 @@ WITH c AS (
   FROM c
 )
 """
-_TOTALS = text(_CHARGES + """
-SELECT cid, cur, count(*) FILTER (WHERE succ),
+# One statement: the join above is made once (a CTE read twice is materialized), its rows
+# read for the totals of each currency and for the newest succeeded charge of each customer
+# (one with a currency, one without), told apart by the first column. Two statements made
+# the join twice per batch.
+_SUMMARY = text(_CHARGES + """
+SELECT true, cid, cur, count(*) FILTER (WHERE succ),
        coalesce(sum(coalesce(amount_captured, amount) - refunded) FILTER (WHERE succ), 0),
        coalesce(sum(refunded) FILTER (WHERE succ), 0),
-       count(*) FILTER (WHERE status = 'failed'), max(created) FILTER (WHERE status = 'failed')
+       count(*) FILTER (WHERE status = 'failed'), max(created) FILTER (WHERE status = 'failed'),
+       NULL::text COLLATE "C", NULL::jsonb
 FROM n GROUP BY cid, cur
-""")
-_LAST = text(_CHARGES + """
-SELECT DISTINCT ON (cid, cur = '') cid, cur, created, oid,
-       jsonb_build_object('id', data->'id', 'created', data->'created',
-                          'amount', data->'amount', 'amount_captured', data->'amount_captured',
-                          'currency', data->'currency')
-FROM n WHERE succ ORDER BY cid, cur = '', created DESC, oid DESC
+UNION ALL
+(SELECT DISTINCT ON (cid, cur = '') false, cid, cur, NULL, NULL, NULL, NULL, created, oid,
+        jsonb_build_object('id', data->'id', 'created', data->'created',
+                           'amount', data->'amount', 'amount_captured', data->'amount_captured',
+                           'currency', data->'currency')
+ FROM n WHERE succ ORDER BY cid, cur = '', created DESC, oid DESC)
 """)
 
 
 def charge_summaries(project_id: int, customer_ids: list[int]
                      ) -> dict[int, mapping.ChargeSummary]:
     """``mapping.summarize_charges`` of each customer's mirrored charges, in PostgreSQL
-    (two statements, a few rows a customer, whatever the length of their history)."""
+    (one statement, a few rows a customer, whatever the length of their history)."""
     params = {"project_id": project_id, "ids": customer_ids}
     counts: dict[int, list] = defaultdict(lambda: [0, 0, None, {}])
-    for cid, cur, succeeded, kept, refunded, failed, failed_at in db.session.execute(
-            _TOTALS, params):
+    lasts: dict[int, list] = defaultdict(list)
+    for total, cid, cur, succeeded, kept, refunded, failed, number, oid, last in \
+            db.session.execute(_SUMMARY, params):
+        if not total:  # the newest succeeded charge (``number``: its ``created``)
+            lasts[cid].append(((number, oid), cur, last))
+            continue
         entry = counts[cid]
         entry[0] += succeeded
         entry[1] += failed
-        if failed_at is not None:
-            entry[2] = int(failed_at) if entry[2] is None else max(entry[2], int(failed_at))
+        if number is not None:  # the newest failed charge's ``created``
+            entry[2] = int(number) if entry[2] is None else max(entry[2], int(number))
         if succeeded:
             entry[3][cur] = (int(kept), int(refunded))
-    lasts: dict[int, list] = defaultdict(list)
-    for cid, cur, created, oid, last in db.session.execute(_LAST, params):
-        lasts[cid].append(((created, oid), cur, last))
     out = {}
     for cid, (succeeded, failed, failed_at, totals) in counts.items():
-        found = lasts.get(cid, [])
+        found = sorted(lasts.get(cid, []), key=lambda f: f[1] == "")  # as DISTINCT ON's order
         newest = max(found, key=lambda f: f[0]) if found else None
         paid = [cur for _o, cur, _l in found if cur]
         out[cid] = mapping.ChargeSummary(
