@@ -387,3 +387,60 @@ def test_a_small_batchs_automations_are_dispatched_by_the_drain_itself(
     held()
     drain()
     assert len(_messages(project_id)) == 3  # and nothing doubled by the queued path
+
+
+def _generic_plan(stmt) -> str:
+    """``EXPLAIN`` of a statement as the driver runs it once prepared: the values sent as
+    parameters, and PostgreSQL's plan for any value (``force_generic_plan``)."""
+    import re
+
+    from sqlalchemy.dialects import postgresql
+
+    compiled = stmt.compile(dialect=postgresql.psycopg.dialect())
+    names = re.findall(r"%\((\w+)\)s", str(compiled))
+    sql = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m.group(1)) + 1}", str(compiled))
+    values = ", ".join(f"'{compiled.params[n]}'" if isinstance(compiled.params[n], str)
+                       else str(compiled.params[n]) for n in names)
+    db.session.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+    db.session.execute(text(f"PREPARE generic AS {sql}"))
+    plan = "\n".join(db.session.execute(text(f"EXPLAIN EXECUTE generic({values})")).scalars())
+    db.session.execute(text("DEALLOCATE generic"))
+    return plan
+
+
+_QUEUE_ROWS = text("""
+INSERT INTO stripe_webhook_events (event_id, account_id, project_id, type, object_key,
+    customer_stripe_id, livemode, created, payload, status, attempts, received_at)
+SELECT :tag || g, 'acct_1', :project_id, 'charge.succeeded', 'charge' || chr(58) || :tag || g,
+       'cus_' || (g % 300), false, 1700000000 + g, repeat('x', 1200), :status, 0, now()
+FROM generate_series(1, :n) AS g""")
+
+
+@pytest.mark.skipif(BACKEND != "postgres", reason="plans are PostgreSQL's")
+@pytest.mark.parametrize("analyzed", ["a queue", "an all-pending burst"])
+def test_the_drains_claim_reads_the_inbox_index_in_a_generic_plan(app, make_project, analyzed):
+    """The claim must read the partial inbox index (the project's pending rows, in order)
+    whatever the statistics. Sent with the status as a parameter, a generic plan could not
+    use it; with the project as an equality, PostgreSQL read the primary key in id order
+    and filtered out every processed row first (an inbox is a queue: they come first), or,
+    with statistics taken while a burst was all pending, sorted every pending row."""
+    from crowdpower.plugins.stripe.inbox import claim
+
+    with app.app_context():
+        project_id, _key = make_project()
+        if analyzed == "an all-pending burst":
+            db.session.execute(_QUEUE_ROWS, {"tag": "a", "project_id": project_id,
+                                             "status": "pending", "n": 6000})
+            db.session.execute(text("ANALYZE stripe_webhook_events"))
+            db.session.execute(text("UPDATE stripe_webhook_events SET status = 'processed'"))
+        else:
+            db.session.execute(_QUEUE_ROWS, {"tag": "a", "project_id": project_id,
+                                             "status": "processed", "n": 6000})
+        db.session.execute(_QUEUE_ROWS, {"tag": "b", "project_id": project_id,
+                                         "status": "pending", "n": 6000})
+        if analyzed == "a queue":
+            db.session.execute(text("ANALYZE stripe_webhook_events"))
+        plan = _generic_plan(claim(project_id, 250))
+        db.session.rollback()  # the rows and the statistics
+    assert "Index Scan using ix_stripe_webhook_events_inbox" in plan, plan
+    assert "Sort" not in plan, plan
