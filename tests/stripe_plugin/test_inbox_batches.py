@@ -444,3 +444,20 @@ def test_the_drains_claim_reads_the_inbox_index_in_a_generic_plan(app, make_proj
         db.session.rollback()  # the rows and the statistics
     assert "Index Scan using ix_stripe_webhook_events_inbox" in plan, plan
     assert "Sort" not in plan, plan
+
+
+@pytest.mark.skipif(BACKEND != "postgres", reason="storage parameters are PostgreSQL's")
+def test_the_inbox_follows_its_bursts(app):
+    """The customer index holds pending rows only (``inbox._EARLIER`` no longer walks a
+    customer's history, and an applied event is not written to it), and the inbox is
+    vacuumed and analysed after 2% of it changed, not a fifth / a tenth."""
+    with app.app_context():
+        indexdef = db.session.execute(text(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = "
+            "'ix_stripe_webhook_events_customer'")).scalar_one()
+        options = db.session.execute(text(
+            "SELECT reloptions FROM pg_class WHERE relname = 'stripe_webhook_events'"
+        )).scalar_one()
+    assert indexdef.endswith("WHERE ((status)::text = 'pending'::text)"), indexdef
+    assert {"autovacuum_vacuum_scale_factor=0.02", "autovacuum_analyze_scale_factor=0.02"} \
+        <= set(options or []), options
