@@ -16,6 +16,7 @@ PostgreSQL's default thresholds (a fifth / a tenth of the table) a large inbox w
 vacuumed and analysed rarely, so the partial indexes kept dead entries and the planner
 worked from a distribution long gone. 2% (and at least 1,000 rows) follows the bursts.
 """
+import sqlalchemy as sa
 from alembic import op
 
 revision = '0009_stripe_i17c'
@@ -32,7 +33,8 @@ def upgrade():
     op.drop_index("ix_stripe_webhook_events_customer", table_name="stripe_webhook_events")
     op.create_index("ix_stripe_webhook_events_customer", "stripe_webhook_events",
                     ["project_id", "customer_stripe_id", "id"],
-                    postgresql_where="status = 'pending'", sqlite_where="status = 'pending'")
+                    postgresql_where=sa.text("status = 'pending'"),
+                    sqlite_where=sa.text("status = 'pending'"))
     if op.get_bind().dialect.name == "postgresql":
         op.execute(f"ALTER TABLE stripe_webhook_events SET ({STORAGE})")
 
