@@ -422,8 +422,9 @@ def test_the_drains_claim_reads_the_inbox_index_in_a_generic_plan(app, make_proj
     """The claim must read the partial inbox index (the project's pending rows, in order)
     whatever the statistics. Sent with the status as a parameter, a generic plan could not
     use it; with the project as an equality, PostgreSQL read the primary key in id order
-    and filtered out every processed row first (an inbox is a queue: they come first), or,
-    with statistics taken while a burst was all pending, sorted every pending row."""
+    and filtered out every processed row first (an inbox is a queue: they come first),
+    with fresh statistics and with statistics taken while a first burst was all pending
+    (and, analysed empty, sorted every pending row)."""
     from crowdpower.plugins.stripe.inbox import claim
 
     with app.app_context():

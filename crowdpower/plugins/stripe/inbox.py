@@ -176,9 +176,9 @@ def drain_inbox() -> int:
 #   equality would let the primary key supply the order, and PostgreSQL takes that plan
 #   when it expects pending rows spread evenly among processed ones. An inbox is a queue
 #   (the processed rows come first): that plan read every processed row of the inbox on
-#   each claim (27,000 filtered out, 8-57 ms), and with statistics taken while a burst was
-#   all pending it sorted every pending row instead (on disk, 60 ms a claim). Only the
-#   inbox index gives this order.
+#   each claim (27,000 filtered out, 8-57 ms); with statistics taken while the inbox was
+#   empty (one row estimated) it sorted every pending row instead (on disk, 60 ms a
+#   claim). Only the inbox index gives this order.
 PENDING = StripeWebhookEvent.status == literal_column("'pending'")
 
 
