@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
@@ -132,7 +133,11 @@ def _set_traits_in_sql(project_id: int, rows: list[tuple[int, dict[str, Any]]],
         doc.setdefault(str(customer_id), {}).update(traits)
     if not any(doc.values()):
         return 0
-    encoded = json.dumps(doc, default=_json_value)
+    try:  # orjson: the stdlib encoder was a few % of the sync's traits thread
+        encoded = orjson.dumps(doc, default=_json_value,
+                               option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
+    except TypeError:  # integers beyond 64 bits
+        encoded = json.dumps(doc, default=_json_value)
     connection = db.session.connection()
     if any(v is None for traits in doc.values() for v in traits.values()):
         connection.execute(_DELETE_NULLS, {"doc": encoded, "project_id": project_id})

@@ -153,6 +153,49 @@ def test_bulk_traits_new_keys_in_bulk_and_again(project, add_customer):
         == {1}
 
 
+AWKWARD_JSON = [
+    "tab\there, newline\nthere, backslash \\ and \\N, quote \" and ünïcødé ✓",
+    {"nested": {"list": [1, 2.5, None, True, "x\ty"]}, "empty": {}},
+    [], 0, -1.25, "", False,
+]
+BIG_JSON = [10**30, {"big": 2**70}]  # PostgreSQL keeps them exact; SQLite's JSON does not
+
+
+def test_json_values_copied_in_bulk_are_stored_exactly(project, add_customer):
+    """Enough rows for COPY on PostgreSQL (straight, then through the upsert's temporary
+    table), with values COPY's text format must escape and integers beyond 64 bits (which
+    orjson refuses: the stdlib encodes them); trait documents with dates and big numbers."""
+    from crowdpower import bulk
+
+    awkward = AWKWARD_JSON + (BIG_JSON if db.engine.dialect.name == "postgresql" else [])
+    ids = [add_customer(project, f"j{i}@example.com") for i in range(60)]
+    update = ["value", "value_text", "value_num", "source", "updated_at"]
+
+    def rows(key: str, shift: int) -> list[dict]:
+        now = datetime.now(UTC)
+        return [{"project_id": project, "customer_id": cid, "key": key,
+                 "value": awkward[(i + shift) % len(awkward)], "value_text": None,
+                 "value_num": None, "source": "import", "updated_at": now}
+                for i, cid in enumerate(ids)]
+
+    with project_scope(project):
+        bulk.insert_new(TraitValue.__table__, rows("a", 0), ["customer_id", "key"], update)
+        bulk.upsert(TraitValue.__table__, rows("a", 1), ["customer_id", "key"], update)
+        bulk.upsert(TraitValue.__table__, rows("b", 2), ["customer_id", "key"], update)
+        when = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+        bulk_set_traits(project, [(cid, {"c": awkward[i % len(awkward)],
+                                         "at": when}) for i, cid in enumerate(ids)])
+        db.session.commit()
+    traits = get_traits(project, ids)
+    n = len(awkward)
+    assert [traits[cid]["a"] for cid in ids] == [awkward[(i + 1) % n]
+                                                 for i in range(60)]
+    assert [traits[cid]["b"] for cid in ids] == [awkward[(i + 2) % n]
+                                                 for i in range(60)]
+    assert [traits[cid]["c"] for cid in ids] == [awkward[i % n] for i in range(60)]
+    assert {traits[cid]["at"] for cid in ids} == {"2026-03-04T05:06:07Z"}
+
+
 def test_events_are_idempotent_on_external_id_per_project(project, make_project, add_customer):
     other = make_project("Globex")[0]
     mine = add_customer(project, "ann@example.com")
