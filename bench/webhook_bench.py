@@ -156,15 +156,21 @@ def send(url: str, events: list[tuple[str, bytes]], concurrency: int,
 
 
 def wait_processed(engine, expected: int, timeout: float = 900) -> float:
+    """Seconds until no inbox row is pending. Asks, per project, for one pending row in
+    the drain's own claim shape (the partial inbox index, any plan): a ``count(*)`` every
+    0.2 s scanned the whole inbox (81k rows with their payloads by run 3), loading the
+    box it measures."""
     t0 = time.perf_counter()
+    probe = text("SELECT 1 FROM stripe_webhook_events WHERE project_id = ANY(ARRAY[:p]) "
+                 "AND status = 'pending' ORDER BY project_id, id LIMIT 1")
     while time.perf_counter() - t0 < timeout:
         with engine.connect() as conn:
-            pending = conn.execute(text(
-                "SELECT count(*) FROM stripe_webhook_events WHERE status = 'pending'")).scalar()
-        if pending == 0:
+            projects = conn.execute(text("SELECT id FROM projects")).scalars().all()
+            pending = any(conn.execute(probe, {"p": p}).first() for p in projects)
+        if not pending:
             return time.perf_counter() - t0
         time.sleep(0.2)
-    raise TimeoutError(f"{pending} events still pending")
+    raise TimeoutError("events still pending")
 
 
 def backlog_run(stack: Stack, engine, double, account: str, customers: list[str], n: int,
