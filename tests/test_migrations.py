@@ -50,7 +50,7 @@ def test_db_upgrade_builds_the_models_schema(empty_database, monkeypatch):
     assert diff == [], f"models and migrations differ: {diff}"
     with engine.connect() as conn:
         heads = {row[0] for row in conn.exec_driver_sql("SELECT version_num FROM alembic_version")}
-    assert "0009_stripe_i17c" in heads  # the Stripe branch (at its latest revision; it depends on the host's) applied
+    assert "0010_stripe_i17d" in heads  # the Stripe branch (at its latest revision; it depends on the host's) applied
     assert "0009_host_dispatch_queued" in heads  # and the host's
     engine.dispose()
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import stripe
 from flask import current_app
@@ -63,6 +64,7 @@ class _Row:
     id: int
     object_key: str | None
     created: int
+    received: datetime | None = None
     status: str = "pending"
 
 
@@ -75,11 +77,12 @@ class _Batch:
     customers: dict[str, int | None | str] = field(default_factory=dict)
     stripe_ids: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
     synced: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    fetched: dict[tuple[str, str], datetime | None] = field(default_factory=dict)
     objects: dict[str, dict[tuple[str, str], dict]] = field(
         default_factory=lambda: defaultdict(dict))  # by Stripe customer: (kind, id) → data
-    staged: dict[tuple[str, str], tuple[dict, datetime]] = field(default_factory=dict)
+    staged: dict[tuple[str, str], tuple[dict, datetime, bool]] = field(default_factory=dict)
     products: set[str] = field(default_factory=set)
-    versions: list[tuple[dict, datetime]] = field(default_factory=list)
+    versions: list[tuple[dict, datetime, bool]] = field(default_factory=list)
     names: dict[str, str] = field(default_factory=dict)
     prices: dict[str, dict] = field(default_factory=dict)
     rows: dict[int, _Row] = field(default_factory=dict)
@@ -91,15 +94,31 @@ class _Batch:
     culprit: int | None = None  # the row being applied (a failure is its)
 
 
-def apply_batch(project_id: int, conn: Connection, items: list[tuple[StripeWebhookEvent, dict]]
+def apply_batch(project_id: int, conn: Connection, items: list[tuple[StripeWebhookEvent, dict]],
+                reads: Reads | None = None, waiting: dict[int, Wait] | None = None,
+                waited: dict[int, datetime | None] | None = None
                 ) -> dict[int, tuple[str, str | None]]:
     """Apply events (rows locked by the caller, in order) in the current transaction;
     ``{row id: (status, note)}``. Raises whatever a look-up or write raises: the caller
-    rolls back and applies the batch's events one by one."""
+    rolls back and applies the batch's events one by one.
+
+    With ``reads`` (``prefetch``), an event that needs its object read from Stripe is
+    not applied now: the read is started in the background and the event, with its
+    customer's later events, is left out of the outcomes (it stays pending, for a later
+    batch that finds the copy read; ``waiting`` gets ``{row id: Wait}``). Without, the
+    read is made here, in line. ``waited``: rows that have waited for a read already (not
+    again: read in line if still needed), with when the request was sent for those whose
+    read this drain started after claiming them (the copy it wrote, or a later one read,
+    shows their change)."""
     b = _Batch(project_id, conn)
+    waited = waited or {}
     verdicts = {}
     for row, event in items:
-        b.rows[row.id] = mine = _Row(row.id, row.object_key, row.created)
+        received = row.received_at
+        if waited.get(row.id) is not None:
+            # ``needs_fetch`` then asks for a copy read no earlier than that request.
+            received = waited[row.id] - single.CLOCK_MARGIN - timedelta(microseconds=1)
+        b.rows[row.id] = mine = _Row(row.id, row.object_key, row.created, received)
         b.by_key[mine.object_key or ""].append(mine)
         b.by_prefix[_prefix(mine.object_key or "")].append(mine)
         verdicts[row.id] = plan(conn, event)
@@ -109,7 +128,12 @@ def apply_batch(project_id: int, conn: Connection, items: list[tuple[StripeWebho
     try:
         if work:
             _load(b, work)
+        later = _defer_reads(b, work, reads, waited) if work and reads is not None else {}
+        if waiting is not None:
+            waiting.update(later)
         for row, event in items:  # in order: each event sees what the ones before it did
+            if row.id in later:
+                continue  # stays pending (so it counts for the twin rule's question)
             verdict = verdicts[row.id]
             b.culprit = row.id
             outcome = _apply(b, row, event) if verdict is None else verdict
@@ -121,6 +145,78 @@ def apply_batch(project_id: int, conn: Connection, items: list[tuple[StripeWebho
     except Exception as exc:
         raise BatchFailed(b.culprit) from exc
     return outcomes
+
+
+class Reads(Protocol):
+    """Reads of objects from Stripe made in the background (``prefetch.Prefetcher``)."""
+
+    def wait_for(self, project_id: int, conn: Connection, kind: str, stripe_id: str,
+                 received: datetime | None) -> str:
+        """Whether an event received at ``received`` should wait for a background read
+        of this object: ``"started"`` (by this call), ``"waiting"`` (another drain's, or
+        landed since the batch looked), or ``""``: read it in line (the last background
+        read failed)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Wait:
+    """What a row left pending waits for: the background read of ``kind``/``stripe_id``
+    (its own object's, or the one its customer's earlier event waits for), and whether
+    this drain started that read for this row (``own``)."""
+
+    kind: str
+    stripe_id: str
+    own: bool = False
+
+
+def _defer_reads(b: _Batch, work: list[tuple[StripeWebhookEvent, dict]], reads: Reads,
+                 waited: dict[int, datetime | None]) -> dict[int, Wait]:
+    """The rows to leave pending for a background read: each event that ``needs_fetch``
+    (as ``_mirror`` will decide, with the batch's earlier events applied), and every later
+    event of its customer (a customer's events are applied in order). A subscription
+    carrying discount ids is read in line: its event's properties need the whole object,
+    and the mirror keeps a compact copy."""
+    synced = dict(b.synced)
+    fetched = dict(b.fetched)
+    waiting: dict[int, Wait] = {}  # customer → the read its events wait for
+    later: dict[int, Wait] = {}
+    for row, event in work:
+        customer_id = b.customers.get(mapping.event_customer_id(event) or "")
+        if not isinstance(customer_id, int):
+            continue  # ignored when applied: nothing to read
+        if customer_id in waiting:
+            # Behind its customer's earlier event. A read this drain started now, of the
+            # same object, was sent after this row was claimed too: it covers this one.
+            first = waiting[customer_id]
+            obj = mapping.event_object(event)
+            later[row.id] = Wait(first.kind, first.stripe_id, own=first.own and (
+                obj.get("object"), obj.get("id")) == (first.kind, first.stripe_id))
+            continue
+        obj = mapping.event_object(event)
+        kind = obj.get("object")
+        if kind not in MIRRORED or not obj.get("id") or _ids_only(obj):
+            continue
+        key = (kind, obj["id"])
+        occurred = datetime.fromtimestamp(int(event.get("created") or 0), UTC)
+        stored = synced.get(key)
+        me = b.rows[row.id]
+        if single.needs_fetch(obj, stored, fetched.get(key), occurred, me.received):
+            state = "" if row.id in waited else reads.wait_for(
+                b.project_id, b.conn, kind, obj["id"], me.received)
+            if state:
+                waiting[customer_id] = later[row.id] = Wait(kind, obj["id"],
+                                                            own=state == "started")
+                continue
+            synced[key] = fetched[key] = utcnow()  # read in line by ``_mirror``
+        elif stored is None or stored <= occurred:
+            synced[key], fetched[key] = occurred, None
+    return later
+
+
+def _ids_only(obj: dict) -> bool:
+    return obj.get("object") == "subscription" and any(
+        isinstance(d, str) for d in obj.get("discounts") or [])
 
 
 class BatchFailed(Exception):
@@ -181,10 +277,12 @@ def _load(b: _Batch, work: list[tuple[StripeWebhookEvent, dict]]) -> None:
     for kind in MIRRORED:
         ids = sorted(i for k, i in keys if k == kind)
         if ids:
-            b.synced.update({(kind, sid): at for sid, at in db.session.execute(select(
-                StripeObject.stripe_id, StripeObject.synced_at).where(
-                StripeObject.project_id == p, StripeObject.kind == kind,
-                among(StripeObject.stripe_id, ids)))})
+            for sid, at, fetched_at in db.session.execute(select(
+                    StripeObject.stripe_id, StripeObject.synced_at, StripeObject.fetched_at)
+                    .where(StripeObject.project_id == p, StripeObject.kind == kind,
+                           among(StripeObject.stripe_id, ids))):
+                b.synced[(kind, sid)] = at
+                b.fetched[(kind, sid)] = fetched_at
     subs = [d for objs in b.objects.values() for (k, _i), d in objs.items()
             if k == "subscription"]
     subs += [o for e in events for o in (mapping.event_object(e), lifecycle.previous_state(e))
@@ -279,7 +377,7 @@ def _apply(b: _Batch, row: StripeWebhookEvent, event: dict) -> tuple[str, str | 
     if customer_id is None:
         return "ignored", f"customer {stripe_customer} not found in Stripe"
     if obj.get("object") in MIRRORED:
-        completed = _mirror(b, obj, occurred)
+        completed = _mirror(b, obj, occurred, b.rows[row.id].received)
         if completed is not None:
             event = {**event, "data": {**(event.get("data") or {}), "object": completed}}
             obj = completed
@@ -301,14 +399,17 @@ def _apply(b: _Batch, row: StripeWebhookEvent, event: dict) -> tuple[str, str | 
     return status
 
 
-def _mirror(b: _Batch, obj: dict, occurred: datetime) -> dict | None:
+def _mirror(b: _Batch, obj: dict, occurred: datetime, received: datetime | None
+            ) -> dict | None:
     """``events._mirror``: the stored copy is the batch's, the write is staged."""
     kind = obj["object"]
-    stored = b.synced.get((kind, obj["id"]))
-    ids_only = kind == "subscription" and any(isinstance(d, str)
-                                              for d in obj.get("discounts") or [])
-    if ids_only or (stored is not None and stored >= occurred):
+    key = (kind, obj["id"])
+    stored = b.synced.get(key)
+    ids_only = _ids_only(obj)
+    fetched = False
+    if single.needs_fetch(obj, stored, b.fetched.get(key), occurred, received):
         params = {"expand": single.FETCH_EXPAND[kind]} if single.FETCH_EXPAND[kind] else {}
+        sent = utcnow()
         try:
             fresh = single.read(b.conn, f"/v1/{kind}s/{obj['id']}", **params)
         except single.CannotRead:
@@ -318,22 +419,24 @@ def _mirror(b: _Batch, obj: dict, occurred: datetime) -> dict | None:
                 return None
             raise
         if fresh is not None:
-            obj, occurred = fresh, utcnow()
+            obj, occurred, fetched = fresh, sent, True
         else:
             ids_only = False
+    elif stored is not None and stored >= occurred:
+        return None  # the stored copy, read after this event arrived, is at least as new
     if kind == "subscription":
         _ensure_products(b, obj)
         _ensure_tiers(b, obj)
-    key = (kind, obj["id"])
     for product in store.expanded_products([obj]) if kind == "subscription" else []:
         b.products.add(product["id"])  # mirrored with the subscription (``upsert_pages``)
         if product.get("name"):
             b.names[product["id"]] = product["name"]
     if kind == "subscription":
-        b.versions.append((obj, occurred))  # its expanded products are mirrored, whatever
+        b.versions.append((obj, occurred, fetched))  # its expanded products, whatever
     if stored is None or stored <= occurred:  # the upsert's guard: not older wins
         b.synced[key] = occurred
-        b.staged[key] = (obj, occurred)
+        b.fetched[key] = occurred if fetched else None
+        b.staged[key] = (obj, occurred, fetched)
         cus = store.customer_id_of(obj)
         for objs in b.objects.values():
             objs.pop(key, None)
@@ -350,7 +453,7 @@ def _ensure_products(b: _Batch, sub: dict) -> None:
             product = single.read(b.conn, f"/v1/products/{product_id}")
         except (stripe.InvalidRequestError, single.CannotRead):
             continue
-        store.upsert_objects(b.project_id, "product", [product], utcnow())
+        store.upsert_objects(b.project_id, "product", [product], utcnow(), fetched=True)
         b.products.add(product_id)
         if product.get("name"):
             b.names[product_id] = product["name"]
@@ -364,7 +467,7 @@ def _ensure_tiers(b: _Batch, sub: dict) -> None:
             price = single.read(b.conn, f"/v1/prices/{price_id}", expand=["tiers"])
         except (stripe.InvalidRequestError, single.CannotRead):
             continue
-        store.upsert_objects(b.project_id, "price", [price], utcnow())
+        store.upsert_objects(b.project_id, "price", [price], utcnow(), fetched=True)
         b.prices[price_id] = store.compact("price", price)
 
 
@@ -430,10 +533,15 @@ def _derive(b: _Batch, customer_id: int, event: dict, occurred_at: datetime) -> 
 def _write(b: _Batch) -> None:
     """The staged mirror writes, the events, the traits: a few statements in all."""
     for kind in MIRRORED:
-        pages = [([obj], at) for (k, _i), (obj, at) in b.staged.items() if k == kind]
-        if pages:
-            store.upsert_pages(b.project_id, kind, pages)
-    # Every version's products, as ``store.upsert_objects`` does, even if older (one write)
-    store.upsert_products(b.project_id, [([sub], at) for sub, at in b.versions])
+        for read in (False, True):
+            pages = [([obj], at) for (k, _i), (obj, at, fetched) in b.staged.items()
+                     if k == kind and fetched is read]
+            if pages:
+                store.upsert_pages(b.project_id, kind, pages, fetched=read)
+    # Every version's products, as ``store.upsert_objects`` does, even if older (one write
+    # per origin: read from the API or taken from an event)
+    for read in (False, True):
+        store.upsert_products(b.project_id, [([sub], at) for sub, at, fetched in b.versions
+                                             if fetched is read], fetched=read)
     record_events(b.project_id, b.records)
     store.recompute_traits(b.project_id, b.touched)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import stripe
@@ -114,7 +114,7 @@ def _apply_event(project_id: int, row: StripeWebhookEvent,
     if customer_id is None:
         return "ignored", f"customer {stripe_customer} not found in Stripe"
     if obj.get("object") in ("subscription", "charge"):
-        completed = _mirror(project_id, conn, obj, occurred)
+        completed = _mirror(project_id, conn, obj, occurred, row.received_at)
         if completed is not None:  # the event carried discount ids: props from the objects
             event = {**event, "data": {**(event.get("data") or {}), "object": completed}}
             obj = completed
@@ -140,21 +140,44 @@ FETCH_EXPAND = {"subscription": ["items.data.price.product", "discounts.source.c
                 "charge": []}
 
 
-def _mirror(project_id: int, conn: Connection, obj: dict, occurred: datetime) -> dict | None:
-    """Store the event's object, unless we hold data as new: then ask Stripe for the current.
+# Our own machines' clocks may differ a little: a read counts as after an event's receipt
+# only if it is later by more than this.
+CLOCK_MARGIN = timedelta(seconds=1)
+
+
+def needs_fetch(obj: dict, stored: datetime | None, fetched: datetime | None,
+                occurred: datetime, received: datetime | None) -> bool:
+    """Whether applying an event needs its object read from Stripe first.
 
     Stripe does not order deliveries, and timestamps are whole seconds: an event no newer
-    than the stored copy may describe an older state, so the object is re-fetched. A
-    subscription whose ``discounts`` are ids (as webhook payloads carry them) is fetched
-    with its discounts expanded, since MRR needs the coupons; that object is returned.
-    """
+    than the stored copy (``stored``: the time that copy describes) may describe an older
+    state, so the object is read again. Unless that copy was itself read from Stripe's API
+    (``fetched``, our clock) after we received the event (``received``, our clock): the
+    change the event describes had happened by then, so the copy shows it or a later
+    state, and a read now would add nothing. A subscription whose ``discounts`` are ids
+    (as webhook payloads carry them) is always read, with its discounts expanded: MRR needs
+    the coupons, and the event's properties are taken from that object."""
+    if obj.get("object") == "subscription" and any(
+            isinstance(d, str) for d in obj.get("discounts") or []):
+        return True
+    if stored is None or stored < occurred:
+        return False
+    return not (fetched is not None and received is not None
+                and fetched > received + CLOCK_MARGIN)
+
+
+def _mirror(project_id: int, conn: Connection, obj: dict, occurred: datetime,
+            received: datetime | None = None) -> dict | None:
+    """Store the event's object, unless ``needs_fetch``: then ask Stripe for the current.
+    A subscription read for its discounts is returned (the event's properties use it)."""
     kind = obj["object"]
-    stored = store.stored_synced_at(project_id, kind, obj["id"])
+    stored, fetched = store.stored_stamps(project_id, kind, obj["id"])
     ids_only = kind == "subscription" and any(isinstance(d, str)
                                               for d in obj.get("discounts") or [])
-    if ids_only or (stored is not None and stored >= occurred):
+    if needs_fetch(obj, stored, fetched, occurred, received):
         path = f"/v1/{kind}s/{obj['id']}"
         params = {"expand": FETCH_EXPAND[kind]} if FETCH_EXPAND[kind] else {}
+        sent = utcnow()  # the copy shows every change made before the request was sent
         try:
             fresh = read(conn, path, **params)
         except CannotRead:
@@ -164,14 +187,18 @@ def _mirror(project_id: int, conn: Connection, obj: dict, occurred: datetime) ->
                 return None
             raise
         if fresh is not None:
-            obj, occurred = fresh, utcnow()
-        else:
-            ids_only = False
+            if kind == "subscription":
+                _ensure_products(project_id, conn, fresh)
+                _ensure_tiers(project_id, conn, fresh)
+            store.upsert_objects(project_id, kind, [fresh], sent, fetched=True)
+            return fresh if ids_only else None
+    elif stored is not None and stored >= occurred:
+        return None  # the stored copy, read after this event arrived, is at least as new
     if kind == "subscription":
         _ensure_products(project_id, conn, obj)
         _ensure_tiers(project_id, conn, obj)
     store.upsert_objects(project_id, kind, [obj], occurred)
-    return obj if ids_only else None
+    return None
 
 
 def _dispute_event(project_id: int, conn: Connection, obj: dict,
@@ -193,7 +220,7 @@ def _dispute_event(project_id: int, conn: Connection, obj: dict,
     customer_id = resolve_customer(project_id, conn, stripe_customer)
     if customer_id is None:
         return "ignored", f"customer {stripe_customer} not found in Stripe"
-    store.upsert_objects(project_id, "dispute", [dispute], utcnow())
+    store.upsert_objects(project_id, "dispute", [dispute], utcnow(), fetched=True)
     store.recompute_traits(project_id, [customer_id])
     return "processed", None
 
@@ -263,7 +290,7 @@ def resolve_customer(project_id: int, conn: Connection, stripe_customer: str) ->
         raise
     if customer.get("deleted"):
         return None
-    store.upsert_objects(project_id, "customer", [customer], utcnow())
+    store.upsert_objects(project_id, "customer", [customer], utcnow(), fetched=True)
     return store.link_customers(project_id, [customer]).get(stripe_customer)
 
 
@@ -289,6 +316,13 @@ def read(conn: Connection, path: str, **params: Any) -> dict:
     return json.loads(json.dumps(found))
 
 
+def ensure_catalogue(project_id: int, conn: Connection, sub: dict) -> None:
+    """The products and tiered prices a subscription names, read and mirrored if missing
+    (what ``_mirror`` does for a subscription it stores)."""
+    _ensure_products(project_id, conn, sub)
+    _ensure_tiers(project_id, conn, sub)
+
+
 def _ensure_products(project_id: int, conn: Connection, sub: dict) -> None:
     """Fetch (once) the products a subscription's prices name, for plan names."""
     wanted = {p for p in (mapping.price_of(i).get("product") for i in mapping.items_of(sub))
@@ -303,7 +337,7 @@ def _ensure_products(project_id: int, conn: Connection, sub: dict) -> None:
             product = read(conn, f"/v1/products/{product_id}")
         except (stripe.InvalidRequestError, CannotRead):
             continue
-        store.upsert_objects(project_id, "product", [product], utcnow())
+        store.upsert_objects(project_id, "product", [product], utcnow(), fetched=True)
 
 
 def _ensure_tiers(project_id: int, conn: Connection, sub: dict) -> None:
@@ -319,7 +353,7 @@ def _ensure_tiers(project_id: int, conn: Connection, sub: dict) -> None:
             price = read(conn, f"/v1/prices/{price_id}", expand=["tiers"])
         except (stripe.InvalidRequestError, CannotRead):
             continue
-        store.upsert_objects(project_id, "price", [price], utcnow())
+        store.upsert_objects(project_id, "price", [price], utcnow(), fetched=True)
 
 
 def _product_names(project_id: int, obj: dict) -> dict[str, str]:

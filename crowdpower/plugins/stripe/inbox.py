@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
@@ -30,6 +30,7 @@ from crowdpower.plugins.stripe.connection import snapshot
 from crowdpower.plugins.stripe.events import apply_event, client_for
 from crowdpower.plugins.stripe.metrics import EVENTS_APPLIED
 from crowdpower.plugins.stripe.models import StripeWebhookEvent
+from crowdpower.plugins.stripe.prefetch import Prefetcher, prefetcher
 from crowdpower.plugins.stripe.queues import QUEUES
 from crowdpower.plugins.stripe.tokens import ReconnectNeeded, TokenEndpointError
 from crowdpower.services import (
@@ -140,20 +141,31 @@ def drain_inbox() -> int:
     assert project_id is not None
     deadline = time.monotonic() + float(current_app.config["STRIPE_WEBHOOK_DRAIN_SECONDS"])
     size = max(1, int(current_app.config.get("STRIPE_WEBHOOK_BATCH") or 1))
+    reads = prefetcher()
+    waiting: dict[int, batch.Wait] = {}  # rows left pending for a background read
+    waited: dict[int, datetime | None] = {}  # ... whose read is over (``apply_batch``)
     handled = idle = 0
     while True:
-        rows = list(db.session.scalars(claim(project_id, size)))
+        if waiting and reads is not None:
+            _forget_reads(project_id, reads, waiting, waited)
+        rows = list(db.session.scalars(claim(project_id, size, skip=list(waiting))))
         if not rows:
             db.session.commit()
+            if waiting and time.monotonic() < deadline:
+                time.sleep(READ_PAUSE)  # only events waiting for their reads are left
+                continue
+            if waiting:
+                request_drain(project_id)
             return handled
         if handled == 0 and len(rows) == size and _more_pending(project_id, rows[-1].id):
             # A backlog: ask for a helper. It will do the same as it starts, so every
             # free worker joins in, one queued job at a time (others' jobs interleave).
             request_drain(project_id)
+        before = len(waiting)
         with _collector_paused():
-            applied = _apply_claimed(project_id, rows)
+            applied = _apply_claimed(project_id, rows, reads, waiting, waited)
         handled += applied
-        idle = 0 if applied else idle + 1
+        idle = 0 if applied or len(waiting) > before else idle + 1
         if idle >= BUSY_ROUNDS:
             # Every customer left is another drain's, for a while now: it goes on. One
             # drain is queued, should that one have looked for more just before this
@@ -182,19 +194,47 @@ def drain_inbox() -> int:
 PENDING = StripeWebhookEvent.status == literal_column("'pending'")
 
 
-def claim(project_id: int, size: int) -> Select:
-    """The next ``size`` pending rows of the project no other drain holds, locked."""
+def claim(project_id: int, size: int, skip: list[int] | None = None) -> Select:
+    """The next ``size`` pending rows of the project no other drain holds, locked
+    (but for ``skip``: rows waiting for a background read)."""
     inbox = StripeWebhookEvent
     project = (inbox.project_id == any_(array([project_id]))
                if db.engine.dialect.name == "postgresql" else inbox.project_id == project_id)
-    return (select(inbox).where(project, PENDING).order_by(inbox.project_id, inbox.id)
+    query = select(inbox).where(project, PENDING)
+    if skip:
+        query = query.where(inbox.id.not_in(skip))
+    return (query.order_by(inbox.project_id, inbox.id)
             .limit(size).with_for_update(skip_locked=True))
 
 
-def _apply_claimed(project_id: int, rows: list[StripeWebhookEvent]) -> int:
+READ_PAUSE = 0.02  # seconds between looks at reads under way, when nothing else is left
+
+
+def _forget_reads(project_id: int, reads: Prefetcher, waiting: dict[int, batch.Wait],
+                  waited: dict[int, datetime | None]) -> None:
+    """Move from ``waiting`` to ``waited`` the rows whose background read is over: they
+    are claimed again and applied with the copy read (or read in line if the read failed
+    or a newer copy replaced it). A row whose read this drain started is noted with when
+    its request was sent."""
+    keys = sorted({(w.kind, w.stripe_id) for w in waiting.values()})
+    over = {key: state for key, state in zip(keys, reads.landed(
+        [reads.key(project_id, kind, sid) for kind, sid in keys]), strict=True)
+        if state is not False}
+    for row_id, wait in list(waiting.items()):
+        state = over.get((wait.kind, wait.stripe_id), False)
+        if state is False:
+            continue
+        del waiting[row_id]
+        waited[row_id] = state if wait.own and isinstance(state, datetime) else None
+
+
+def _apply_claimed(project_id: int, rows: list[StripeWebhookEvent],
+                   reads: Prefetcher | None = None,
+                   waiting: dict[int, batch.Wait] | None = None,
+                   waited: dict[int, datetime | None] | None = None) -> int:
     """Apply the leading run of claimed rows a batch handles, or the first row alone if
     it is not one; commits (which releases the rows left over: still pending). Returns
-    the number of rows applied."""
+    the number of rows applied; rows left for a background read go into ``waiting``."""
     _prepare_client(project_id)  # a token refresh commits: do it before the batch writes
     conn = snapshot(project_id)
     decoded = _owned(project_id, [(row, _decode(row)) for row in rows])
@@ -215,7 +255,7 @@ def _apply_claimed(project_id: int, rows: list[StripeWebhookEvent]) -> int:
             _schedule_retry(row.id, project_id, retry.attempts)
         return 1
     assert conn is not None
-    return _apply_batch(project_id, conn, items)
+    return _apply_batch(project_id, conn, items, reads, waiting, waited)
 
 
 @contextmanager
@@ -304,24 +344,33 @@ def _owned(project_id: int, claimed: list[tuple[StripeWebhookEvent, dict | None]
             or (key in held and row.id < first_elsewhere.get(key, row.id + 1))]
 
 
-def _apply_batch(project_id: int, conn, items: list[tuple[StripeWebhookEvent, dict]]) -> int:
+def _apply_batch(project_id: int, conn, items: list[tuple[StripeWebhookEvent, dict]],
+                 reads: Prefetcher | None = None,
+                 waiting: dict[int, batch.Wait] | None = None,
+                 waited: dict[int, datetime | None] | None = None) -> int:
     """Apply ``items`` together and commit. If one event fails, it alone is marked
     ``retry`` (an attempt, as if applied alone) and the batch is applied again without
     it; a failure no event is to blame for (or one that applying alone treats as an
-    outcome: access refused, a permission missing) applies the events one by one."""
+    outcome: access refused, a permission missing) applies the events one by one.
+    Events left for a background read (``reads``) stay pending, listed in ``waiting``."""
     handled = 0
     while items:
         facts = [(row.id, row.event_id, row.type, (row.attempts or 0) + 1)
                  for row, _e in items]
+        left: dict[int, batch.Wait] = {}
         try:
             with project_scope(project_id):
-                outcomes = batch.apply_batch(project_id, conn, items)
+                outcomes = batch.apply_batch(project_id, conn, items, reads, left, waited)
+            facts = [fact for fact in facts if fact[0] in outcomes]
             now = utcnow()
-            db.session.connection().execute(MARK_APPLIED, [
-                {"row_id": row_id, "new_status": outcomes[row_id][0],
-                 "note": outcomes[row_id][1], "done_at": now, "tries": tries}
-                for row_id, _event_id, _type, tries in facts])
+            if facts:
+                db.session.connection().execute(MARK_APPLIED, [
+                    {"row_id": row_id, "new_status": outcomes[row_id][0],
+                     "note": outcomes[row_id][1], "done_at": now, "tries": tries}
+                    for row_id, _event_id, _type, tries in facts])
             _commit_without_flush_wait()
+            if waiting is not None:
+                waiting.update(left)
         except Exception as exc:
             db.session.rollback()
             culprit = exc.row_id if isinstance(exc, batch.BatchFailed) else None

@@ -160,6 +160,10 @@ class StripeObject(TenantMixin, db.Model):
 
     ``synced_at`` is the time the data describes (the event's ``created`` or the
     fetch time); a write with older data never overwrites newer (ordering guard).
+    ``fetched_at`` is set when the data was read from Stripe's API (our clock, when
+    Stripe answered) and cleared when an event's copy replaces it: an event we received
+    before that read describes no newer state, so it needs no read of its own
+    (``events.needs_fetch``).
     """
 
     __tablename__ = "stripe_objects"
@@ -174,6 +178,7 @@ class StripeObject(TenantMixin, db.Model):
     customer_stripe_id: Mapped[str | None] = mapped_column(String(64))
     data: Mapped[Any] = mapped_column(JSONType)
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
 
 

@@ -73,6 +73,9 @@ CONFIG_DEFAULTS = {
     "STRIPE_WEBHOOK_DRAIN_SECONDS": 2.0,
     # Inbox rows a drain claims and applies together (one transaction, set-based writes).
     "STRIPE_WEBHOOK_BATCH": 250,
+    # Threads per worker process that read objects from Stripe while the drain goes on
+    # with other customers (``prefetch``); 0 reads in line. Needs Redis and PostgreSQL.
+    "STRIPE_WEBHOOK_READ_THREADS": 4,
     # The platform's test-mode key: reads test-mode objects of live accounts (opt-in test
     # data); unset, such look-ups are skipped and the event's note says so. It also
     # exchanges and refreshes the Stripe App's test-mode tokens.

@@ -106,34 +106,39 @@ def _insert():
 
 
 def upsert_objects(project_id: int, kind: str, objects: Iterable[dict],
-                   synced_at: datetime) -> int:
-    """Write objects to the mirror unless the stored copy is newer (ordering guard)."""
-    return upsert_pages(project_id, kind, [(list(objects), synced_at)])
+                   synced_at: datetime, fetched: bool = False) -> int:
+    """Write objects to the mirror unless the stored copy is newer (ordering guard).
+    ``fetched``: read from Stripe's API at ``synced_at`` (else an event's copy)."""
+    return upsert_pages(project_id, kind, [(list(objects), synced_at)], fetched=fetched)
 
 
 def upsert_pages(project_id: int, kind: str, pages: list[tuple[list[dict], datetime]],
-                 fresh: bool = False) -> int:
+                 fresh: bool = False, fetched: bool = True) -> int:
     """Several fetched pages in one write, each object stamped with its page's fetch time.
 
     ``fresh``: the project had no objects of this kind when the phase began (an initial
     sync), so a large batch is COPYed straight into the mirror; if a webhook stored one
-    of them meanwhile, the batch goes through the guarded upsert instead.
+    of them meanwhile, the batch goes through the guarded upsert instead. ``fetched``:
+    the pages were read from Stripe's API (``fetched_at`` = their time); False for copies
+    taken from events.
     """
     if kind == "subscription":
-        upsert_products(project_id, pages)
+        upsert_products(project_id, pages, fetched=fetched)
     rows = {}
     for objects, synced_at in pages:
         for obj in objects:
             rows[obj["id"]] = {"project_id": project_id, "kind": kind, "stripe_id": obj["id"],
                                "customer_stripe_id": customer_id_of(obj),
                                "data": compact(kind, obj), "synced_at": synced_at,
+                               "fetched_at": synced_at if fetched else None,
                                "deleted": bool(obj.get("deleted"))}
     listed = list(rows.values())
 
     def upsert() -> None:
         services.bulk_upsert(StripeObject.__table__, listed,
                              ["project_id", "kind", "stripe_id"],
-                             ["customer_stripe_id", "data", "synced_at", "deleted"],
+                             ["customer_stripe_id", "data", "synced_at", "fetched_at",
+                              "deleted"],
                              only_if_newer="synced_at")
     if fresh and services.copies(len(listed)):
         services.copy_or(StripeObject.__table__, listed, upsert)
@@ -142,7 +147,8 @@ def upsert_pages(project_id: int, kind: str, pages: list[tuple[list[dict], datet
     return len(listed)
 
 
-def upsert_products(project_id: int, subscriptions: list[tuple[list[dict], datetime]]) -> int:
+def upsert_products(project_id: int, subscriptions: list[tuple[list[dict], datetime]],
+                    fetched: bool = False) -> int:
     """The products expanded in these subscriptions (each with its time), in one write.
 
     The same result as one guarded upsert per subscription in order (a copy not older
@@ -158,7 +164,8 @@ def upsert_products(project_id: int, subscriptions: list[tuple[list[dict], datet
     if not newest:
         return 0
     return upsert_pages(project_id, "product",
-                        [([product], at) for _id, (product, at) in sorted(newest.items())])
+                        [([product], at) for _id, (product, at) in sorted(newest.items())],
+                        fetched=fetched)
 
 
 def has_objects(project_id: int, kind: str) -> bool:
@@ -167,10 +174,13 @@ def has_objects(project_id: int, kind: str) -> bool:
         StripeObject.project_id == project_id, StripeObject.kind == kind).limit(1)) is not None
 
 
-def stored_synced_at(project_id: int, kind: str, stripe_id: str) -> datetime | None:
-    return db.session.scalar(select(StripeObject.synced_at).where(
+def stored_stamps(project_id: int, kind: str, stripe_id: str
+                  ) -> tuple[datetime | None, datetime | None]:
+    """``(synced_at, fetched_at)`` of the stored copy; ``(None, None)`` if there is none."""
+    row = db.session.execute(select(StripeObject.synced_at, StripeObject.fetched_at).where(
         StripeObject.project_id == project_id, StripeObject.kind == kind,
-        StripeObject.stripe_id == stripe_id))
+        StripeObject.stripe_id == stripe_id)).first()
+    return (row[0], row[1]) if row is not None else (None, None)
 
 
 def link_customers(project_id: int, stripe_customers: list[dict]) -> dict[str, int]:
