@@ -103,7 +103,77 @@ def attribute_events_job(event_ids: list[int]) -> list[int]:
     """Job: ``attribute`` for each of a batch's events; the conversions' ids."""
     project_id = current_project_id()
     assert project_id is not None, "attribute_events_job runs in a project's scope"
-    return [c for event_id in event_ids if (c := attribute(project_id, event_id)) is not None]
+    return attribute_many(project_id, event_ids)
+
+
+def attribute_many(project_id: int, event_ids: list[int]) -> list[int]:
+    """``attribute`` for each of these events, in order, reading in three queries what
+    one event at a time read in three each (a month-end burst hands over hundreds of
+    payments at once): the events, the automations they may convert for, and the
+    candidate messages of their customers. Conversions are still inserted one by one, in
+    order, as ``attribute`` does. Returns the conversions' ids."""
+    with project_scope(project_id):
+        defaults = default_conversions(project_id)
+        found = {e.id: e for e in db.session.scalars(select(Event).where(
+            Event.project_id == project_id, Event.id.in_(event_ids)))}
+        for event in found.values():
+            db.session.expunge(event)  # read once: ``_insert`` commits after each credit
+        events = [found[i] for i in event_ids if i in found]
+        names = sorted({e.name for e in events})
+        if not events:
+            return []
+        named = Automation.conversion_event.in_(names)
+        if defaults:
+            named = or_(named, Automation.conversion_event.is_(None))
+        automations = db.session.execute(select(
+            Automation.id, Automation.conversion_event, Automation.attribution_window_hours)
+            .where(Automation.project_id == project_id, named)).all()
+        windows: dict[str, dict[int, int | None]] = {
+            name: {a: w for a, conversion, w in automations
+                   if conversion == name or (conversion is None and name in defaults)}
+            for name in names}
+        wanted = {a for w in windows.values() for a in w}
+        if not wanted:
+            return []
+        longest = max(w or DEFAULT_WINDOW_HOURS for w in (
+            w for by in windows.values() for w in by.values()))
+        touched = func.coalesce(Message.sent_at, Message.claimed_at, Message.created_at)
+        first = min(e.occurred_at for e in events) - timedelta(hours=longest)
+        last = max(e.occurred_at for e in events)
+        by_customer: dict[int, list[tuple[Any, int, int]]] = {}
+        for message_id, automation_id, customer_id, at in db.session.execute(select(
+                Message.id, Message.automation_id, Message.customer_id, touched).where(
+                Message.project_id == project_id,
+                Message.customer_id.in_(sorted({e.customer_id for e in events})),
+                Message.automation_id.in_(sorted(wanted)), Message.state.in_(DELIVERED),
+                touched <= last, touched >= first)):
+            by_customer.setdefault(customer_id, []).append((_aware(at), message_id,
+                                                            automation_id))
+        out = []
+        for event in events:
+            conversion = _credit(event, windows[event.name],
+                                 by_customer.get(event.customer_id, []), defaults)
+            if conversion is not None:
+                out.append(conversion)
+        return out
+
+
+def _credit(event: Event, windows: dict[int, int | None],
+            messages: list[tuple[Any, int, int]], defaults: dict[str, dict]) -> int | None:
+    """``attribute``'s choice for one event among its customer's delivered messages
+    ``(touched, id, automation)``: the latest before it within its automation's window."""
+    if not windows:
+        return None
+    occurred = _aware(event.occurred_at)
+    longest = timedelta(hours=max(w or DEFAULT_WINDOW_HOURS for w in windows.values()))
+    candidates = sorted(((at, m, a) for at, m, a in messages
+                         if a in windows and occurred - longest <= at <= occurred),
+                        reverse=True)
+    for at, message_id, automation_id in candidates:
+        window = timedelta(hours=windows[automation_id] or DEFAULT_WINDOW_HOURS)
+        if at >= occurred - window:
+            return _insert(event, automation_id, message_id, defaults)
+    return None
 
 
 def attribute_job(event_id: int) -> int | None:
