@@ -9,6 +9,7 @@ after an event arrived spares that event a read of its own.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -146,3 +147,47 @@ def test_a_copy_read_after_the_event_arrived_spares_its_read(
     other_id = other_tenant[0]
     assert drain_once(other_id) == 0
     assert events(other_id, "Stripe Subscription Updated") == []
+
+
+@postgres_only
+def test_a_backlogs_reads_are_started_ahead_once_per_object(
+        wired, shop, app, held, other_tenant):  # noqa: F811
+    from crowdpower.plugins.stripe import inbox as inbox_module
+    from crowdpower.plugins.stripe.connection import snapshot
+    from crowdpower.plugins.stripe.prefetch import prefetcher, read_ahead
+
+    project_id, _key, account, _cus, sub = shop
+    double = wired.double
+    bob = double.create_customer(account, email="bob@example.com", emit=False)
+    double.update_subscription(account, sub["id"], quantity=2)
+    double.update_subscription(account, sub["id"], quantity=3)
+    double.webhooks.flush(10)
+    assert post(app.test_client(), charge_event(double, account, bob["id"], 500)
+                ).status_code == 200
+    _stored_as_old_as_the_updates(sub["id"])
+    # A backlog: the events arrived a while ago (reads sent now come after them).
+    db.session.execute(text("UPDATE stripe_webhook_events SET received_at = received_at "
+                            "- interval '5 seconds' WHERE status = 'pending'"))
+    db.session.commit()
+    double.reset_request_log()
+    reads = prefetcher()
+    assert reads is not None
+    # Another project's look ahead finds nothing of this one's.
+    assert read_ahead(other_tenant[0], snapshot(project_id), reads,
+                      inbox_module.PENDING) == 0
+    assert read_ahead(project_id, snapshot(project_id), reads, inbox_module.PENDING) == 1
+    key = reads.key(project_id, "subscription", sub["id"])
+    deadline = time.monotonic() + 10
+    while reads.landed([key]) == [False] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert isinstance(reads.landed([key])[0], datetime)
+    # Started again, it finds the read done: none more.
+    assert read_ahead(project_id, snapshot(project_id), reads, inbox_module.PENDING) == 0
+    assert _gets(double, account, sub["id"]) == 1
+    assert drain_once(project_id) == 3
+    assert _gets(double, account, sub["id"]) == 1  # both updates covered by that read
+    assert double.request_count(account, method="GET") == 2  # and Bob's look-up
+    assert [e.properties["quantity"] for e in events(
+        project_id, "Stripe Subscription Updated")] == [2, 3]
+    ann = customer_by_email(project_id, "ann@example.com")
+    assert get_traits(project_id, [ann.id])[ann.id]["stripe_mrr"] == 87.0

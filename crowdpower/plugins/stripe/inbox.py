@@ -24,7 +24,7 @@ from flask import current_app
 from sqlalchemy import Select, any_, bindparam, literal_column, or_, select, text
 from sqlalchemy.dialects.postgresql import array
 
-from crowdpower.plugins.stripe import batch, mapping
+from crowdpower.plugins.stripe import batch, mapping, prefetch
 from crowdpower.plugins.stripe.client import MissingPermission
 from crowdpower.plugins.stripe.connection import snapshot
 from crowdpower.plugins.stripe.events import apply_event, client_for
@@ -145,7 +145,11 @@ def drain_inbox() -> int:
     waiting: dict[int, batch.Wait] = {}  # rows left pending for a background read
     waited: dict[int, datetime | None] = {}  # ... whose read is over (``apply_batch``)
     handled = idle = 0
+    ahead_at = 0  # rows handled when the drain last looked ahead for reads
     while True:
+        if reads is not None and handled >= ahead_at:
+            _read_ahead(project_id, reads)
+            ahead_at = handled + AHEAD_EVERY
         if waiting and reads is not None:
             _forget_reads(project_id, reads, waiting, waited)
         rows = list(db.session.scalars(claim(project_id, size, skip=list(waiting))))
@@ -208,6 +212,23 @@ def claim(project_id: int, size: int, skip: list[int] | None = None) -> Select:
 
 
 READ_PAUSE = 0.02  # seconds between looks at reads under way, when nothing else is left
+AHEAD_EVERY = prefetch.AHEAD // 2  # rows applied between two looks ahead
+
+
+def _read_ahead(project_id: int, reads: Prefetcher) -> None:
+    """``prefetch.read_ahead`` on a backlog (never fails the drain: a read not started
+    ahead is started when the drain reaches its event)."""
+    conn = snapshot(project_id)
+    if conn is None or conn.status != "connected":
+        return
+    try:
+        started = prefetch.read_ahead(project_id, conn, reads, PENDING)
+    except Exception:
+        db.session.rollback()
+        log.exception("looking ahead for reads failed; they are made as events come up")
+        return
+    if started:
+        log.debug("drain of project %s: %d reads started ahead", project_id, started)
 
 
 def _forget_reads(project_id: int, reads: Prefetcher, waiting: dict[int, batch.Wait],

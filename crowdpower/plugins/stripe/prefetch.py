@@ -27,14 +27,18 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import Flask, current_app
 from redis import Redis
+from sqlalchemy import any_, select
+from sqlalchemy.dialects.postgresql import array
 
 from crowdpower.plugins.stripe import events as single
 from crowdpower.plugins.stripe import store
 from crowdpower.plugins.stripe.connection import Connection
-from crowdpower.services import db, project_scope, utcnow
+from crowdpower.plugins.stripe.models import StripeObject, StripeWebhookEvent
+from crowdpower.services import among, db, project_scope, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +116,70 @@ class Prefetcher:
                              kind, stripe_id, type(exc).__name__, exc)
         finally:
             self.redis.set(key, state, ex=MARK_SECONDS)
+
+
+AHEAD = 2000  # pending rows a drain looks through for reads it will need
+
+
+def read_ahead(project_id: int, conn: Connection, reads: Prefetcher,
+               pending: Any) -> int:
+    """Start now the reads the next pending events of a backlog will need.
+
+    A read sent now covers every event of its object that arrived before it (a copy read
+    after an event arrived shows its change): one read per object, however many of its
+    events are pending, and started before the drain reaches them rather than when it
+    does (at the account's rate cap, reads started late made a burst's last seconds wait
+    for them). An object is read when one of its events will need it (``needs_fetch``):
+    two of its events of the same second, or the stored copy as new as one of them. Only
+    events that arrived more than ``CLOCK_MARGIN`` ago (a backlog): a read of a live
+    event's object is started when the drain reaches it. ``pending`` selects the next
+    pending rows in claim order (``inbox.PENDING``). Returns the reads started."""
+    cutoff = utcnow() - single.CLOCK_MARGIN
+    inbox = StripeWebhookEvent
+    rows = db.session.execute(select(inbox.type, inbox.object_key, inbox.created,
+                                     inbox.received_at).where(
+        inbox.project_id == any_(array([project_id])), pending)
+        .order_by(inbox.project_id, inbox.id).limit(AHEAD)).all()
+    seen: dict[tuple[str, str], list[tuple[int, object]]] = {}
+    for type_, key, created, received in rows:
+        kind = ("subscription" if type_.startswith("customer.subscription.") else "charge"
+                if type_.startswith("charge.") and not type_.startswith("charge.dispute.")
+                else None)
+        parts = (key or "").split(":")
+        if kind is None or len(parts) < 2 or not parts[1]:
+            continue
+        seen.setdefault((kind, parts[1]), []).append((created, received))
+    live = {k for k, found in seen.items() if any(r is None or r > cutoff for _c, r in found)}
+    wanted = {k: found for k, found in seen.items() if k not in live}
+    stored: dict[tuple[str, str], tuple] = {}
+    with project_scope(project_id):
+        for kind in ("subscription", "charge"):
+            ids = sorted(i for k, i in wanted if k == kind)
+            for sid, synced, fetched in db.session.execute(select(
+                    StripeObject.stripe_id, StripeObject.synced_at, StripeObject.fetched_at)
+                    .where(StripeObject.project_id == project_id, StripeObject.kind == kind,
+                           among(StripeObject.stripe_id, ids))) if ids else []:
+                stored[(kind, sid)] = (synced, fetched)
+    db.session.commit()  # no transaction held while the reads start
+    started = 0
+    for (kind, sid), found in sorted(wanted.items()):
+        last = max(r for _c, r in found)
+        synced, fetched = stored.get((kind, sid), (None, None))
+        if fetched is not None and fetched > last + single.CLOCK_MARGIN:
+            continue  # read after all of them arrived already
+        newest = synced  # what the stored copy will describe when each event comes up
+        needed = False
+        for created, _received in found:
+            occurred = datetime.fromtimestamp(created, UTC)
+            if newest is not None and newest >= occurred:
+                needed = True
+                break
+            newest = occurred
+        if not needed:
+            continue  # each event newer than the copy before it: none needs a read
+        if reads.wait_for(project_id, conn, kind, sid, last) == STARTED:
+            started += 1
+    return started
 
 
 def prefetcher() -> Prefetcher | None:
