@@ -174,15 +174,16 @@ def test_a_backlogs_reads_are_started_ahead_once_per_object(
     assert reads is not None
     # Another project's look ahead finds nothing of this one's.
     assert read_ahead(other_tenant[0], snapshot(project_id), reads,
-                      inbox_module.PENDING) == 0
-    assert read_ahead(project_id, snapshot(project_id), reads, inbox_module.PENDING) == 1
+                      inbox_module.PENDING)[0] == 0
+    started, last = read_ahead(project_id, snapshot(project_id), reads, inbox_module.PENDING)
+    assert started == 1 and last == max(r.id for r in inbox("pending"))
     key = reads.key(project_id, "subscription", sub["id"])
     deadline = time.monotonic() + 10
     while reads.landed([key]) == [False] and time.monotonic() < deadline:
         time.sleep(0.02)
     assert isinstance(reads.landed([key])[0], datetime)
     # Started again, it finds the read done: none more.
-    assert read_ahead(project_id, snapshot(project_id), reads, inbox_module.PENDING) == 0
+    assert read_ahead(project_id, snapshot(project_id), reads, inbox_module.PENDING)[0] == 0
     assert _gets(double, account, sub["id"]) == 1
     assert drain_once(project_id) == 3
     assert _gets(double, account, sub["id"]) == 1  # both updates covered by that read

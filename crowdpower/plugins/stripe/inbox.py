@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from flask import current_app
 from sqlalchemy import Select, any_, bindparam, literal_column, or_, select, text
 from sqlalchemy.dialects.postgresql import array
@@ -145,10 +146,10 @@ def drain_inbox() -> int:
     waiting: dict[int, batch.Wait] = {}  # rows left pending for a background read
     waited: dict[int, datetime | None] = {}  # ... whose read is over (``apply_batch``)
     handled = idle = 0
-    ahead_at = 0  # rows handled when the drain last looked ahead for reads
+    ahead_at = ahead_row = 0  # rows handled when it last looked ahead, and how far
     while True:
         if reads is not None and handled >= ahead_at:
-            _read_ahead(project_id, reads)
+            ahead_row = _read_ahead(project_id, reads, ahead_row)
             ahead_at = handled + AHEAD_EVERY
         if waiting and reads is not None:
             _forget_reads(project_id, reads, waiting, waited)
@@ -215,20 +216,22 @@ READ_PAUSE = 0.02  # seconds between looks at reads under way, when nothing else
 AHEAD_EVERY = prefetch.AHEAD // 2  # rows applied between two looks ahead
 
 
-def _read_ahead(project_id: int, reads: Prefetcher) -> None:
-    """``prefetch.read_ahead`` on a backlog (never fails the drain: a read not started
-    ahead is started when the drain reaches its event)."""
+def _read_ahead(project_id: int, reads: Prefetcher, after: int) -> int:
+    """``prefetch.read_ahead`` on a backlog, from the row after ``after``; the last row
+    looked at. Never fails the drain: a read not started ahead is started when the drain
+    reaches its event."""
     conn = snapshot(project_id)
     if conn is None or conn.status != "connected":
-        return
+        return after
     try:
-        started = prefetch.read_ahead(project_id, conn, reads, PENDING)
+        started, last = prefetch.read_ahead(project_id, conn, reads, PENDING, after)
     except Exception:
         db.session.rollback()
         log.exception("looking ahead for reads failed; they are made as events come up")
-        return
+        return after
     if started:
         log.debug("drain of project %s: %d reads started ahead", project_id, started)
+    return last
 
 
 def _forget_reads(project_id: int, reads: Prefetcher, waiting: dict[int, batch.Wait],
@@ -301,10 +304,16 @@ BUSY_ROUNDS = 25   # ... that many times in a row before it leaves the inbox to 
 
 
 def _decode(row: StripeWebhookEvent) -> dict | None:
+    """The stored event, parsed by orjson (a tenth of a drain's Python time went to the
+    standard parser); what orjson refuses and the standard parser takes (integers past
+    64 bits, ``NaN``, lone surrogates) is parsed by the latter, as before."""
     try:
-        event = json.loads(row.payload)
-    except ValueError:
-        return None
+        event = orjson.loads(row.payload)
+    except orjson.JSONDecodeError:
+        try:
+            event = json.loads(row.payload)
+        except ValueError:
+            return None
     return event if isinstance(event, dict) else None
 
 

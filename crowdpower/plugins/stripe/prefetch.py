@@ -122,7 +122,7 @@ AHEAD = 2000  # pending rows a drain looks through for reads it will need
 
 
 def read_ahead(project_id: int, conn: Connection, reads: Prefetcher,
-               pending: Any) -> int:
+               pending: Any, after: int = 0) -> tuple[int, int]:
     """Start now the reads the next pending events of a backlog will need.
 
     A read sent now covers every event of its object that arrived before it (a copy read
@@ -133,15 +133,18 @@ def read_ahead(project_id: int, conn: Connection, reads: Prefetcher,
     two of its events of the same second, or the stored copy as new as one of them. Only
     events that arrived more than ``CLOCK_MARGIN`` ago (a backlog): a read of a live
     event's object is started when the drain reaches it. ``pending`` selects the next
-    pending rows in claim order (``inbox.PENDING``). Returns the reads started."""
+    pending rows in claim order (``inbox.PENDING``); ``after``: the last row looked at
+    before (each row is looked at once). Returns the reads started and the last row
+    looked at."""
     cutoff = utcnow() - single.CLOCK_MARGIN
     inbox = StripeWebhookEvent
-    rows = db.session.execute(select(inbox.type, inbox.object_key, inbox.created,
+    rows = db.session.execute(select(inbox.id, inbox.type, inbox.object_key, inbox.created,
                                      inbox.received_at).where(
-        inbox.project_id == any_(array([project_id])), pending)
+        inbox.project_id == any_(array([project_id])), pending, inbox.id > after)
         .order_by(inbox.project_id, inbox.id).limit(AHEAD)).all()
+    last_row = rows[-1][0] if rows else after
     seen: dict[tuple[str, str], list[tuple[int, object]]] = {}
-    for type_, key, created, received in rows:
+    for _id, type_, key, created, received in rows:
         kind = ("subscription" if type_.startswith("customer.subscription.") else "charge"
                 if type_.startswith("charge.") and not type_.startswith("charge.dispute.")
                 else None)
@@ -179,7 +182,7 @@ def read_ahead(project_id: int, conn: Connection, reads: Prefetcher,
             continue  # each event newer than the copy before it: none needs a read
         if reads.wait_for(project_id, conn, kind, sid, last) == STARTED:
             started += 1
-    return started
+    return started, last_row
 
 
 def prefetcher() -> Prefetcher | None:

@@ -154,7 +154,13 @@ def upsert_products(project_id: int, subscriptions: list[tuple[list[dict], datet
     The same result as one guarded upsert per subscription in order (a copy not older
     than the stored one wins, so of several copies of a product the last of the newest
     wins): that copy is picked here, and written once (in product order: two drains
-    lock shared products in the same order)."""
+    lock shared products in the same order).
+
+    A product whose stored copy already holds the same data is left alone: a catalogue
+    has a few products shared by every subscription, and rewriting them with each one
+    (every subscription read from Stripe expands them) made those few rows the place
+    where concurrent drains and reads queued for each other's locks. Its stored time
+    then stays older than the copy skipped, which only lets an equal copy through."""
     newest: dict[str, tuple[dict, datetime]] = {}
     for objects, synced_at in subscriptions:
         for product in expanded_products(objects):
@@ -163,8 +169,17 @@ def upsert_products(project_id: int, subscriptions: list[tuple[list[dict], datet
                 newest[product["id"]] = (product, synced_at)
     if not newest:
         return 0
+    same = {sid for sid, data, deleted in db.session.execute(select(
+        StripeObject.stripe_id, StripeObject.data, StripeObject.deleted).where(
+        StripeObject.project_id == project_id, StripeObject.kind == "product",
+        among(StripeObject.stripe_id, sorted(newest))))
+        if data == compact("product", newest[sid][0])
+        and bool(deleted) == bool(newest[sid][0].get("deleted"))}
+    changed = sorted((sid, kept) for sid, kept in newest.items() if sid not in same)
+    if not changed:
+        return 0
     return upsert_pages(project_id, "product",
-                        [([product], at) for _id, (product, at) in sorted(newest.items())],
+                        [([product], at) for _id, (product, at) in changed],
                         fetched=fetched)
 
 
