@@ -119,8 +119,8 @@ def upsert_pages(project_id: int, kind: str, pages: list[tuple[list[dict], datet
     ``fresh``: the project had no objects of this kind when the phase began (an initial
     sync), so a large batch is COPYed straight into the mirror; if a webhook stored one
     of them meanwhile, the batch goes through the guarded upsert instead. ``fetched``:
-    the pages were read from Stripe's API (``fetched_at`` = their time); False for copies
-    taken from events.
+    the pages were read from Stripe's API (``fetched_at`` = their time); False for the copies
+    webhook events carry.
     """
     if kind == "subscription":
         upsert_products(project_id, pages, fetched=fetched)
