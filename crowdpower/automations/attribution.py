@@ -24,7 +24,7 @@ from crowdpower.automations.models import Automation, Conversion, Message
 from crowdpower.extensions import db
 from crowdpower.models import Event
 from crowdpower.plugins import get_pm
-from crowdpower.tenancy import current_project_id, get_by_id_and_project, project_scope
+from crowdpower.tenancy import current_project_id, project_scope
 
 log = logging.getLogger(__name__)
 DEFAULT_WINDOW_HOURS = 168
@@ -187,32 +187,7 @@ def attribute(project_id: int, event_id: int) -> int | None:
     """Credit ``event`` to the automation that last messaged its customer; the
     conversion's id, or None (not a conversion event, no message in the window, or
     already credited)."""
-    with project_scope(project_id):
-        defaults = default_conversions(project_id)
-        event = get_by_id_and_project(Event, event_id, project_id)
-        if event is None:
-            return None
-        condition = Automation.conversion_event == event.name
-        if event.name in defaults:
-            condition = or_(condition, Automation.conversion_event.is_(None))
-        windows = dict(db.session.execute(select(
-            Automation.id, Automation.attribution_window_hours).where(
-            Automation.project_id == project_id, condition)).all())
-        if not windows:
-            return None
-        touched = func.coalesce(Message.sent_at, Message.claimed_at, Message.created_at)
-        longest = max(w or DEFAULT_WINDOW_HOURS for w in windows.values())
-        candidates = db.session.execute(select(Message.id, Message.automation_id, touched)
-            .where(Message.project_id == project_id, Message.customer_id == event.customer_id,
-                   Message.automation_id.in_(list(windows)), Message.state.in_(DELIVERED),
-                   touched <= event.occurred_at,
-                   touched >= event.occurred_at - timedelta(hours=longest))
-            .order_by(touched.desc(), Message.id.desc())).all()
-        for message_id, automation_id, at in candidates:
-            window = timedelta(hours=windows[automation_id] or DEFAULT_WINDOW_HOURS)
-            if _aware(at) >= event.occurred_at - window:
-                return _insert(event, automation_id, message_id, defaults)
-        return None
+    return next(iter(attribute_many(project_id, [event_id])), None)
 
 
 def _aware(value):

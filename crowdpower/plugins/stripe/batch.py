@@ -195,7 +195,7 @@ def _defer_reads(b: _Batch, work: list[tuple[StripeWebhookEvent, dict]], reads: 
             continue
         obj = mapping.event_object(event)
         kind = obj.get("object")
-        if kind not in MIRRORED or not obj.get("id") or _ids_only(obj):
+        if kind not in MIRRORED or not obj.get("id") or single.carries_discount_ids(obj):
             continue
         key = (kind, obj["id"])
         occurred = datetime.fromtimestamp(int(event.get("created") or 0), UTC)
@@ -212,11 +212,6 @@ def _defer_reads(b: _Batch, work: list[tuple[StripeWebhookEvent, dict]], reads: 
         elif stored is None or stored <= occurred:
             synced[key], fetched[key] = occurred, None
     return later
-
-
-def _ids_only(obj: dict) -> bool:
-    return obj.get("object") == "subscription" and any(
-        isinstance(d, str) for d in obj.get("discounts") or [])
 
 
 class BatchFailed(Exception):
@@ -405,7 +400,7 @@ def _mirror(b: _Batch, obj: dict, occurred: datetime, received: datetime | None
     kind = obj["object"]
     key = (kind, obj["id"])
     stored = b.synced.get(key)
-    ids_only = _ids_only(obj)
+    ids_only = single.carries_discount_ids(obj)
     fetched = False
     if single.needs_fetch(obj, stored, b.fetched.get(key), occurred, received):
         params = {"expand": single.FETCH_EXPAND[kind]} if single.FETCH_EXPAND[kind] else {}

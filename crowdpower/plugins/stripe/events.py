@@ -145,6 +145,13 @@ FETCH_EXPAND = {"subscription": ["items.data.price.product", "discounts.source.c
 CLOCK_MARGIN = timedelta(seconds=1)
 
 
+def carries_discount_ids(obj: dict) -> bool:
+    """A subscription whose ``discounts`` are ids, as webhook payloads carry them (MRR
+    needs the coupons: it is read with them expanded)."""
+    return obj.get("object") == "subscription" and any(
+        isinstance(d, str) for d in obj.get("discounts") or [])
+
+
 def needs_fetch(obj: dict, stored: datetime | None, fetched: datetime | None,
                 occurred: datetime, received: datetime | None) -> bool:
     """Whether applying an event needs its object read from Stripe first.
@@ -157,8 +164,7 @@ def needs_fetch(obj: dict, stored: datetime | None, fetched: datetime | None,
     state, and a read now would add nothing. A subscription whose ``discounts`` are ids
     (as webhook payloads carry them) is always read, with its discounts expanded: MRR needs
     the coupons, and the event's properties are taken from that object."""
-    if obj.get("object") == "subscription" and any(
-            isinstance(d, str) for d in obj.get("discounts") or []):
+    if carries_discount_ids(obj):
         return True
     if stored is None or stored < occurred:
         return False
@@ -172,8 +178,7 @@ def _mirror(project_id: int, conn: Connection, obj: dict, occurred: datetime,
     A subscription read for its discounts is returned (the event's properties use it)."""
     kind = obj["object"]
     stored, fetched = store.stored_stamps(project_id, kind, obj["id"])
-    ids_only = kind == "subscription" and any(isinstance(d, str)
-                                              for d in obj.get("discounts") or [])
+    ids_only = carries_discount_ids(obj)
     if needs_fetch(obj, stored, fetched, occurred, received):
         path = f"/v1/{kind}s/{obj['id']}"
         params = {"expand": FETCH_EXPAND[kind]} if FETCH_EXPAND[kind] else {}
